@@ -1,0 +1,426 @@
+"""YAML configuration: load, override, validate, resolve paths, log.
+
+A recstack config has PaddleRec's two sections::
+
+    runner:            # how to run: data, batch sizes, epochs, checkpoints, devices
+      train_data_dir: "data/sample_data/train"
+      train_batch_size: 512
+      ...
+    hyper_parameters:  # what to run: optimizer and the model's own keys
+      optimizer: {class: Adam, learning_rate: 0.001}
+      sparse_feature_number: 1000001
+      ...
+
+``runner`` keys are fixed by :data:`RUNNER_KEYS` (every key, its type, default and
+meaning; ``doc/yaml.md`` lists the same table). ``hyper_parameters`` keys are
+checked against the model once its wrapper is known
+(:meth:`recstack.wrapper.DygraphModel.known_hyper_parameters`).
+
+Overrides use dotted keys with YAML-typed values, as on the command line
+``-o runner.epochs=2 hyper_parameters.fc_sizes=[64,32] runner.model_init_path=null``.
+Data paths (``train_data_dir``, ``test_data_dir``) resolve against the YAML's
+folder, as in PaddleRec; output paths (``model_save_path`` ...) against the
+working directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+_MISSING = object()
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the file/key."""
+
+
+@dataclass(frozen=True)
+class Key:
+    """Schema entry of one ``runner`` key."""
+
+    types: tuple[type, ...]
+    default: Any
+    help: str
+    data_path: bool = False  # resolved against the YAML's folder
+    compat_only: bool = False  # accepted for PaddleRec compatibility, has no effect here
+
+
+_STR = (str,)
+_OPT_STR = (str, type(None))
+_INT = (int,)
+_OPT_INT = (int, type(None))
+_BOOL = (bool,)
+
+#: Every ``runner`` key recstack understands. ``doc/yaml.md`` documents the same table.
+RUNNER_KEYS: dict[str, Key] = {
+    # --- data
+    "train_data_dir": Key(_OPT_STR, None, "folder of training files (all files in it, sorted); relative to the YAML's folder", data_path=True),
+    "train_reader_path": Key(_OPT_STR, None, "reader for training: a module name in the model folder (e.g. criteo_reader) or a core reader name"),
+    "train_batch_size": Key(_INT, 512, "training batch size"),
+    "test_data_dir": Key(_OPT_STR, None, "folder of evaluation files; relative to the YAML's folder", data_path=True),
+    "infer_reader_path": Key(_OPT_STR, None, "reader for evaluation (defaults to train_reader_path)"),
+    "infer_batch_size": Key(_INT, 512, "evaluation batch size"),
+    "shuffle": Key(_BOOL, False, "shuffle training data: file order and rows within each parsed block (seeded)"),
+    "num_workers": Key(_INT, 1, "background threads that parse data ahead of the model (0 = parse inline)"),
+    "cache_dir": Key(_OPT_STR, None, "folder for the binary cache of parsed files (.npy, keyed by file size+mtime); null = parse text each epoch"),
+    # --- training loop
+    "epochs": Key(_INT, 1, "number of training epochs"),
+    "print_interval": Key(_INT, 10, "log a batch line every N batches"),
+    "seed": Key(_INT, 12345, "random seed (torch, numpy, python, shuffling)"),
+    "use_auc": Key(_BOOL, True, "reset metrics at the start of every epoch (False: metrics accumulate over epochs)"),
+    "model_save_path": Key(_STR, "output_model", "checkpoints are written to <model_save_path>/<epoch>/ (relative to the working directory)"),
+    "model_init_path": Key(_OPT_STR, None, "warm start: checkpoint folder whose model parameters are loaded before training"),
+    "save_optimizer": Key(_BOOL, True, "also save the optimizer state in each checkpoint"),
+    # --- evaluation
+    "infer_load_path": Key(_OPT_STR, None, "folder holding <epoch>/ checkpoints to evaluate (defaults to model_save_path)"),
+    "infer_start_epoch": Key(_INT, 0, "first checkpoint epoch evaluated by tools/infer.py"),
+    "infer_end_epoch": Key(_OPT_INT, None, "evaluate epochs [infer_start_epoch, infer_end_epoch) (defaults to epochs)"),
+    # --- devices, threads
+    "use_gpu": Key(_BOOL, False, "train/evaluate on CUDA; a clear message and CPU fallback when no GPU is present"),
+    "cpu_threads": Key(_OPT_INT, None, "torch intra-op threads (null = torch's default); see doc/yaml.md on the OpenMP trap"),
+    # --- logging
+    "use_visual": Key(_BOOL, False, "write TensorBoard scalars (loss, metrics per interval and per epoch)"),
+    "visual_log_path": Key(_OPT_STR, None, "TensorBoard folder (defaults to <model_save_path>/visual_log)"),
+    "progress_bar": Key((bool, type(None)), None, "tqdm progress bar (null = only when stderr is a terminal)"),
+    # --- distributed
+    "use_fleet": Key(_BOOL, False, "multi-process training (PaddleRec's fleet); not available yet"),
+    # --- PaddleRec keys accepted so that PaddleRec configs load unchanged; they have no effect here
+    "use_inference": Key(_BOOL, False, "PaddleRec: save an inference model each epoch; use tools/to_static.py", compat_only=True),
+    "save_inference_feed_varnames": Key((list, type(None)), None, "PaddleRec inference feed names", compat_only=True),
+    "save_inference_fetch_varnames": Key((list, type(None)), None, "PaddleRec inference fetch names", compat_only=True),
+    "reader_type": Key(_OPT_STR, None, "PaddleRec reader type (QueueDataset/InmemoryDataset/DataLoader)", compat_only=True),
+    "sync_mode": Key(_OPT_STR, None, "PaddleRec parameter-server sync mode", compat_only=True),
+    "thread_num": Key(_OPT_INT, None, "PaddleRec static-graph thread count; use cpu_threads", compat_only=True),
+    "use_xpu": Key(_BOOL, False, "PaddleRec: Kunlun XPU", compat_only=True),
+    "use_npu": Key(_BOOL, False, "PaddleRec: Ascend NPU", compat_only=True),
+    "split_file_list": Key(_BOOL, False, "PaddleRec: split files across fleet workers", compat_only=True),
+}
+
+#: Optimizer keys under ``hyper_parameters.optimizer``.
+OPTIMIZER_KEYS: dict[str, Key] = {
+    "class": Key(_STR, "Adam", "optimizer name: SGD, Adam, Adagrad, AdamW (case-insensitive)"),
+    "learning_rate": Key((float, int), 0.001, "learning rate"),
+    "weight_decay": Key((float, int), 0.0, "AdamW's decoupled weight decay (dense parameters)"),
+    "sparse": Key(_BOOL, True, "row-wise (sparse) updates for embedding tables; Adam/AdamW use SparseAdam for them"),
+    "strategy": Key(_OPT_STR, None, "PaddleRec fleet strategy (sync/async); no effect here", compat_only=True),
+}
+
+#: Keys of ``hyper_parameters`` that belong to the training core, not to a model.
+CORE_HYPER_PARAMETERS: dict[str, Key] = {
+    "optimizer": Key((dict,), {}, "optimizer settings (see OPTIMIZER_KEYS)"),
+    "reg": Key((float, int), 0.0, "L2 regularisation: added to dense gradients, and to the rows touched in a batch for sparse tables (as Paddle's L2Decay on sparse gradients)"),
+}
+
+SECTIONS = ("runner", "hyper_parameters")
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.2, not only ``1.0e-3``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def parse_value(text: str) -> Any:
+    """Type an override value the way YAML would: ints, floats, bools, lists, null."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError:
+        return text
+
+
+def did_you_mean(key: str, known: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest known key, or ``""``."""
+    match = difflib.get_close_matches(key, list(known), n=1, cutoff=0.5)
+    return f"; did you mean '{match[0]}'?" if match else ""
+
+
+def type_name(types: Sequence[type]) -> str:
+    names = {int: "int", float: "float", str: "string", bool: "bool", list: "list", dict: "mapping", type(None): "null"}
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+def check_type(value: Any, types: Sequence[type]) -> bool:
+    if isinstance(value, bool) and bool not in types:
+        return False  # True is an int in Python; not for a config
+    return isinstance(value, tuple(types))
+
+
+class Config:
+    """A loaded config: nested sections with PaddleRec-style dotted ``get``.
+
+    Attributes:
+        path: the YAML file (``None`` for configs built in code).
+        config_dir: the folder data paths resolve against.
+    """
+
+    def __init__(self, data: Mapping[str, Any], path: str | os.PathLike | None = None,
+                 overridden: Iterable[str] = ()) -> None:
+        self._data: dict[str, Any] = copy.deepcopy(dict(data))
+        self.path = Path(path).resolve() if path is not None else None
+        self.config_dir = self.path.parent if self.path is not None else Path.cwd()
+        self.overridden = set(overridden)
+        self.accessed_hyper_parameters: set[str] = set()
+
+    # -------------------------------------------------------------- access
+    def get(self, key: str, default: Any = _MISSING, type: type | tuple[type, ...] | None = None) -> Any:
+        """Value at a dotted key such as ``"hyper_parameters.optimizer.learning_rate"``.
+
+        Args:
+            key: dotted key.
+            default: returned when the key is absent (otherwise absence is an error).
+            type: expected type(s) of the value; an int is accepted for float.
+
+        Raises:
+            ConfigError: the key is absent and no default was given, or the value
+                has the wrong type.
+        """
+        parts = key.split(".")
+        if parts[0] == "hyper_parameters" and len(parts) > 1:
+            self.accessed_hyper_parameters.add(parts[1])
+        value = self._lookup(key, parts, default)
+        if type is not None and value is not default:
+            types = type if isinstance(type, tuple) else (type,)
+            if float in types and int not in types:
+                types = types + (int,)
+            if not check_type(value, types):
+                raise ConfigError(f"{self.source(key)}: expected {type_name(types)}, got {value!r}")
+        return value
+
+    def _lookup(self, key: str, parts: list[str], default: Any) -> Any:
+        node: Any = self._data
+        for i, part in enumerate(parts):
+            if not isinstance(node, dict) or part not in node:
+                if default is not _MISSING:
+                    return default
+                prefix = "".join(p + "." for p in parts[:i])
+                known = [prefix + k for k in node] if isinstance(node, dict) else []
+                raise ConfigError(f"{self._where()}: missing key '{key}'{did_you_mean(key, known)}")
+            node = node[part]
+        return node
+
+    def __getitem__(self, key: str) -> Any:
+        return self.get(key)
+
+    def __contains__(self, key: str) -> bool:
+        return self.get(key, _MISSING) is not _MISSING
+
+    def set(self, key: str, value: Any) -> None:
+        """Set a dotted key, creating intermediate mappings."""
+        node = self._data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[parts[-1]] = value
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A copy of one section (``runner`` or ``hyper_parameters``)."""
+        return copy.deepcopy(self._data.get(name, {}))
+
+    def to_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(self._data)
+
+    def dump(self) -> str:
+        """The resolved config as YAML text."""
+        return yaml.safe_dump(self._data, sort_keys=False, default_flow_style=False)
+
+    def source(self, key: str) -> str:
+        """Where a key's value came from, for error messages."""
+        if key in self.overridden:
+            return f"'{key}' (from -o)"
+        return f"'{key}' in {self.path}" if self.path else f"'{key}'"
+
+    def _where(self) -> str:
+        return str(self.path) if self.path else "config"
+
+    def data_path(self, key: str) -> Path | None:
+        """A runner data path, resolved and checked to exist.
+
+        Raises:
+            ConfigError: the folder does not exist.
+        """
+        value = self.get(key, None)
+        if value is None:
+            return None
+        path = Path(value)
+        if not path.exists():
+            raise ConfigError(f"{self.source(key)}: folder '{path}' does not exist")
+        return path
+
+
+# ------------------------------------------------------------------ loading
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.load(f, Loader=_Loader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: invalid YAML: {getattr(err, 'problem', err)}") from None
+    if data is None:
+        raise ConfigError(f"{path}: the file is empty; expected the sections {', '.join(SECTIONS)}")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with sections {', '.join(SECTIONS)}, got {type(data).__name__}")
+    return data
+
+
+def parse_overrides(items: Iterable[str]) -> list[tuple[str, Any]]:
+    """``["runner.epochs=2", ...]`` → ``[("runner.epochs", 2), ...]``.
+
+    Raises:
+        ConfigError: an item without ``=`` or with an empty key.
+    """
+    pairs = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override '{item}': expected key=value, e.g. runner.epochs=2")
+        pairs.append((key, parse_value(value.strip())))
+    return pairs
+
+
+def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Config:
+    """Load a YAML config, apply ``-o`` overrides, validate ``runner`` and resolve paths.
+
+    Args:
+        path: the YAML file.
+        overrides: ``key=value`` strings with dotted keys, values typed by YAML.
+
+    Returns:
+        The validated :class:`Config`, runner defaults filled in.
+
+    Raises:
+        ConfigError: unreadable YAML, an unknown section or runner key (with the
+            closest known key), a wrongly typed value, a bad override.
+    """
+    path = Path(path).resolve()
+    data = _read_yaml(path)
+    pairs = parse_overrides(overrides)
+    config = Config(data, path, overridden=[k for k, _ in pairs])
+    for key, value in pairs:
+        section = key.split(".", 1)[0]
+        if section not in SECTIONS or "." not in key:
+            raise ConfigError(f"override '{key}': keys start with {' or '.join(s + '.' for s in SECTIONS)}"
+                              + did_you_mean(section, SECTIONS))
+        config.set(key, value)
+    validate_runner(config)
+    return config
+
+
+def from_dict(data: Mapping[str, Any], config_dir: str | os.PathLike | None = None) -> Config:
+    """Build a validated config in code (tests, notebooks); data paths resolve against ``config_dir``."""
+    config = Config(data)
+    if config_dir is not None:
+        config.config_dir = Path(config_dir).resolve()
+    validate_runner(config)
+    return config
+
+
+def validate_runner(config: Config) -> None:
+    """Check sections and runner keys, fill defaults, resolve data paths (in place)."""
+    data = config._data
+    for section in data:
+        if section not in SECTIONS:
+            raise ConfigError(f"{config._where()}: unknown section '{section}'{did_you_mean(section, SECTIONS)}"
+                              f" (expected {', '.join(SECTIONS)})")
+    for section in SECTIONS:
+        if not isinstance(data.setdefault(section, {}) or {}, dict):
+            raise ConfigError(f"{config.source(section)}: expected a mapping")
+        data[section] = data[section] or {}
+    runner = data["runner"]
+    for key, value in runner.items():
+        full = f"runner.{key}"
+        if key not in RUNNER_KEYS:
+            raise ConfigError(f"unknown key {config.source(full)}{did_you_mean(full, ['runner.' + k for k in RUNNER_KEYS])}")
+        spec = RUNNER_KEYS[key]
+        if not check_type(value, spec.types):
+            raise ConfigError(f"{config.source(full)}: expected {type_name(spec.types)}, got {value!r}")
+        if spec.compat_only and value not in (None, False, [], ""):
+            logger.warning("runner.%s is accepted for PaddleRec compatibility and has no effect in recstack", key)
+    for key, spec in RUNNER_KEYS.items():
+        runner.setdefault(key, copy.deepcopy(spec.default))
+        if spec.data_path and runner[key] is not None:
+            runner[key] = str((config.config_dir / os.path.expanduser(runner[key])).resolve())
+    for key in ("train_batch_size", "infer_batch_size", "epochs", "print_interval"):
+        if runner[key] < (0 if key == "epochs" else 1):
+            raise ConfigError(f"{config.source('runner.' + key)}: must be positive, got {runner[key]}")
+    if runner["infer_reader_path"] is None:
+        runner["infer_reader_path"] = runner["train_reader_path"]
+    if runner["infer_load_path"] is None:
+        runner["infer_load_path"] = runner["model_save_path"]
+    if runner["infer_end_epoch"] is None:
+        runner["infer_end_epoch"] = runner["epochs"]
+    _validate_optimizer(config)
+
+
+def _validate_optimizer(config: Config) -> None:
+    hp = config._data["hyper_parameters"]
+    opt = hp.setdefault("optimizer", {}) or {}
+    if not isinstance(opt, dict):
+        raise ConfigError(f"{config.source('hyper_parameters.optimizer')}: expected a mapping with class/learning_rate")
+    hp["optimizer"] = opt
+    for key, value in opt.items():
+        full = f"hyper_parameters.optimizer.{key}"
+        if key not in OPTIMIZER_KEYS:
+            raise ConfigError(f"unknown key {config.source(full)}"
+                              f"{did_you_mean(full, ['hyper_parameters.optimizer.' + k for k in OPTIMIZER_KEYS])}")
+        if not check_type(value, OPTIMIZER_KEYS[key].types):
+            raise ConfigError(f"{config.source(full)}: expected {type_name(OPTIMIZER_KEYS[key].types)}, got {value!r}")
+    for key, spec in OPTIMIZER_KEYS.items():
+        opt.setdefault(key, spec.default)
+    if "reg" in hp and not check_type(hp["reg"], CORE_HYPER_PARAMETERS["reg"].types):
+        raise ConfigError(f"{config.source('hyper_parameters.reg')}: expected a float, got {hp['reg']!r}")
+    hp.setdefault("reg", 0.0)
+
+
+def check_hyper_parameters(config: Config, model_name: str) -> None:
+    """Reject ``hyper_parameters`` keys that nothing read.
+
+    Wrappers and readers read their keys with :meth:`Config.get`; once the model,
+    optimizer and readers are built, a key in the YAML (or ``-o``) that was never
+    read is a typo or a key of another model, and is an error naming the closest
+    key that was asked for.
+    """
+    hp = config._data["hyper_parameters"]
+    core = set(CORE_HYPER_PARAMETERS)
+    asked = config.accessed_hyper_parameters | core
+    for key in hp:
+        if key not in asked:
+            full = f"hyper_parameters.{key}"
+            raise ConfigError(f"unknown key {config.source(full)} for model {model_name}"
+                              f"{did_you_mean(full, ['hyper_parameters.' + k for k in sorted(asked)])}")
+
+
+def log_config(config: Config) -> None:
+    """Log the resolved config (after defaults, overrides and path resolution)."""
+    logger.info("config %s%s\n%s", config.path or "<in code>",
+                f" (overrides: {', '.join(sorted(config.overridden))})" if config.overridden else "",
+                config.dump().rstrip())
