@@ -1,0 +1,237 @@
+"""Block readers: parse whole blocks of text lines into column arrays.
+
+A reader turns the files of a data folder into a stream of *blocks*: dicts of
+numpy arrays with one row per sample (``{"label": (n, 1), "sparse": (n, 26),
+"dense": (n, 13)}``). Subclasses implement :meth:`BlockReader.parse_block` for
+one chunk of complete lines, vectorised (pyarrow's CSV parser, numpy), never a
+Python loop per line on the fast path; when the fast path rejects a block, the
+subclass re-reads it line by line only to name the first bad line.
+
+The loader (:mod:`recstack.data.loader`) cuts blocks into batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections import deque
+from concurrent.futures import Executor
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from recstack.config import Config
+
+logger = logging.getLogger(__name__)
+
+Block = dict[str, np.ndarray]
+
+#: bytes read per block (cut at the last newline)
+BLOCK_BYTES = 4 << 20
+
+
+class DataFormatError(ValueError):
+    """A data file is malformed; the message names the file and line."""
+
+
+def list_data_files(folder: str | os.PathLike, key: str = "data folder") -> list[str]:
+    """All regular files of ``folder`` (sorted, hidden files skipped).
+
+    Raises:
+        DataFormatError: the folder does not exist or holds no files.
+    """
+    path = Path(folder)
+    if not path.is_dir():
+        raise DataFormatError(f"{key}: folder '{path}' does not exist")
+    files = sorted(str(p) for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise DataFormatError(f"{key}: folder '{path}' holds no data files")
+    return files
+
+
+def read_chunks(path: str, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[bytes, int]]:
+    """Yield ``(chunk, first_line_number)`` with chunks of complete lines.
+
+    Raises:
+        DataFormatError: the file is empty.
+    """
+    line_no = 1
+    rest = b""
+    with open(path, "rb") as f:
+        while True:
+            data = f.read(block_bytes)
+            if not data:
+                break
+            data = rest + data
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:  # no newline yet: keep reading
+                rest = data
+                continue
+            chunk, rest = data[:cut], data[cut:]
+            yield chunk, line_no
+            line_no += chunk.count(b"\n")
+    if rest.strip():
+        yield rest + b"\n", line_no
+    elif line_no == 1 and not rest:
+        raise DataFormatError(f"{path}: file is empty")
+
+
+def bad_line(path: str, line_no: int, line: bytes, problem: str) -> DataFormatError:
+    """A :class:`DataFormatError` quoting the start of the offending line."""
+    text = line.decode("utf-8", "replace").rstrip("\n")
+    if len(text) > 120:
+        text = text[:117] + "..."
+    return DataFormatError(f"{path}:{line_no}: {problem}: {text!r}")
+
+
+def row_error(chunk: bytes, path: str, first_line: int, row: int, problem: str) -> DataFormatError:
+    """Error naming the ``row``-th sample (non-blank line, 0-based) of a chunk."""
+    seen = -1
+    for offset, line in enumerate(chunk.split(b"\n")):
+        if line.strip():
+            seen += 1
+            if seen == row:
+                return bad_line(path, first_line + offset, line, problem)
+    return DataFormatError(f"{path}: {problem}")
+
+
+class BlockReader:
+    """Base class of readers: files → blocks of column arrays.
+
+    Subclasses set :attr:`columns` (name → (dtype, width)) and implement
+    :meth:`parse_block`. Construction reads what the reader needs from the
+    config (``hyper_parameters`` keys such as ``sparse_inputs_slots``).
+
+    Args:
+        file_list: data files, read in order.
+        config: the run's config.
+    """
+
+    #: column name → (numpy dtype, row width); filled by subclasses
+    columns: dict[str, tuple[np.dtype, int]] = {}
+
+    def __init__(self, file_list: Sequence[str], config: Config) -> None:
+        self.file_list = list(file_list)
+        self.config = config
+
+    # -------------------------------------------------------------- subclass API
+    def parse_block(self, chunk: bytes, path: str, first_line: int) -> Block:
+        """Parse a chunk of complete lines into column arrays.
+
+        Raises:
+            DataFormatError: naming ``path`` and the line number of the first bad line.
+        """
+        raise NotImplementedError
+
+    def signature(self) -> str:
+        """What determines the parsed arrays besides the file (for the binary cache)."""
+        return f"{type(self).__module__}.{type(self).__qualname__}:{sorted(self.columns.items())}"
+
+    # -------------------------------------------------------------- iteration
+    def iter_file(self, path: str, pool: Executor | None = None) -> Iterator[Block]:
+        """Blocks of one file parsed from text, in order; ``pool`` parses chunks in parallel."""
+        chunks = read_chunks(path)
+        if pool is None:
+            blocks: Iterator[Block] = (self.parse_block(chunk, path, line) for chunk, line in chunks)
+        else:
+            blocks = _in_order(pool, self.parse_block, ((chunk, path, line) for chunk, line in chunks))
+        any_rows = False
+        for block in blocks:
+            if len(next(iter(block.values()))):
+                any_rows = True
+                yield block
+        if not any_rows:
+            raise DataFormatError(f"{path}: file holds no samples (only blank lines)")
+
+    def iter_blocks(self, files: Sequence[str] | None = None, cache_dir: str | None = None,
+                    pool: Executor | None = None) -> Iterator[Block]:
+        """Blocks of all files in order, through the binary cache when ``cache_dir`` is set."""
+        for path in self.file_list if files is None else files:
+            if cache_dir:
+                yield from BinaryCache(cache_dir, self).blocks(path, pool)
+            else:
+                yield from self.iter_file(path, pool)
+
+
+def _in_order(pool: Executor, fn, args: Iterator[tuple]) -> Iterator:
+    """``fn(*a)`` for each ``a``, computed by ``pool`` with bounded look-ahead, yielded in order."""
+    pending: deque = deque()
+    depth = 2 * max(1, getattr(pool, "_max_workers", 1))
+    for a in args:
+        pending.append(pool.submit(fn, *a))
+        if len(pending) > depth:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+class BinaryCache:
+    """Parsed columns of each file stored as raw binary arrays (memory-mapped) for later epochs and runs.
+
+    The cache folder of a file is keyed by its absolute path, size, mtime and the
+    reader's signature, so an edited file or a changed reader setting is parsed
+    again. Writing is atomic: arrays go to a temporary folder renamed into place
+    once complete; an interrupted first pass leaves no half-written cache.
+    """
+
+    ROWS_PER_BLOCK = 16384
+
+    def __init__(self, root: str, reader: BlockReader) -> None:
+        self.root = Path(root)
+        self.reader = reader
+
+    def key(self, path: str) -> str:
+        st = os.stat(path)
+        ident = f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{self.reader.signature()}"
+        return f"{Path(path).name}-{hashlib.sha1(ident.encode()).hexdigest()[:16]}"
+
+    def blocks(self, path: str, pool: Executor | None = None) -> Iterator[Block]:
+        folder = self.root / self.key(path)
+        if (folder / "meta.json").is_file():
+            yield from self._read(folder)
+            return
+        yield from self._write(path, folder, pool)
+
+    def _read(self, folder: Path) -> Iterator[Block]:
+        meta = json.loads((folder / "meta.json").read_text())
+        rows = meta["rows"]
+        arrays = {name: np.memmap(folder / f"{name}.bin", dtype=np.dtype(dtype), mode="r", shape=(rows, width))
+                  for name, (dtype, width) in meta["columns"].items()}
+        for start in range(0, rows, self.ROWS_PER_BLOCK):
+            stop = min(rows, start + self.ROWS_PER_BLOCK)
+            yield {name: np.array(a[start:stop]) for name, a in arrays.items()}
+
+    def _write(self, path: str, folder: Path, pool: Executor | None) -> Iterator[Block]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".tmp-{folder.name}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        files: dict[str, object] = {}
+        columns: dict[str, tuple[str, int]] = {}
+        rows = 0
+        try:
+            for block in self.reader.iter_file(path, pool):
+                for name, array in block.items():
+                    if name not in files:
+                        files[name] = open(tmp / f"{name}.bin", "wb")
+                        columns[name] = (array.dtype.str, array.shape[1])
+                    np.ascontiguousarray(array).tofile(files[name])
+                rows += len(array)
+                yield block
+            for f in files.values():
+                f.close()
+            (tmp / "meta.json").write_text(json.dumps({"source": os.path.abspath(path), "rows": rows,
+                                                       "columns": columns}))
+            try:
+                os.replace(tmp, folder)
+                logger.info("cached %s (%d rows) in %s", path, rows, folder)
+            except OSError:  # another process cached it first
+                pass
+        finally:
+            for f in files.values():
+                f.close()
+            shutil.rmtree(tmp, ignore_errors=True)

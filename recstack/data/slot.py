@@ -1,0 +1,174 @@
+"""PaddleRec's slot format (Criteo): ``click:0 dense_feature:0.05 ... 1:737395 ... 26:306163``.
+
+One sample per line, space-separated ``slot:value`` tokens: the label slot
+(``click``), ``dense_input_dim`` dense values (``dense_feature``) and
+``sparse_inputs_slots - 1`` sparse slots named ``1`` .. ``N`` with one id each
+(PaddleRec counts the label among ``sparse_inputs_slots``).
+
+Fast path: lines in this canonical order are parsed by pyarrow's CSV parser
+(``:`` turned into a column break), about 170-200 MB/s on one core. Lines with
+the slots in another order (which PaddleRec's reader accepts) fall back to a
+per-line parse of that block, with identical results; a malformed line is an
+error naming file, line and problem.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from recstack.config import Config
+from recstack.data.base import Block, BlockReader, DataFormatError, bad_line, row_error
+from recstack.registry import READERS
+
+_COLON_TO_SPACE = bytes.maketrans(b":", b" ")
+
+
+@READERS.register("slot")
+class SlotReader(BlockReader):
+    """Reader of PaddleRec's Criteo slot format.
+
+    Config keys (``hyper_parameters``): ``sparse_inputs_slots`` (label + sparse
+    slots, PaddleRec: 27), ``dense_input_dim`` (13), ``sparse_feature_number``
+    (ids must be below it).
+
+    Blocks: ``label`` float32 ``(n, 1)``, ``sparse`` int64 ``(n, S)``, ``dense``
+    float32 ``(n, Dn)``.
+
+    Args:
+        file_list: data files.
+        config: the run's config.
+        label_slot: name of the label slot.
+        dense_slot: name of the dense slot.
+    """
+
+    def __init__(self, file_list, config: Config, label_slot: str = "click",
+                 dense_slot: str = "dense_feature") -> None:
+        super().__init__(file_list, config)
+        self.num_sparse = config.get("hyper_parameters.sparse_inputs_slots", type=int) - 1
+        self.dense_dim = config.get("hyper_parameters.dense_input_dim", type=int)
+        self.id_bound = config.get("hyper_parameters.sparse_feature_number", None, type=int)
+        if self.num_sparse < 1 or self.dense_dim < 0:
+            raise DataFormatError(f"{config.source('hyper_parameters.sparse_inputs_slots')}: need at least one "
+                                  "sparse slot besides the label")
+        self.label_slot, self.dense_slot = label_slot, dense_slot
+        self.sparse_slots = [str(i) for i in range(1, self.num_sparse + 1)]
+        self.columns = {"label": (np.dtype(np.float32), 1), "sparse": (np.dtype(np.int64), self.num_sparse),
+                        "dense": (np.dtype(np.float32), self.dense_dim)}
+        tokens = 1 + self.dense_dim + self.num_sparse
+        names = [f"c{i}" for i in range(2 * tokens)]
+        dense_values = names[3:2 + 2 * self.dense_dim:2]
+        first_sparse = 2 + 2 * self.dense_dim
+        self._sparse_keys = names[first_sparse::2]
+        self._sparse_values = names[first_sparse + 1::2]
+        types = {names[1]: pa.int64(), **{c: pa.float32() for c in dense_values},
+                 **{c: pa.int64() for c in self._sparse_keys + self._sparse_values}}
+        self._label_col, self._dense_cols = names[1], dense_values
+        self._read_options = dict(column_names=names, use_threads=False)
+        self._parse_options = pacsv.ParseOptions(delimiter=" ", ignore_empty_lines=True)
+        self._convert_options = pacsv.ConvertOptions(include_columns=list(types), column_types=types)
+        self._expected_keys = np.arange(1, self.num_sparse + 1, dtype=np.int64)
+        self._label_prefix = f"{label_slot}:".encode()
+        self._dense_prefix = f"{dense_slot}:".encode()
+
+    def signature(self) -> str:
+        return f"{super().signature()}|{self.label_slot}|{self.dense_slot}"
+
+    # ------------------------------------------------------------------ parsing
+    def parse_block(self, chunk: bytes, path: str, first_line: int) -> Block:
+        block = self._fast(chunk)
+        if block is None:
+            block = self._slow(chunk, path, first_line)
+        self._check_values(block, chunk, path, first_line)
+        return block
+
+    def _fast(self, chunk: bytes) -> Block | None:
+        """Vectorised parse of canonical lines; ``None`` when the chunk is not canonical."""
+        try:
+            table = pacsv.read_csv(io.BytesIO(chunk.translate(_COLON_TO_SPACE)),
+                                   read_options=pacsv.ReadOptions(block_size=len(chunk) + 1, **self._read_options),
+                                   parse_options=self._parse_options, convert_options=self._convert_options)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return None
+        n = table.num_rows
+        starts_with_label = chunk.count(b"\n" + self._label_prefix) + chunk.startswith(self._label_prefix)
+        # every line starts with the label slot, and the 13 tokens after it are dense slots
+        # (the sparse keys are checked below; a misplaced token fails the int64 parse)
+        if starts_with_label != n or chunk.count(self._dense_prefix) != self.dense_dim * n:
+            return None
+        keys = np.column_stack([table.column(c).to_numpy() for c in self._sparse_keys])
+        if n and not (keys == self._expected_keys).all():
+            return None
+        sparse = np.column_stack([table.column(c).to_numpy() for c in self._sparse_values]) if n else \
+            np.zeros((0, self.num_sparse), np.int64)
+        dense = np.column_stack([table.column(c).to_numpy() for c in self._dense_cols]) if n and self.dense_dim \
+            else np.zeros((n, self.dense_dim), np.float32)
+        label = table.column(self._label_col).to_numpy().astype(np.float32).reshape(-1, 1)
+        return {"label": label, "sparse": np.ascontiguousarray(sparse, dtype=np.int64),
+                "dense": np.ascontiguousarray(dense, dtype=np.float32)}
+
+    def _slow(self, chunk: bytes, path: str, first_line: int) -> Block:
+        """Per-line parse (any slot order, PaddleRec semantics); names the first bad line."""
+        slot_index = {s: i for i, s in enumerate(self.sparse_slots)}
+        labels, sparse, dense = [], [], []
+        for offset, line in enumerate(chunk.split(b"\n")):
+            if not line.strip():
+                continue
+            line_no = first_line + offset
+            label, ids, values = None, [None] * self.num_sparse, []
+            for token in line.split():
+                slot, sep, value = token.decode("utf-8", "replace").partition(":")
+                if not sep:
+                    raise bad_line(path, line_no, line, f"token '{slot}' is not slot:value")
+                try:
+                    if slot == self.label_slot:
+                        if label is not None:
+                            raise bad_line(path, line_no, line, f"slot '{slot}' appears twice")
+                        label = int(value)
+                    elif slot == self.dense_slot:
+                        values.append(float(value))
+                    elif slot in slot_index:
+                        if ids[slot_index[slot]] is not None:
+                            raise bad_line(path, line_no, line, f"sparse slot '{slot}' appears twice")
+                        ids[slot_index[slot]] = int(value)
+                    else:
+                        raise bad_line(path, line_no, line,
+                                       f"unknown slot '{slot}' (expected {self.label_slot}, {self.dense_slot}, "
+                                       f"1..{self.num_sparse})")
+                except ValueError as err:
+                    if isinstance(err, DataFormatError):
+                        raise
+                    raise bad_line(path, line_no, line, f"slot '{slot}' has non-numeric value '{value}'") from None
+            if label is None:
+                raise bad_line(path, line_no, line, f"missing label slot '{self.label_slot}'")
+            if len(values) != self.dense_dim:
+                raise bad_line(path, line_no, line,
+                               f"expected {self.dense_dim} '{self.dense_slot}' values, got {len(values)}")
+            missing = [self.sparse_slots[i] for i, v in enumerate(ids) if v is None]
+            if missing:
+                raise bad_line(path, line_no, line, f"missing sparse slot(s) {', '.join(missing[:5])}"
+                               f" (expected {1 + self.dense_dim + self.num_sparse} tokens)")
+            labels.append(label)
+            sparse.append(ids)
+            dense.append(values)
+        return {"label": np.asarray(labels, np.float32).reshape(-1, 1),
+                "sparse": np.asarray(sparse, np.int64).reshape(-1, self.num_sparse),
+                "dense": np.asarray(dense, np.float32).reshape(-1, self.dense_dim)}
+
+    def _check_values(self, block: Block, chunk: bytes, path: str, first_line: int) -> None:
+        """Labels 0/1, ids in ``[0, sparse_feature_number)``, finite dense values."""
+        checks = [
+            (~np.isin(block["label"][:, 0], (0.0, 1.0)), f"label '{self.label_slot}' must be 0 or 1"),
+            ((block["sparse"] < 0).any(axis=1) if self.id_bound is None else
+             ((block["sparse"] < 0) | (block["sparse"] >= self.id_bound)).any(axis=1),
+             "sparse id outside [0, sparse_feature_number" + (f"={self.id_bound})" if self.id_bound else ")")),
+            (~np.isfinite(block["dense"]).all(axis=1), "dense value is not finite"),
+        ]
+        for bad, problem in checks:
+            if bad.any():
+                row = int(np.argmax(bad))
+                raise row_error(chunk, path, first_line, row, problem)
+
