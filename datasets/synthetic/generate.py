@@ -1,0 +1,396 @@
+"""Seeded synthetic data with a planted, learnable signal, in PaddleRec's formats.
+
+Used for the models' bundled sample data, for tests and for benchmarks::
+
+    python datasets/synthetic/generate.py criteo --rows 200000 --seed 1 --output /tmp/train.txt
+    python datasets/synthetic/generate.py census --rows 2000 --seed 1 --output data/train
+
+* ``criteo``: Criteo slot format, exactly like ``datasets/criteo/preprocess.py`` writes it
+  (``click:<0/1>``, 13 ``dense_feature:<v>`` in [0, 1], ``1:<id>`` .. ``26:<id>``).
+* ``census``: PaddleRec's census CSV (``marital,income`` + 11 standardised numeric
+  columns + 488 one-hot columns of 29 categorical columns = 501 columns).
+
+The *world* (vocabularies, true weights, biases) depends only on ``--world-seed``,
+so files made with different ``--seed`` share one ground truth (train / test).
+Identical arguments give byte-identical files. Rows are generated and written in
+fixed-size chunks, so large ``--rows`` need little memory. ``--emit-proba`` writes
+the true click probability (criteo) or the ``marital,income`` probabilities
+(census) of each row, for computing the Bayes-optimal AUC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Iterator, Protocol, TextIO
+
+import numpy as np
+
+from recstack.data.hashing import criteo_hash
+
+CHUNK_ROWS = 100_000  # fixed: the random stream (and so the output) depends on it
+CALIBRATION_ROWS = 50_000
+
+
+# ----------------------------------------------------------------------------- shared helpers
+def world_rng(world_seed: int, name: str) -> np.random.Generator:
+    """The generator of a world: seeded by ``world_seed`` and the data set's name only."""
+    return np.random.default_rng([world_seed, *name.encode("ascii")])
+
+
+def zipf_cdf(size: int, exponent: float) -> np.ndarray:
+    """Cumulative probabilities of the Zipf-like law ``p_i ~ (i + 1) ** -exponent``, i < size."""
+    cdf = np.cumsum(np.arange(1, size + 1, dtype=np.float64) ** -exponent)
+    return cdf / cdf[-1]
+
+
+def draw(rng: np.random.Generator, cdf: np.ndarray, n: int) -> np.ndarray:
+    """``n`` category indices drawn from the law with cumulative probabilities ``cdf``."""
+    return np.minimum(np.searchsorted(cdf, rng.random(n), side="right"), len(cdf) - 1)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic function."""
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def calibrate_bias(logits: np.ndarray, rate: float) -> float:
+    """The bias ``b`` with ``mean(sigmoid(logits + b)) == rate`` (bisection)."""
+    low, high = -30.0, 30.0
+    for _ in range(60):
+        mid = (low + high) / 2
+        if sigmoid(logits + mid).mean() < rate:
+            low = mid
+        else:
+            high = mid
+    return (low + high) / 2
+
+
+def standardize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and stds (std 0 -> 1) of a ``(rows, columns)`` array."""
+    std = values.std(axis=0)
+    return values.mean(axis=0), np.where(std > 0, std, 1.0)
+
+
+def scale_effect(table: np.ndarray, index: np.ndarray | tuple, std: float) -> np.ndarray:
+    """Shift and scale ``table`` so that ``table[index]`` has mean 0 and std ``std``.
+
+    ``index`` picks the entries of a calibration sample. Planting each effect with a
+    fixed spread keeps a world's Bayes AUC near its target whatever the weights drawn.
+    """
+    values = table[index]
+    return (table - values.mean()) * (std / max(values.std(), 1e-12))
+
+
+def token_table(texts: list[str]) -> np.ndarray:
+    """An object array of strings, indexed with integer arrays to render a column."""
+    table = np.empty(len(texts), dtype=object)
+    table[:] = texts
+    return table
+
+
+def join_rows(columns: list[list[str]], separator: str) -> str:
+    """Text of rows given column-wise: fields joined by ``separator``, one line per row."""
+    return "".join(line + "\n" for line in map(separator.join, zip(*columns)))
+
+
+def format_float(value: float) -> str:
+    """12 significant digits, ``.0`` on integers (as datasets/criteo/preprocess.py writes)."""
+    text = format(value, ".12g")
+    return text if any(c in text for c in ".en") else text + ".0"
+
+
+@contextlib.contextmanager
+def atomic_open(path: Path) -> Iterator[TextIO]:
+    """Open ``path`` for writing through a temporary sibling, renamed into place on success."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class World(Protocol):
+    """What :func:`generate` needs from a data set's ground truth."""
+
+    def sample(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+        """Draw the features of ``n`` rows."""
+
+    def logits(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        """True logits, ``(n,)`` or ``(n, tasks)``."""
+
+    def render(self, features: dict[str, np.ndarray], labels: np.ndarray) -> str:
+        """The rows as text, one line each, newline-terminated."""
+
+
+# ----------------------------------------------------------------------------- criteo
+# (vocabulary size, Zipf exponent, missing rate) of the 26 slots: tiny, medium and large
+# vocabularies; the large ones (10k-100k values) carry no signal.
+CRITEO_SLOTS = (
+    (1000, 1.1, 0.0), (500, 1.1, 0.0), (100000, 1.05, 0.03), (50000, 1.05, 0.03),
+    (200, 1.2, 0.0), (12, 0.8, 0.1), (10000, 1.0, 0.0), (600, 1.1, 0.0), (3, 0.5, 0.0),
+    (30000, 1.05, 0.03), (20000, 1.0, 0.0), (80000, 1.05, 0.03), (300, 1.1, 0.0),
+    (20, 0.9, 0.0), (40000, 1.0, 0.0), (60000, 1.05, 0.03), (10, 0.7, 0.0),
+    (15000, 1.0, 0.0), (800, 1.1, 0.4), (4, 0.5, 0.4), (70000, 1.05, 0.03), (15, 0.8, 0.7),
+    (16, 0.9, 0.0), (25000, 1.0, 0.0), (100, 1.0, 0.4), (12000, 1.0, 0.4),
+)  # fmt: skip
+# Planted signal: 1-based informative slot -> std of its per-value weights' contribution
+# to the logit; a pairwise table on two of them; 0-based dense feature -> weight (on the
+# standardised value).
+CRITEO_INFORMATIVE = {1: 0.45, 2: 0.45, 5: 0.45, 6: 0.55, 8: 0.45, 14: 0.55, 17: 0.55, 23: 0.55}
+CRITEO_INTERACTION = (6, 17, 0.5)
+CRITEO_DENSE_SIGNAL = {1: 0.5, 4: -0.4, 7: 0.3}
+CONT_DIFF = (20, 603, 100, 50, 64000, 500, 100, 50, 500, 10, 10, 10, 50)
+CRITEO_RATE = 0.25
+
+
+class CriteoWorld:
+    """Ground truth of the synthetic Criteo data.
+
+    Each slot draws a raw value index from a Zipf-like law over its vocabulary
+    (an extra index means "missing", the empty string); a value's raw text is an
+    8-hex-digit string (a bijection of its index, unique in its slot) and its id is
+    ``criteo_hash(13 + k, text)`` for slot ``k`` (1..26), like a real hashed Criteo id.
+    Dense feature ``j`` is ``q / CONT_DIFF[j]``, ``q`` a clipped exponential integer
+    (or 0, missing).
+    The logit adds per-value weights of the informative slots, a pairwise table of
+    two of them and a linear term in three standardised dense features.
+    """
+
+    def __init__(self, world_seed: int) -> None:
+        rng = world_rng(world_seed, "criteo")
+        self.cdfs = [zipf_cdf(size, a) for size, a, _ in CRITEO_SLOTS]
+        self.missing = np.array([m for _, _, m in CRITEO_SLOTS])
+        self.offsets = rng.integers(0, 2**32, len(CRITEO_SLOTS))
+        self.dense_scale = rng.uniform(0.02, 0.3, len(CONT_DIFF))
+        self.dense_missing = rng.uniform(0.0, 0.4, len(CONT_DIFF))
+        self.ids = [np.full(size + 1, -1, dtype=np.int64) for size, _, _ in CRITEO_SLOTS]
+        self.dense_tables: dict[int, np.ndarray] = {}
+        # Normal weights, scaled so each effect has its planted spread on a calibration sample.
+        calibration = self.sample(rng, CALIBRATION_ROWS)
+        values = calibration["values"]
+        self.weights = {
+            k: scale_effect(rng.standard_normal(CRITEO_SLOTS[k - 1][0] + 1), values[:, k - 1], std)
+            for k, std in CRITEO_INFORMATIVE.items()
+        }
+        a, b, std = CRITEO_INTERACTION
+        pairs = rng.standard_normal((CRITEO_SLOTS[a - 1][0] + 1, CRITEO_SLOTS[b - 1][0] + 1))
+        self.pair_weights = scale_effect(pairs, (values[:, a - 1], values[:, b - 1]), std)
+        dense = calibration["dense"][:, list(CRITEO_DENSE_SIGNAL)]
+        self.dense_mean, self.dense_std = standardize(dense)
+        self.bias = 0.0
+        self.bias = calibrate_bias(self.logits(calibration), CRITEO_RATE)
+
+    def sample(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+        """Value indices ``(n, 26)`` and dense grid values ``(n, 13)`` of ``n`` rows."""
+        values = np.stack([draw(rng, cdf, n) for cdf in self.cdfs], axis=1)
+        missing_index = np.array([size for size, _, _ in CRITEO_SLOTS])
+        values = np.where(rng.random(values.shape) < self.missing, missing_index, values)
+        diff = np.asarray(CONT_DIFF)
+        q = np.minimum(np.floor(rng.exponential(self.dense_scale * diff, (n, len(diff)))), diff)
+        q[rng.random(q.shape) < self.dense_missing] = 0
+        return {"values": values, "q": q.astype(np.int64), "dense": q / diff}
+
+    def logits(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        """True click logits ``(n,)``."""
+        values = features["values"]
+        z = np.full(len(values), self.bias)
+        for k, w in self.weights.items():
+            z += w[values[:, k - 1]]
+        a, b, _ = CRITEO_INTERACTION
+        z += self.pair_weights[values[:, a - 1], values[:, b - 1]]
+        dense = (features["dense"][:, list(CRITEO_DENSE_SIGNAL)] - self.dense_mean) / self.dense_std
+        return z + dense @ np.array(list(CRITEO_DENSE_SIGNAL.values()))
+
+    def raw_text(self, slot: int, index: int) -> str:
+        """Raw Criteo-like text of value ``index`` of 0-based ``slot`` ("" = missing)."""
+        if index == CRITEO_SLOTS[slot][0]:
+            return ""
+        return format((index * 2654435761 + int(self.offsets[slot])) % 2**32, "08x")
+
+    def _slot_tokens(self, slot: int, values: np.ndarray) -> list[str]:
+        """``"<slot>:<id>"`` tokens of one slot's column, hashing each raw value once."""
+        unique, inverse = np.unique(values, return_inverse=True)
+        ids = self.ids[slot]
+        for index in unique[ids[unique] < 0].tolist():
+            ids[index] = criteo_hash(14 + slot, self.raw_text(slot, index))
+        tokens = token_table([f"{slot + 1}:{i}" for i in ids[unique].tolist()])
+        return tokens[inverse].tolist()
+
+    def _dense_tokens(self, j: int, q: np.ndarray) -> list[str]:
+        """``"dense_feature:<q / CONT_DIFF[j]>"`` tokens of dense column ``j``."""
+        if j not in self.dense_tables:
+            d = CONT_DIFF[j]
+            self.dense_tables[j] = token_table(
+                [f"dense_feature:{format_float(v / d)}" for v in range(d + 1)]
+            )
+        return self.dense_tables[j][q].tolist()
+
+    def render(self, features: dict[str, np.ndarray], labels: np.ndarray) -> str:
+        """Slot-format lines."""
+        columns = [token_table(["click:0", "click:1"])[labels.astype(np.int64)].tolist()]
+        columns += [self._dense_tokens(j, features["q"][:, j]) for j in range(len(CONT_DIFF))]
+        columns += [self._slot_tokens(k, col) for k, col in enumerate(features["values"].T)]
+        return join_rows(columns, " ")
+
+
+# ----------------------------------------------------------------------------- census
+NUM_NUMERIC = 11
+# Cardinalities of the 29 categorical columns (those of the UCI data; they sum to 488).
+CENSUS_CARDINALITIES = {
+    "class_worker": 9, "det_ind_code": 52, "det_occ_code": 47, "education": 17,
+    "hs_college": 3, "major_ind_code": 24, "major_occ_code": 15, "race": 5, "hisp_origin": 10,
+    "sex": 2, "union_member": 3, "unemp_reason": 6, "full_or_part_emp": 8,
+    "tax_filer_stat": 6, "region_prev_res": 6, "state_prev_res": 51, "det_hh_fam_stat": 38,
+    "det_hh_summ": 8, "mig_chg_msa": 10, "mig_chg_reg": 9, "mig_move_reg": 10, "mig_same": 3,
+    "mig_prev_sunbelt": 4, "fam_under_18": 5, "country_father": 43, "country_mother": 43,
+    "country_self": 43, "citizenship": 5, "vet_question": 3,
+}  # fmt: skip
+# Categorical columns of the shared and task-specific parts -> std of their effect on the logit.
+CENSUS_SHARED = {"education": 0.7, "class_worker": 0.6, "det_occ_code": 0.5, "sex": 0.5}
+CENSUS_INCOME = {"major_occ_code": 0.7, "tax_filer_stat": 0.6}
+CENSUS_MARITAL = {"det_hh_fam_stat": 0.8, "det_hh_summ": 0.6}
+CENSUS_RATES = {"marital": 0.40, "income": 0.08}
+
+
+class CensusWorld:
+    """Ground truth of the synthetic census data: two correlated tasks.
+
+    Numeric columns are N(0, 1) (0 = "age", 9 = "weeks worked"); each categorical column
+    draws from its own Dirichlet-distributed law. A shared component ``s`` (two numerics
+    plus four categorical effects) enters income with +1 and marital with -1; income adds
+    a product ``x2 * x4`` and its own categorical effects, marital an age-squared-like
+    term ``-x0**2`` (and ``-x0``) and household effects.
+    """
+
+    def __init__(self, world_seed: int) -> None:
+        rng = world_rng(world_seed, "census")
+        assert sum(CENSUS_CARDINALITIES.values()) == 488
+        self.names = list(CENSUS_CARDINALITIES)
+        sizes = list(CENSUS_CARDINALITIES.values())
+        self.cdfs = [np.cumsum(rng.dirichlet(np.full(c, 0.8))) for c in sizes]
+        self.blocks = [  # the one-hot text of each category of each column
+            token_table([",".join("1" if i == j else "0" for i in range(c)) for j in range(c)])
+            for c in sizes
+        ]
+        calibration = self.sample(rng, CALIBRATION_ROWS)
+        self.effects = {
+            name: scale_effect(
+                rng.standard_normal(CENSUS_CARDINALITIES[name]),
+                calibration["categories"][:, self.names.index(name)],
+                std,
+            )
+            for name, std in {**CENSUS_SHARED, **CENSUS_INCOME, **CENSUS_MARITAL}.items()
+        }
+        self.bias = np.zeros(2)
+        logits = self.logits(calibration)
+        rates = CENSUS_RATES.values()
+        self.bias = np.array([calibrate_bias(logits[:, t], r) for t, r in enumerate(rates)])
+
+    def sample(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+        """Numeric values ``(n, 11)`` and category indices ``(n, 29)`` of ``n`` rows."""
+        numeric = rng.standard_normal((n, NUM_NUMERIC))
+        categories = np.stack([draw(rng, cdf, n) for cdf in self.cdfs], axis=1)
+        return {"numeric": numeric, "categories": categories}
+
+    def _effect(self, features: dict[str, np.ndarray], columns: dict[str, float]) -> np.ndarray:
+        """Sum of the planted effects of ``columns`` on each row."""
+        cats = features["categories"]
+        return sum(self.effects[name][cats[:, self.names.index(name)]] for name in columns)
+
+    def logits(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        """True logits ``(n, 2)``: column 0 marital, column 1 income."""
+        x = features["numeric"]
+        shared = 0.8 * x[:, 0] + 0.6 * x[:, 9] + self._effect(features, CENSUS_SHARED)
+        income = shared + 0.6 * x[:, 3] + 0.7 * x[:, 2] * x[:, 4]
+        marital = -shared - 0.8 * x[:, 0] - 0.7 * x[:, 0] ** 2
+        income += self._effect(features, CENSUS_INCOME)
+        marital += self._effect(features, CENSUS_MARITAL)
+        return np.stack([marital, income], axis=1) + self.bias
+
+    def render(self, features: dict[str, np.ndarray], labels: np.ndarray) -> str:
+        """CSV lines ``marital,income,<11 numerics>,<488 one-hot>``."""
+        columns = [np.where(labels[:, t], "1", "0").tolist() for t in range(2)]
+        columns += [[format(v, ".4g") for v in col] for col in features["numeric"].T.tolist()]
+        columns += [block[c].tolist() for block, c in zip(self.blocks, features["categories"].T)]
+        return join_rows(columns, ",")
+
+
+WORLDS = {"criteo": CriteoWorld, "census": CensusWorld}
+
+
+# ----------------------------------------------------------------------------- driver
+def output_file(output: Path) -> Path:
+    """``output`` itself if it ends with ``.txt``, else ``output/part-0.txt``."""
+    return output if output.suffix == ".txt" else output / "part-0.txt"
+
+
+def generate(
+    dataset: str,
+    rows: int,
+    seed: int,
+    output: Path,
+    world_seed: int = 0,
+    proba: Path | None = None,
+) -> Path:
+    """Write ``rows`` rows of ``dataset`` (see the module docstring); return the data file.
+
+    Args:
+        dataset: ``"criteo"`` or ``"census"``.
+        rows: number of rows.
+        seed: seed of the rows (different files of one world use different seeds).
+        output: a ``.txt`` file, or a folder that receives ``part-0.txt``.
+        world_seed: seed of the ground truth.
+        proba: optional file for the true probabilities (one line per row).
+    """
+    world: World = WORLDS[dataset](world_seed)
+    rng = np.random.default_rng(seed)
+    path = output_file(output)
+    proba_file = atomic_open(proba) if proba else contextlib.nullcontext()
+    with atomic_open(path) as out, proba_file as proba_out:
+        for start in range(0, rows, CHUNK_ROWS):
+            features = world.sample(rng, min(CHUNK_ROWS, rows - start))
+            p = sigmoid(world.logits(features))
+            labels = rng.random(p.shape) < p
+            out.write(world.render(features, labels))
+            if proba_out is not None:
+                tasks = p.reshape(len(p), -1).T.tolist()
+                proba_out.write(join_rows([[format(v, ".6g") for v in t] for t in tasks], ","))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("dataset", choices=sorted(WORLDS))
+    parser.add_argument("--rows", type=int, required=True, help="number of rows")
+    parser.add_argument("--seed", type=int, required=True, help="seed of the rows")
+    parser.add_argument(
+        "--output", type=Path, required=True, help="a .txt file, or a folder (-> part-0.txt)"
+    )
+    parser.add_argument("--world-seed", type=int, default=0, help="ground-truth seed (default 0)")
+    parser.add_argument("--emit-proba", type=Path, help="also write the true probabilities here")
+    args = parser.parse_args(argv)
+    if args.rows < 0:
+        parser.error("--rows must be >= 0")
+    if args.seed < 0 or args.world_seed < 0:
+        parser.error("--seed and --world-seed must be >= 0")
+    start = time.perf_counter()
+    path = generate(
+        args.dataset, args.rows, args.seed, args.output, args.world_seed, args.emit_proba
+    )
+    seconds = time.perf_counter() - start
+    print(f"wrote {args.rows} {args.dataset} rows to {path} in {seconds:.1f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
