@@ -1,0 +1,130 @@
+"""Evaluation loop shared by ``tools/infer.py`` and in-process evaluation, and the log-line helpers."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from recstack.config import Config
+from recstack.metrics import Metric
+from recstack.wrapper import Batch, DygraphModel
+
+logger = logging.getLogger(__name__)
+
+
+def format_metrics(names: list[str], metrics: list[Metric]) -> str:
+    """``"auc: 0.712345, "`` for each metric (PaddleRec's log layout)."""
+    return "".join(f"{name}: {metric.compute():.6f}, " for name, metric in zip(names, metrics))
+
+
+class IntervalStats:
+    """Reader/batch cost and throughput since the last batch log line."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.batches = 0
+        self.samples = 0
+        self.reader_cost = 0.0
+        self.batch_cost = 0.0
+
+    def add(self, reader_cost: float, batch_cost: float, samples: int) -> None:
+        self.batches += 1
+        self.samples += samples
+        self.reader_cost += reader_cost
+        self.batch_cost += batch_cost
+
+    def line(self) -> str:
+        """``avg_reader_cost: ... sec, avg_batch_cost: ... sec, avg_samples: ..., ips: ... ins/s``."""
+        n = max(1, self.batches)
+        return (f"avg_reader_cost: {self.reader_cost / n:.5f} sec, avg_batch_cost: {self.batch_cost / n:.5f} sec, "
+                f"avg_samples: {self.samples / n:.5f}, ips: {self.samples / max(self.batch_cost, 1e-9):.1f} ins/s")
+
+
+def move_batch(batch: Batch, device: torch.device) -> Batch:
+    """A batch on ``device`` (unchanged on CPU)."""
+    if device.type == "cpu":
+        return batch
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def batch_size_of(batch: Batch) -> int:
+    return len(next(iter(batch.values())))
+
+
+@torch.no_grad()
+def evaluate(wrapper: DygraphModel, model: nn.Module, batches: Iterable[Batch], config: Config, *,
+             epoch: int = 0, device: torch.device | None = None, log: bool = True) -> dict[str, float]:
+    """Run ``infer_forward`` over ``batches`` and return the metrics (``{"auc": ...}``).
+
+    Logs PaddleRec-style lines every ``runner.print_interval`` batches and
+    ``epoch: N done, auc: ..., epoch time: ... s`` at the end.
+    """
+    device = device or torch.device("cpu")
+    model.eval()
+    metrics, names = wrapper.create_metrics()
+    interval = config.get("runner.print_interval")
+    stats = IntervalStats()
+    samples = 0
+    batch_id = -1
+    start = tick = time.perf_counter()
+    for batch_id, batch in enumerate(batches):
+        got = time.perf_counter()
+        batch = move_batch(batch, device)
+        metrics, _ = wrapper.infer_forward(model, metrics, batch, config)
+        n = batch_size_of(batch)
+        samples += n
+        done = time.perf_counter()
+        stats.add(got - tick, done - tick, n)
+        tick = done
+        if log and batch_id % interval == 0:
+            logger.info("epoch: %d, batch_id: %d, %s%s", epoch, batch_id, format_metrics(names, metrics), stats.line())
+            stats.reset()
+    elapsed = time.perf_counter() - start
+    if batch_id < 0:
+        raise ValueError("evaluation data produced no batches")
+    if log:
+        logger.info("epoch: %d done, %sepoch time: %.2f s, samples: %d, ips: %.1f ins/s", epoch,
+                    format_metrics(names, metrics), elapsed, samples, samples / max(elapsed, 1e-9))
+    return {name: metric.compute() for name, metric in zip(names, metrics)}
+
+
+def infer(config: Config) -> dict[int, dict[str, float]]:
+    """Evaluate checkpoints ``<infer_load_path>/<epoch>`` for epochs ``[infer_start_epoch, infer_end_epoch)``.
+
+    Returns:
+        epoch → metrics.
+    """
+    from pathlib import Path
+
+    from recstack.checkpoint import load_checkpoint
+    from recstack.config import check_hyper_parameters, log_config
+    from recstack.data import create_loader, create_reader
+    from recstack.trainer import build_model
+    from recstack.utils import seed_everything, select_device, set_cpu_threads, thread_settings
+    from recstack.wrapper import model_name
+
+    log_config(config)
+    seed_everything(config.get("runner.seed"))
+    set_cpu_threads(config.get("runner.cpu_threads"))
+    device = select_device(config.get("runner.use_gpu"))
+    logger.info("threads: %s", thread_settings())
+    wrapper, model = build_model(config, device)
+    reader = create_reader(config, "infer")
+    check_hyper_parameters(config, model_name(config))
+    loader = create_loader(config, "infer", reader)
+    root = Path(config.get("runner.infer_load_path"))
+    start, end = config.get("runner.infer_start_epoch"), config.get("runner.infer_end_epoch")
+    if end <= start:
+        raise ValueError(f"nothing to evaluate: runner.infer_start_epoch={start} >= runner.infer_end_epoch={end}")
+    results = {}
+    for epoch in range(start, end):
+        load_checkpoint(root / str(epoch), model, map_location=device)
+        logger.info("loaded checkpoint %s", root / str(epoch))
+        results[epoch] = evaluate(wrapper, model, loader, config, epoch=epoch, device=device)
+    return results
