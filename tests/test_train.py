@@ -1,0 +1,171 @@
+"""End to end: every model folder trains on its bundled sample data, checkpoints, and evaluates."""
+
+import json
+import logging
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from recstack.checkpoint import load_checkpoint
+from recstack.config import ConfigError, load_config
+from recstack.data import create_loader
+from recstack.evaluator import evaluate, infer
+from recstack.trainer import build_model, train
+from recstack.wrapper import load_wrapper
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(REPO.glob("models/*/*/config.yaml"))
+
+#: Test AUC each model must reach on its sample data with its config.yaml. The synthetic
+#: generator's Bayes-optimal AUCs on these test files are in datasets/synthetic/README.md;
+#: the thresholds sit well above chance and below what the models reach (see their READMEs).
+THRESHOLDS = {
+    "deepfm": {"auc": 0.70},
+    "mmoe": {"auc_income": 0.75, "auc_marital": 0.75},
+}
+
+
+def model_id(path: Path) -> str:
+    return path.parent.name
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Train each model once (module scope): config → TrainResult."""
+    results = {}
+
+    def get(config_path: Path):
+        if config_path not in results:
+            out = tmp_path_factory.mktemp(model_id(config_path))
+            config = load_config(config_path, [f"runner.model_save_path={out}"])
+            results[config_path] = (config, train(config), out)
+        return results[config_path]
+
+    return get
+
+
+def test_every_model_folder_is_complete():
+    assert CONFIGS, "no models/*/*/config.yaml found"
+    for config in CONFIGS:
+        folder = config.parent
+        for name in ("net.py", "dygraph_model.py", "config.yaml", "config_bigdata.yaml", "README.md"):
+            assert (folder / name).is_file(), f"{folder} lacks {name}"
+        assert any((folder / "data" / "sample_data").rglob("*.txt")), f"{folder} lacks data/sample_data"
+        assert model_id(config) in THRESHOLDS, f"add an AUC threshold for {model_id(config)}"
+
+
+@pytest.mark.parametrize("config_path", CONFIGS, ids=model_id)
+def test_train_checkpoint_infer_reaches_planted_signal(trained, config_path):
+    config, result, out = trained(config_path)
+    epochs = config.get("runner.epochs")
+    assert [e.epoch for e in result.epochs] == list(range(epochs))
+    for e in result.epochs:
+        meta = json.loads((out / str(e.epoch) / "meta.json").read_text())
+        assert meta["epoch"] == e.epoch and meta["metrics"] == e.metrics
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary checkpoint folders left behind"
+    # the saved checkpoints evaluate on the test data above the planted-signal threshold ...
+    infer_config = load_config(config_path, [f"runner.infer_load_path={out}"])
+    results = infer(infer_config)
+    assert sorted(results) == list(range(config.get("runner.infer_start_epoch"), config.get("runner.infer_end_epoch")))
+    last = results[epochs - 1]
+    for name, threshold in THRESHOLDS[model_id(config_path)].items():
+        assert last[name] > threshold, f"{model_id(config_path)} {name} {last[name]:.4f} <= {threshold}"
+    # ... and exactly as the in-process model does
+    in_process = evaluate(result.wrapper, result.model, create_loader(config, "infer"), config, log=False)
+    assert in_process == last
+
+
+@pytest.mark.parametrize("config_path", CONFIGS, ids=model_id)
+def test_warm_start_loads_the_checkpoint(trained, config_path):
+    config, result, out = trained(config_path)
+    warm = train(load_config(config_path, [f"runner.model_init_path={out / '0'}", "runner.epochs=0",
+                                           f"runner.model_save_path={out}/warm"]))
+    reference = build_model(config, torch.device("cpu"))[1]
+    load_checkpoint(out / "0", reference)
+    for (name, a), (_, b) in zip(warm.model.state_dict().items(), reference.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_models_load_side_by_side_without_module_clashes():
+    wrappers = [load_wrapper(load_config(path)) for path in CONFIGS]
+    modules = {type(w).__module__ for w in wrappers}
+    assert len(modules) == len(CONFIGS)
+    assert all(m.startswith("recstack_models.") for m in modules)
+
+
+def test_missing_checkpoint_lists_what_exists(trained, tmp_path):
+    config, _, out = trained(CONFIGS[0])
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint at .*/7'.*checkpoints in .*: 0, 1"):
+        infer(load_config(CONFIGS[0], [f"runner.infer_load_path={out}", "runner.infer_start_epoch=7",
+                                        "runner.infer_end_epoch=8"]))
+
+
+def test_unknown_model_key_is_an_error_before_training(tmp_path):
+    config = load_config(REPO / "models/rank/deepfm/config.yaml",
+                         ["hyper_parameters.fc_size=[8]", f"runner.model_save_path={tmp_path}"])
+    with pytest.raises(ConfigError, match="did you mean 'hyper_parameters.fc_sizes'"):
+        train(config)
+    assert not any(tmp_path.iterdir())
+
+
+def test_mmoe_gate_num_must_match_tasks(tmp_path):
+    config = load_config(REPO / "models/multitask/mmoe/config.yaml", ["hyper_parameters.gate_num=3"])
+    with pytest.raises(ConfigError, match="gate_num.*must be 2 .*income, marital"):
+        train(config)
+
+
+def test_visual_logs_gpu_fallback_and_log_lines(tmp_path, caplog):
+    config = load_config(REPO / "models/multitask/mmoe/config.yaml",
+                         ["runner.epochs=1", "runner.use_visual=True", "runner.use_gpu=True", "runner.print_interval=10",
+                          f"runner.model_save_path={tmp_path / 'out'}"])
+    with caplog.at_level(logging.INFO):
+        train(config)
+    text = caplog.text
+    if not torch.cuda.is_available():
+        assert "runner.use_gpu is True but" in text and "running on CPU" in text
+    batch = re.search(r"epoch: 0, batch_id: 10, auc_income: \d\.\d{6}, auc_marital: \d\.\d{6}, loss: \d+\.\d{6}, "
+                      r"avg_reader_cost: \d+\.\d{5} sec, avg_batch_cost: \d+\.\d{5} sec, avg_samples: 32\.00000, "
+                      r"ips: \d+\.\d ins/s", text)
+    assert batch, text[-2000:]
+    assert re.search(r"epoch: 0 done, auc_income: \d\.\d{6}, auc_marital: \d\.\d{6}, loss: \d\.\d{6}, "
+                     r"epoch time: \d+\.\d\d s", text)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "out" / "visual_log"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/auc_income", "train/auc_marital", "epoch/loss", "epoch/auc_income"} <= tags
+    assert len(events.Scalars("train/loss")) == 7  # batches 0, 10, ..., 60 of 63
+
+
+def test_use_fleet_is_refused_clearly():
+    config = load_config(REPO / "models/rank/deepfm/config.yaml", ["runner.use_fleet=True"])
+    with pytest.raises(ConfigError, match="use_fleet.*not available"):
+        train(config)
+
+
+def run_tool(*args, cwd):
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_command_line_tools_as_a_user_runs_them(tmp_path):
+    config = REPO / "models/rank/deepfm/config.yaml"
+    done = run_tool(str(REPO / "tools/trainer.py"), "-m", str(config), "-o", "runner.epochs=1",
+                    "runner.train_batch_size=512", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert re.search(r"epoch: 0 done, auc: 0\.\d{6}, loss: \d\.\d{6}, epoch time: \d+\.\d\d s", done.stdout)
+    assert (tmp_path / "output_model_deepfm" / "0" / "model.pt").is_file()  # relative to the working directory
+    assert "checkpoints in output_model_deepfm" in done.stdout
+    evaluated = run_tool(str(REPO / "tools/infer.py"), "-m", str(config), "-o", "runner.infer_end_epoch=1", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr + evaluated.stdout
+    auc = float(re.search(r"checkpoint epoch 0: auc: (0\.\d+)", evaluated.stdout).group(1))
+    assert 0.5 < auc <= 1 and not math.isnan(auc)
+    bad = run_tool(str(REPO / "tools/trainer.py"), "-m", str(config), "-o", "runner.epoch=1", cwd=tmp_path)
+    assert bad.returncode == 2
+    assert "unknown key 'runner.epoch' (from -o); did you mean 'runner.epochs'?" in bad.stdout
+    assert "Traceback" not in bad.stdout + bad.stderr
