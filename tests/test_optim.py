@@ -27,7 +27,8 @@ def step(model, opt, ids=torch.tensor([[1, 2], [2, 3]])):
 
 
 @pytest.mark.parametrize("name, kinds", [
-    ("SGD", ["SGD"]), ("adagrad", ["Adagrad"]), ("Adam", ["Adam", "SparseAdam"]), ("adamw", ["AdamW", "SparseAdam"]),
+    ("SGD", ["SGD"]), ("adagrad", ["Adagrad", "Adagrad"]), ("Adam", ["Adam", "SparseAdam"]),
+    ("adamw", ["AdamW", "SparseAdam"]),
 ])
 def test_tables_get_sparse_row_wise_updates(name, kinds):
     torch.manual_seed(0)
