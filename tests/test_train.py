@@ -21,12 +21,14 @@ from recstack.wrapper import load_wrapper
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(REPO.glob("models/*/*/config.yaml"))
 
-#: Test AUC each model must reach on its sample data with its config.yaml. The synthetic
-#: generator's Bayes-optimal AUCs on these test files are in datasets/synthetic/README.md;
-#: the thresholds sit well above chance and below what the models reach (see their READMEs).
+#: Test AUC each model must reach on its sample data with its config.yaml. Chance is 0.5; the
+#: generator's Bayes-optimal test AUCs are 0.84 (criteo) and 0.87 / 0.88 (census marital / income),
+#: and a tuned logistic regression on 3,000 rows gets 0.77 / 0.82 / 0.82 (datasets/synthetic/README.md).
+#: The models reach 0.77 (DeepFM) and 0.77 / 0.79 (MMoE) with their configs; the thresholds leave
+#: room for float differences across machines while still failing a model that learns nothing.
 THRESHOLDS = {
-    "deepfm": {"auc": 0.70},
-    "mmoe": {"auc_income": 0.75, "auc_marital": 0.75},
+    "deepfm": {"auc": 0.72},
+    "mmoe": {"auc_income": 0.72, "auc_marital": 0.72},
 }
 
 
