@@ -141,3 +141,19 @@ def test_census_learnable_by_logistic_regression(tmp_path: Path) -> None:
     for task in range(2):
         model = LogisticRegression(C=0.1, max_iter=1000).fit(train[:, 2:], train[:, task])
         assert roc_auc_score(test[:, task], model.predict_proba(test[:, 2:])[:, 1]) > 0.75
+
+
+def test_bundled_sample_data_is_what_make_samples_sh_generates(tmp_path):
+    """The model folders' sample files are exactly the generator's output (none edited by hand)."""
+    repo = SCRIPT.parents[2]
+    script = (repo / "datasets" / "synthetic" / "make_samples.sh").read_text()
+    table = script.split("<<'SAMPLES'\n", 1)[1].split("\nSAMPLES", 1)[0]
+    checked = 0
+    for line in table.splitlines():
+        dataset, folder, train_rows, test_rows = line.split()
+        for split, rows, seed in (("train", int(train_rows), 1), ("test", int(test_rows), 2)):
+            bundled = repo / "models" / folder / "data" / "sample_data" / split / "part-0.txt"
+            fresh = gen.generate(dataset, rows, seed, tmp_path / f"{folder.replace('/', '_')}_{split}.txt", 0)
+            assert fresh.read_bytes() == bundled.read_bytes(), f"{bundled} differs; run make_samples.sh"
+            checked += 1
+    assert checked == 4
