@@ -29,16 +29,16 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
-import os
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import Iterator
 
 import numpy as np
+
+from recstack.fileio import atomic_open
 
 logger = logging.getLogger(__name__)
 
@@ -198,20 +198,6 @@ class Encoder:
             },
             "unseen": dict(unseen),
         }
-
-
-@contextlib.contextmanager
-def atomic_open(path: Path) -> Iterator[TextIO]:
-    """Open ``path`` for writing through a temporary sibling, renamed into place on success."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def preprocess(train: Path, test: Path, output: Path, standardize: bool = True) -> dict:

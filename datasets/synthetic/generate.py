@@ -22,15 +22,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, Protocol, TextIO
+from typing import Protocol
 
 import numpy as np
 
 from recstack.data.hashing import criteo_hash
+from recstack.fileio import atomic_open
 
 CHUNK_ROWS = 100_000  # fixed: the random stream (and so the output) depends on it
 CALIBRATION_ROWS = 50_000
@@ -102,20 +102,6 @@ def format_float(value: float) -> str:
     """12 significant digits, ``.0`` on integers (as datasets/criteo/preprocess.py writes)."""
     text = format(value, ".12g")
     return text if any(c in text for c in ".en") else text + ".0"
-
-
-@contextlib.contextmanager
-def atomic_open(path: Path) -> Iterator[TextIO]:
-    """Open ``path`` for writing through a temporary sibling, renamed into place on success."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class World(Protocol):

@@ -11,6 +11,19 @@ from recstack.layers.init import init_linear
 from recstack.layers.mlp import MLP
 
 
+def fused_linear(input_dim: int, blocks: int, block_size: int, init: str, bias_init: float | None) -> nn.Linear:
+    """One ``Linear(input_dim, blocks * block_size)`` whose row blocks are initialised like
+    ``blocks`` separate ``Linear(input_dim, block_size)`` layers (fan-out of one block)."""
+    linear = nn.Linear(input_dim, blocks * block_size)
+    with torch.no_grad():
+        for b in range(blocks):
+            block = init_linear(nn.Linear(input_dim, block_size), init, bias_init)
+            rows = slice(b * block_size, (b + 1) * block_size)
+            linear.weight[rows] = block.weight
+            linear.bias[rows] = block.bias
+    return linear
+
+
 class Experts(nn.Module):
     """``E`` one-layer experts ``relu(x W_e + b_e)`` computed as one fused matmul.
 
@@ -32,13 +45,7 @@ class Experts(nn.Module):
                  init: str = "xavier_uniform", bias_init: float | None = 0.1) -> None:
         super().__init__()
         self.num_experts, self.expert_size = num_experts, expert_size
-        self.linear = nn.Linear(input_dim, num_experts * expert_size)
-        with torch.no_grad():
-            for e in range(num_experts):
-                block = init_linear(nn.Linear(input_dim, expert_size), init, bias_init)
-                rows = slice(e * expert_size, (e + 1) * expert_size)
-                self.linear.weight[rows] = block.weight
-                self.linear.bias[rows] = block.bias
+        self.linear = fused_linear(input_dim, num_experts, expert_size, init, bias_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.linear(x))
@@ -61,13 +68,7 @@ class TaskGates(nn.Module):
                  init: str = "xavier_uniform", bias_init: float | None = 0.1) -> None:
         super().__init__()
         self.num_tasks, self.num_experts = num_tasks, num_experts
-        self.linear = nn.Linear(input_dim, num_tasks * num_experts)
-        with torch.no_grad():
-            for t in range(num_tasks):
-                block = init_linear(nn.Linear(input_dim, num_experts), init, bias_init)
-                rows = slice(t * num_experts, (t + 1) * num_experts)
-                self.linear.weight[rows] = block.weight
-                self.linear.bias[rows] = block.bias
+        self.linear = fused_linear(input_dim, num_tasks, num_experts, init, bias_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.linear(x).view(x.shape[0], self.num_tasks, self.num_experts)
