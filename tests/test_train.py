@@ -171,3 +171,14 @@ def test_command_line_tools_as_a_user_runs_them(tmp_path):
     assert bad.returncode == 2
     assert "unknown key 'runner.epoch' (from -o); did you mean 'runner.epochs'?" in bad.stdout
     assert "Traceback" not in bad.stdout + bad.stderr
+
+
+def test_use_auc_resets_metrics_each_epoch_or_accumulates(tmp_path):
+    runs = {}
+    for use_auc in (True, False):
+        config = load_config(REPO / "models/multitask/mmoe/config.yaml",
+                             ["runner.epochs=2", f"runner.use_auc={use_auc}", f"runner.model_save_path={tmp_path / str(use_auc)}"])
+        runs[use_auc] = train(config).epochs
+    assert runs[True][0].metrics == runs[False][0].metrics  # same seed, same first epoch
+    assert runs[True][1].loss == runs[False][1].loss  # same training ...
+    assert runs[True][1].metrics != runs[False][1].metrics  # ... but epoch 1's AUC covers both epochs when False
