@@ -23,6 +23,10 @@ import recstack
 
 logger = logging.getLogger(__name__)
 
+class CheckpointError(RuntimeError):
+    """A checkpoint does not fit the model built from the config."""
+
+
 MODEL_FILE = "model.pt"
 OPTIMIZER_FILE = "optimizer.pt"
 META_FILE = "meta.json"
@@ -60,7 +64,7 @@ def load_checkpoint(folder: str | os.PathLike, model: nn.Module, optimizer: Any 
 
     Raises:
         FileNotFoundError: no checkpoint in ``folder`` (the message lists the epochs beside it).
-        RuntimeError: the parameters do not match the model (names the mismatching keys).
+        CheckpointError: the parameters do not match the model (names the mismatching keys).
     """
     folder = Path(folder)
     model_file = folder / MODEL_FILE
@@ -74,7 +78,7 @@ def load_checkpoint(folder: str | os.PathLike, model: nn.Module, optimizer: Any 
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise RuntimeError(f"checkpoint '{folder}' does not fit the model built from the config: {err}") from None
+        raise CheckpointError(f"checkpoint '{folder}' does not fit the model built from the config: {err}") from None
     if optimizer is not None and (folder / OPTIMIZER_FILE).is_file():
         optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, map_location=map_location, weights_only=True))
     meta_file = folder / META_FILE

@@ -12,19 +12,20 @@ import logging
 import sys
 from typing import Callable, Sequence
 
+from recstack.checkpoint import CheckpointError
 from recstack.config import ConfigError, load_config
 from recstack.data.base import DataFormatError
 from recstack.utils import setup_logging
 
 logger = logging.getLogger("recstack")
 
-USER_ERRORS = (ConfigError, DataFormatError, FileNotFoundError)
+USER_ERRORS = (ConfigError, DataFormatError, FileNotFoundError, CheckpointError)
 
 
 def parse_args(description: str, argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("-m", "--config_yaml", "--config", required=True, help="the model's YAML config")
-    parser.add_argument("-o", "--opt", nargs="*", default=[], metavar="KEY=VALUE",
+    parser.add_argument("-o", "--opt", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                         help="overrides with dotted keys, values typed as YAML: -o runner.epochs=2 "
                              "hyper_parameters.fc_sizes=[64,32]")
     return parser.parse_args(argv)

@@ -73,7 +73,7 @@ RUNNER_KEYS: dict[str, Key] = {
     "infer_batch_size": Key(_INT, 512, "evaluation batch size"),
     "shuffle": Key(_BOOL, False, "shuffle training data: file order and rows within each parsed block (seeded)"),
     "num_workers": Key(_INT, 1, "background threads that parse data ahead of the model (0 = parse inline)"),
-    "cache_dir": Key(_OPT_STR, None, "folder for the binary cache of parsed files (.npy, keyed by file size+mtime); null = parse text each epoch"),
+    "cache_dir": Key(_OPT_STR, None, "folder for the binary cache of parsed files (raw .bin arrays + meta.json, keyed by path, size, mtime and reader settings); relative to the YAML's folder like the data; null = parse text each epoch", data_path=True),
     # --- training loop
     "epochs": Key(_INT, 1, "number of training epochs"),
     "print_interval": Key(_INT, 10, "log a batch line every N batches"),
@@ -96,7 +96,7 @@ RUNNER_KEYS: dict[str, Key] = {
     # --- distributed
     "use_fleet": Key(_BOOL, False, "multi-process training (PaddleRec's fleet); not available yet"),
     # --- PaddleRec keys accepted so that PaddleRec configs load unchanged; they have no effect here
-    "use_inference": Key(_BOOL, False, "PaddleRec: save an inference model each epoch; use tools/to_static.py", compat_only=True),
+    "use_inference": Key(_BOOL, False, "PaddleRec: save an inference model each epoch; exporting is not part of this version", compat_only=True),
     "save_inference_feed_varnames": Key((list, type(None)), None, "PaddleRec inference feed names", compat_only=True),
     "save_inference_fetch_varnames": Key((list, type(None)), None, "PaddleRec inference fetch names", compat_only=True),
     "reader_type": Key(_OPT_STR, None, "PaddleRec reader type (QueueDataset/InmemoryDataset/DataLoader)", compat_only=True),
@@ -114,6 +114,13 @@ OPTIMIZER_KEYS: dict[str, Key] = {
     "weight_decay": Key((float, int), 0.0, "AdamW's decoupled weight decay (dense parameters)"),
     "sparse": Key(_BOOL, True, "row-wise (sparse) updates for embedding tables; Adam/AdamW use SparseAdam for them"),
     "strategy": Key(_OPT_STR, None, "PaddleRec fleet strategy (sync/async); no effect here", compat_only=True),
+}
+
+#: Common names users type for a key, mapped to recstack's (PaddleRec's) name, for did-you-mean.
+ALIASES: dict[str, str] = {
+    "lr": "learning_rate", "batch_size": "train_batch_size", "epoch": "epochs", "num_epochs": "epochs",
+    "optimizer_class": "class", "name": "class", "type": "class", "l2": "reg", "l2_reg": "reg",
+    "threads": "cpu_threads", "num_threads": "cpu_threads", "gpu": "use_gpu", "save_path": "model_save_path",
 }
 
 #: Keys of ``hyper_parameters`` that belong to the training core, not to a model.
@@ -152,8 +159,15 @@ def parse_value(text: str) -> Any:
 
 
 def did_you_mean(key: str, known: Iterable[str]) -> str:
-    """``"; did you mean 'x'?"`` for the closest known key, or ``""``."""
-    match = difflib.get_close_matches(key, list(known), n=1, cutoff=0.5)
+    """``"; did you mean 'x'?"`` for the closest known key (or a known alias), or ``""``."""
+    known = list(known)
+    prefix, _, last = key.rpartition(".")
+    alias = ALIASES.get(last)
+    if alias is not None:
+        full = f"{prefix}.{alias}" if prefix else alias
+        if full in known:
+            return f"; did you mean '{full}'?"
+    match = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
     return f"; did you mean '{match[0]}'?" if match else ""
 
 
@@ -394,6 +408,13 @@ def _validate_optimizer(config: Config) -> None:
                               f"{did_you_mean(full, ['hyper_parameters.optimizer.' + k for k in OPTIMIZER_KEYS])}")
         if not check_type(value, OPTIMIZER_KEYS[key].types):
             raise ConfigError(f"{config.source(full)}: expected {type_name(OPTIMIZER_KEYS[key].types)}, got {value!r}")
+        if OPTIMIZER_KEYS[key].compat_only and value not in (None, False, ""):
+            logger.warning("hyper_parameters.optimizer.%s is accepted for PaddleRec compatibility and has no "
+                           "effect in recstack", key)
+    if opt.get("weight_decay") and str(opt.get("class", "")).lower() != "adamw":
+        raise ConfigError(f"{config.source('hyper_parameters.optimizer.weight_decay')}: decoupled weight decay "
+                          f"applies to AdamW only (class is {opt.get('class', 'Adam')!r}); use hyper_parameters.reg "
+                          "for L2 regularisation with other optimizers")
     for key, spec in OPTIMIZER_KEYS.items():
         opt.setdefault(key, spec.default)
     if "reg" in hp and not check_type(hp["reg"], CORE_HYPER_PARAMETERS["reg"].types):

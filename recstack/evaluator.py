@@ -97,12 +97,15 @@ def evaluate(wrapper: DygraphModel, model: nn.Module, batches: Iterable[Batch], 
 def infer(config: Config) -> dict[int, dict[str, float]]:
     """Evaluate checkpoints ``<infer_load_path>/<epoch>`` for epochs ``[infer_start_epoch, infer_end_epoch)``.
 
+    Epochs of that range without a checkpoint (e.g. after ``-o runner.epochs=1``) are
+    skipped with a warning; none at all is an error listing the checkpoints that exist.
+
     Returns:
         epoch → metrics.
     """
     from pathlib import Path
 
-    from recstack.checkpoint import load_checkpoint
+    from recstack.checkpoint import MODEL_FILE, load_checkpoint
     from recstack.config import check_hyper_parameters, log_config
     from recstack.data import create_loader, create_reader
     from recstack.trainer import build_model
@@ -122,8 +125,16 @@ def infer(config: Config) -> dict[int, dict[str, float]]:
     start, end = config.get("runner.infer_start_epoch"), config.get("runner.infer_end_epoch")
     if end <= start:
         raise ValueError(f"nothing to evaluate: runner.infer_start_epoch={start} >= runner.infer_end_epoch={end}")
+    epochs = [e for e in range(start, end) if (root / str(e) / MODEL_FILE).is_file()]
+    if not epochs:
+        load_checkpoint(root / str(start), model)  # raises, listing the checkpoints that exist
+    missing = sorted(set(range(start, end)) - set(epochs))
+    if missing:
+        logger.warning("no checkpoint for epoch(s) %s in %s (runner.infer_start_epoch=%d, infer_end_epoch=%d); "
+                       "evaluating epoch(s) %s", ", ".join(map(str, missing)), root, start, end,
+                       ", ".join(map(str, epochs)))
     results = {}
-    for epoch in range(start, end):
+    for epoch in epochs:
         load_checkpoint(root / str(epoch), model, map_location=device)
         logger.info("loaded checkpoint %s", root / str(epoch))
         results[epoch] = evaluate(wrapper, model, loader, config, epoch=epoch, device=device)

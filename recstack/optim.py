@@ -167,7 +167,7 @@ def build_optimizer(model: nn.Module, name: str = "Adam", learning_rate: float =
         for opt in optimizers:
             opt.register_step_pre_hook(l2_pre_hook(float(reg)))
     optimizer = optimizers[0] if len(optimizers) == 1 else CombinedOptimizer(optimizers)
-    logger.info("optimizer %s (lr %g, reg %g, %d sparse table(s), %d dense tensor(s)): %r",
+    logger.info("optimizer %s (lr %g, reg %g, %d sparse table(s), %d dense tensor(s)): %s",
                 name, learning_rate, reg, len(tables), len(dense),
                 optimizer if isinstance(optimizer, CombinedOptimizer) else type(optimizer).__name__)
     return optimizer

@@ -25,9 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recstack.config import Config
+from recstack.config import Config, ConfigError, did_you_mean
 from recstack.metrics import AUC, Metric
 from recstack.optim import build_optimizer
+from recstack.registry import OPTIMIZERS
 
 Batch = dict[str, torch.Tensor]
 
@@ -75,9 +76,13 @@ class DygraphModel:
 
     def create_optimizer(self, dy_model: nn.Module, config: Config):
         """Optimizer from ``hyper_parameters.optimizer`` (class, learning_rate, sparse, weight_decay) and ``reg``."""
+        name = config.get("hyper_parameters.optimizer.class", "Adam", type=str)
+        if name not in OPTIMIZERS:
+            raise ConfigError(f"{config.source('hyper_parameters.optimizer.class')}: unknown optimizer '{name}'"
+                              f"{did_you_mean(name.lower(), OPTIMIZERS.names())} (known: {', '.join(OPTIMIZERS.names())})")
         return build_optimizer(
             dy_model,
-            config.get("hyper_parameters.optimizer.class", "Adam", type=str),
+            name,
             config.get("hyper_parameters.optimizer.learning_rate", 0.001, type=float),
             reg=config.get("hyper_parameters.reg", 0.0, type=float),
             weight_decay=config.get("hyper_parameters.optimizer.weight_decay", 0.0, type=float),

@@ -148,3 +148,10 @@ def test_every_runner_key_is_documented():
     doc = (REPO / "doc" / "yaml.md").read_text()
     missing = [k for k in RUNNER_KEYS if f"`{k}`" not in doc]
     assert not missing, f"doc/yaml.md does not document runner keys {missing}"
+
+
+def test_repeated_o_flags_all_apply():
+    from recstack.cli import parse_args
+
+    args = parse_args("t", ["-m", "c.yaml", "-o", "runner.epochs=1", "-o", "runner.seed=2", "runner.shuffle=true"])
+    assert args.opt == ["runner.epochs=1", "runner.seed=2", "runner.shuffle=true"]

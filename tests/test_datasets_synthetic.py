@@ -156,4 +156,4 @@ def test_bundled_sample_data_is_what_make_samples_sh_generates(tmp_path):
             fresh = gen.generate(dataset, rows, seed, tmp_path / f"{folder.replace('/', '_')}_{split}.txt", 0)
             assert fresh.read_bytes() == bundled.read_bytes(), f"{bundled} differs; run make_samples.sh"
             checked += 1
-    assert checked == 4
+    assert checked == 2 * len(table.splitlines()) >= 4

@@ -182,3 +182,24 @@ def test_use_auc_resets_metrics_each_epoch_or_accumulates(tmp_path):
     assert runs[True][0].metrics == runs[False][0].metrics  # same seed, same first epoch
     assert runs[True][1].loss == runs[False][1].loss  # same training ...
     assert runs[True][1].metrics != runs[False][1].metrics  # ... but epoch 1's AUC covers both epochs when False
+
+
+def test_infer_skips_epochs_without_checkpoints(tmp_path, caplog):
+    config_path = REPO / "models/multitask/mmoe/config.yaml"
+    train(load_config(config_path, ["runner.epochs=1", "runner.train_batch_size=64", f"runner.model_save_path={tmp_path}"]))
+    with caplog.at_level(logging.WARNING):
+        results = infer(load_config(config_path, [f"runner.infer_load_path={tmp_path}"]))  # infer_end_epoch: 4
+    assert list(results) == [0]
+    assert "no checkpoint for epoch(s) 1, 2, 3" in caplog.text
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    config = str(REPO / "models/rank/deepfm/config.yaml")
+    for opts, message in [
+        (["hyper_parameters.optimizer.class=adma"], "unknown optimizer 'adma'; did you mean 'adam'?"),
+        (["hyper_parameters.optimizer.lr=0.1"], "did you mean 'hyper_parameters.optimizer.learning_rate'?"),
+        (["hyper_parameters.optimizer.weight_decay=0.1"], "applies to AdamW only"),
+    ]:
+        bad = run_tool(str(REPO / "tools/trainer.py"), "-m", config, "-o", *opts, cwd=tmp_path)
+        assert bad.returncode == 2 and message in bad.stdout, bad.stdout + bad.stderr
+        assert "Traceback" not in bad.stdout + bad.stderr

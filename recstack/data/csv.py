@@ -76,7 +76,7 @@ class NumericCSVReader(BlockReader):
             fields = line.rstrip(b"\r").split(sep)
             if len(fields) != self.width:
                 raise bad_line(path, first_line + offset, line,
-                               f"expected {self.width} '{self.delimiter}'-separated values, got {len(fields)}")
+                               f"expected {self.width} {self.delimiter!r}-separated values, got {len(fields)}")
             for i, field in enumerate(fields):
                 try:
                     float(field)
