@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from typing import Callable, Sequence
 
 from recstack.checkpoint import CheckpointError
@@ -68,7 +67,3 @@ def infer_main(argv: Sequence[str] | None = None) -> int:
             logger.info("checkpoint epoch %d: %s", epoch, ", ".join(f"{k}: {v:.6f}" for k, v in metrics.items()))
 
     return _run("Evaluate saved checkpoints (PaddleRec's tools/infer.py).", argv, action)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(train_main())

@@ -13,14 +13,14 @@ A recstack config has PaddleRec's two sections::
 
 ``runner`` keys are fixed by :data:`RUNNER_KEYS` (every key, its type, default and
 meaning; ``doc/yaml.md`` lists the same table). ``hyper_parameters`` keys are
-checked against the model once its wrapper is known
-(:meth:`recstack.wrapper.DygraphModel.known_hyper_parameters`).
+read by the model's wrapper and reader with :meth:`Config.get`; once those are
+built, a key nothing read is reported by :func:`check_hyper_parameters`.
 
 Overrides use dotted keys with YAML-typed values, as on the command line
 ``-o runner.epochs=2 hyper_parameters.fc_sizes=[64,32] runner.model_init_path=null``.
-Data paths (``train_data_dir``, ``test_data_dir``) resolve against the YAML's
-folder, as in PaddleRec; output paths (``model_save_path`` ...) against the
-working directory.
+Data paths (``train_data_dir``, ``test_data_dir``, ``cache_dir``) resolve against
+the YAML's folder, as in PaddleRec; output paths (``model_save_path`` ...) against
+the working directory.
 """
 
 from __future__ import annotations

@@ -114,8 +114,8 @@ def train(config: Config) -> TrainResult:
     metrics, names = wrapper.create_metrics()
     step = 0
     for epoch in range(config.get("runner.epochs")):
-        if config.get("runner.use_auc") or epoch == 0:
-            metrics, names = wrapper.create_metrics()
+        if epoch > 0 and config.get("runner.use_auc"):
+            metrics, names = wrapper.create_metrics()  # fresh metrics each epoch
         model.train()
         loader.set_epoch(epoch)
         stats = IntervalStats()

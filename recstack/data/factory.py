@@ -7,7 +7,7 @@ from pathlib import Path
 from recstack.config import Config, ConfigError, did_you_mean
 from recstack.data import csv as _csv  # noqa: F401  (registers core readers)
 from recstack.data import slot as _slot  # noqa: F401
-from recstack.data.base import BlockReader, DataFormatError, list_data_files
+from recstack.data.base import BlockReader, list_data_files
 from recstack.data.loader import BatchLoader
 from recstack.modules import load_module
 from recstack.registry import READERS
