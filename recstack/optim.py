@@ -33,14 +33,17 @@ class CombinedOptimizer:
     parameter), ``step``, ``zero_grad``, ``state_dict`` and ``load_state_dict``.
     """
 
-    def __init__(self, optimizers: Iterable[torch.optim.Optimizer]) -> None:
+    def __init__(self, optimizers: Iterable[torch.optim.Optimizer], clip_norm: float | None = None) -> None:
         self.optimizers = list(optimizers)
+        self.clip_norm = clip_norm
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:
         return [g for opt in self.optimizers for g in opt.param_groups]
 
     def step(self, closure: Callable[[], float] | None = None) -> None:
+        if self.clip_norm is not None:
+            clip_grad_norm(self.param_groups, self.clip_norm)
         for opt in self.optimizers:
             opt.step()
 
@@ -64,6 +67,29 @@ class CombinedOptimizer:
 
     def __repr__(self) -> str:
         return "CombinedOptimizer(" + ", ".join(type(o).__name__ for o in self.optimizers) + ")"
+
+
+@torch.no_grad()
+def clip_grad_norm(param_groups: list[dict[str, Any]], max_norm: float) -> float:
+    """Scale all gradients so their global L2 norm is at most ``max_norm`` (sparse gradients too).
+
+    ``torch.nn.utils.clip_grad_norm_`` does not take sparse gradients; this is the same
+    rule (Paddle's ``ClipGradByGlobalNorm``), returning the norm before clipping.
+    """
+    params = [p for g in param_groups for p in g["params"] if p.grad is not None]
+    for p in params:
+        if p.grad.is_sparse:
+            p.grad = p.grad.coalesce()
+    squares = [(p.grad.values() if p.grad.is_sparse else p.grad).pow(2).sum() for p in params]
+    total = float(torch.stack(squares).sum().sqrt()) if squares else 0.0
+    coef = max_norm / (total + 1e-6)
+    if coef < 1:
+        for p in params:
+            if p.grad.is_sparse:
+                p.grad = p.grad * coef
+            else:
+                p.grad.mul_(coef)
+    return total
 
 
 def embedding_modules(model: nn.Module) -> list[nn.Module]:
@@ -143,8 +169,8 @@ def l2_pre_hook(reg: float) -> Callable[..., None]:
 
 
 def build_optimizer(model: nn.Module, name: str = "Adam", learning_rate: float = 0.001, *,
-                    reg: float = 0.0, weight_decay: float = 0.0, sparse: bool = True
-                    ) -> torch.optim.Optimizer | CombinedOptimizer:
+                    reg: float = 0.0, weight_decay: float = 0.0, sparse: bool = True,
+                    clip_norm: float | None = None) -> torch.optim.Optimizer | CombinedOptimizer:
     """Build an optimizer by name for ``model``.
 
     Args:
@@ -155,6 +181,8 @@ def build_optimizer(model: nn.Module, name: str = "Adam", learning_rate: float =
         reg: L2 coefficient (see the module docstring); 0 disables it.
         weight_decay: AdamW's decoupled weight decay on dense parameters.
         sparse: row-wise updates for embedding tables.
+        clip_norm: clip the global gradient norm to this value before each step
+            (PaddleRec's ``ClipGradByGlobalNorm``); ``None`` = no clipping.
 
     Returns:
         A ``torch.optim.Optimizer``, or a :class:`CombinedOptimizer` when tables and
@@ -166,7 +194,10 @@ def build_optimizer(model: nn.Module, name: str = "Adam", learning_rate: float =
     if reg:
         for opt in optimizers:
             opt.register_step_pre_hook(l2_pre_hook(float(reg)))
-    optimizer = optimizers[0] if len(optimizers) == 1 else CombinedOptimizer(optimizers)
+    if len(optimizers) == 1 and clip_norm is None:
+        optimizer = optimizers[0]
+    else:
+        optimizer = CombinedOptimizer(optimizers, clip_norm)
     logger.info("optimizer %s (lr %g, reg %g, %d sparse table(s), %d dense tensor(s)): %s",
                 name, learning_rate, reg, len(tables), len(dense),
                 optimizer if isinstance(optimizer, CombinedOptimizer) else type(optimizer).__name__)

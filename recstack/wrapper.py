@@ -74,8 +74,11 @@ class DygraphModel:
         losses = [F.binary_cross_entropy(p, y.to(p.dtype)) for p, y in zip(as_tasks(pred), label)]
         return losses[0] if len(losses) == 1 else torch.stack(losses).sum()
 
-    def create_optimizer(self, dy_model: nn.Module, config: Config):
-        """Optimizer from ``hyper_parameters.optimizer`` (class, learning_rate, sparse, weight_decay) and ``reg``."""
+    def create_optimizer(self, dy_model: nn.Module, config: Config, **options: Any):
+        """Optimizer from ``hyper_parameters.optimizer`` (class, learning_rate, sparse, weight_decay) and ``reg``.
+
+        ``options`` go to :func:`recstack.optim.build_optimizer` (e.g. ``clip_norm``).
+        """
         name = config.get("hyper_parameters.optimizer.class", "Adam", type=str)
         if name not in OPTIMIZERS:
             raise ConfigError(f"{config.source('hyper_parameters.optimizer.class')}: unknown optimizer '{name}'"
@@ -87,6 +90,7 @@ class DygraphModel:
             reg=config.get("hyper_parameters.reg", 0.0, type=float),
             weight_decay=config.get("hyper_parameters.optimizer.weight_decay", 0.0, type=float),
             sparse=config.get("hyper_parameters.optimizer.sparse", True, type=bool),
+            **options,
         )
 
     def create_metrics(self) -> tuple[list[Metric], list[str]]:

@@ -150,10 +150,12 @@ def test_bundled_sample_data_is_what_make_samples_sh_generates(tmp_path):
     table = script.split("<<'SAMPLES'\n", 1)[1].split("\nSAMPLES", 1)[0]
     checked = 0
     for line in table.splitlines():
-        dataset, folder, train_rows, test_rows = line.split()
+        dataset, folder, train_rows, test_rows, *extra = line.split()
+        hash_dim = int(extra[extra.index("--hash-dim") + 1]) if "--hash-dim" in extra else 1000001
         for split, rows, seed in (("train", int(train_rows), 1), ("test", int(test_rows), 2)):
             bundled = repo / "models" / folder / "data" / "sample_data" / split / "part-0.txt"
-            fresh = gen.generate(dataset, rows, seed, tmp_path / f"{folder.replace('/', '_')}_{split}.txt", 0)
+            fresh = gen.generate(dataset, rows, seed, tmp_path / f"{folder.replace('/', '_')}_{split}.txt", 0,
+                                 hash_dim=hash_dim)
             assert fresh.read_bytes() == bundled.read_bytes(), f"{bundled} differs; run make_samples.sh"
             checked += 1
     assert checked == 2 * len(table.splitlines()) >= 4

@@ -6,7 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from recstack.layers import MLP, Experts, FactorizationMachine, FieldEmbedding, TaskGates, Towers, mix_experts
+from recstack.layers import (CIN, MLP, CrossNet, CrossNetMix, DotInteraction, EmbeddingGate, Experts,
+                             FactorizationMachine, FieldAwareInteraction, FieldEmbedding, FieldEmbeddedInteraction,
+                             TaskGates, Towers, mix_experts)
 from recstack.layers.init import init_linear, truncated_normal_
 
 
@@ -73,3 +75,84 @@ def test_towers_return_one_probability_per_task():
     outs = towers(torch.randn(6, 3, 4))
     assert len(outs) == 3 and all(o.shape == (6, 1) for o in outs)
     assert all(((o > 0) & (o < 1)).all() for o in outs)
+
+
+def test_field_aware_interaction_equals_ffm_double_loop():
+    torch.manual_seed(0)
+    e = torch.randn(3, 5, 5, 4)
+    expected = torch.stack([sum((e[b, i, j] * e[b, j, i]).sum() for i, j in itertools.combinations(range(5), 2))
+                            for b in range(3)]).unsqueeze(1)
+    torch.testing.assert_close(FieldAwareInteraction(5)(e), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_field_embedded_and_dot_interactions_equal_loops():
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 3)
+    fefm = FieldEmbeddedInteraction(4, 3, init_std=0.5)
+    pairs = list(itertools.combinations(range(4), 2))
+    mats = fefm.pair_matrices.detach()
+    expected = torch.stack([torch.stack([x[b, i] @ (0.5 * (mats[p] + mats[p].T)) @ x[b, j]
+                                         for p, (i, j) in enumerate(pairs)]) for b in range(2)])
+    torch.testing.assert_close(fefm(x), expected, rtol=1e-5, atol=1e-5)
+    dots = torch.stack([torch.stack([x[b, i] @ x[b, j] for i, j in pairs]) for b in range(2)])
+    torch.testing.assert_close(DotInteraction(4)(x), dots)
+    assert DotInteraction(4, self_interaction=True)(x).shape == (2, 10)
+
+
+def test_cin_equals_its_formula():
+    torch.manual_seed(0)
+    x0 = torch.randn(2, 3, 4)
+    cin = CIN(3, [4, 2], split_half=True)
+    assert cin.output_dim == 2 + 2
+    h, outs = x0, []
+    for k, conv in enumerate(cin.convs):
+        w, b = conv.weight[:, :, 0], conv.bias  # (H_k, H_{k-1} * F)
+        z = torch.stack([torch.stack([h[:, i] * x0[:, j] for j in range(3)], 1) for i in range(h.shape[1])], 1)
+        z = torch.relu(torch.einsum("om,bmd->bod", w, z.reshape(2, -1, 4)) + b[None, :, None])
+        if k == 0:
+            h, direct = z[:, :2], z[:, 2:]
+        else:
+            direct = z
+        outs.append(direct.sum(2))
+    torch.testing.assert_close(cin(x0), torch.cat(outs, 1), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="must be even"):
+        CIN(3, [3, 2])
+
+
+def test_cross_networks_equal_their_formulas():
+    torch.manual_seed(0)
+    x0 = torch.randn(5, 6)
+    cross = CrossNet(6, 2)
+    x = x0
+    for w, b in zip(cross.weights, cross.biases):
+        x = x0 * (x @ w)[:, None] + b + x
+    torch.testing.assert_close(cross(x0), x)
+    assert cross.l2().detach().item() == pytest.approx(float((cross.weights.detach() ** 2).sum()))
+    full = CrossNetMix(6, 2)
+    x = x0
+    for w, b in zip(full.full, full.biases):
+        x = x0 * (x @ w.T + b) + x
+    torch.testing.assert_close(full(x0), x)
+    mix = CrossNetMix(6, 2, low_rank=3, num_experts=2)
+    x = x0
+    for layer in range(2):
+        gates = torch.softmax(x @ mix.gates[layer], 1)
+        out = torch.zeros_like(x)
+        for e in range(2):
+            low = torch.tanh(torch.tanh(x @ mix.v[layer, e]) @ mix.c[layer, e])
+            out += gates[:, e:e + 1] * (x0 * (low @ mix.u[layer, e] + mix.biases[layer]))
+        x = out + x
+    torch.testing.assert_close(mix(x0), x, rtol=1e-5, atol=1e-5)
+
+
+def test_gates():
+    torch.manual_seed(0)
+    fields = torch.randn(2, 3, 4)
+    gate = EmbeddingGate(3, 4, bit_wise=True)
+    expected = torch.stack([fields[:, i] * torch.sigmoid(fields[:, i] @ gate.weight[i]) for i in range(3)], 1)
+    torch.testing.assert_close(gate(fields), expected)
+    assert EmbeddingGate(3, 4, bit_wise=False).weight.shape == (3, 4, 1)
+    mlp = MLP(4, [5], hidden_gate=True)
+    assert [type(m).__name__ for m in mlp] == ["Linear", "ReLU", "HiddenGate"]
+    h = torch.relu(mlp[0](fields[:, 0]))
+    torch.testing.assert_close(mlp(fields[:, 0]), h * torch.sigmoid(mlp[2].linear(h)))

@@ -96,3 +96,13 @@ def test_combined_optimizer_state_round_trip():
     step(model2, opt2)
     torch.testing.assert_close(model.table.weight, model2.table.weight)
     assert len(opt.param_groups) == 2
+
+
+def test_clip_norm_bounds_the_global_norm_of_dense_and_sparse_gradients():
+    torch.manual_seed(0)
+    model = Tiny()
+    opt = build_optimizer(model, "SGD", 1.0, clip_norm=0.01)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    step(model, opt)
+    moved = torch.cat([(p.detach() - before[n]).flatten() for n, p in model.named_parameters()])
+    assert moved.norm().item() == pytest.approx(0.01, rel=1e-3)  # SGD lr 1: the step is the clipped gradient

@@ -1,6 +1,7 @@
 """Readers: exact parsing of PaddleRec's real sample files, errors that name file and line, batching."""
 
 import random
+import re
 import threading
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from recstack.data import base
 from recstack.data.base import BinaryCache, DataFormatError, list_data_files
 from recstack.data.csv import CensusReader
 from recstack.data.loader import BatchLoader
-from recstack.data.slot import SlotReader
+from recstack.data.slot import FeatIdxValueReader, SlotReader
 
 CRITEO = "paddlerec/models/rank/deepfm/data/sample_data/train/sample_train.txt"
 CENSUS = "paddlerec/models/multitask/mmoe/data/train/train_data.txt"
@@ -234,3 +235,45 @@ def test_loader_raises_reader_errors_in_the_consumer_and_stops_its_thread(tmp_pa
             break
     time.sleep(0.3)
     assert threading.active_count() <= before
+
+
+# ---------------------------------------------------------------- logistic-regression format
+LR = "paddlerec/models/rank/logistic_regression/data/sample_data/train/sample_train.txt"
+
+
+def lr_config(fields=39, ids=1086461):
+    return from_dict({"hyper_parameters": {"num_field": fields, "sparse_feature_number": ids}})
+
+
+def test_lr_reader_parses_paddlerec_sample_exactly(shared_data):
+    path = shared_data / LR
+    data = read_all(FeatIdxValueReader([str(path)], lr_config()))
+    assert data["feat_idx"].shape == (100, 39) and data["feat_value"].shape == (100, 39)
+    assert int(data["label"].sum()) == 22  # 78 negatives / 22 positives
+    for i, line in enumerate(path.read_text().splitlines()):
+        tokens = [t.split(":") for t in line.split()]
+        assert data["feat_idx"][i].tolist() == [int(v) for _, v in tokens[:39]]
+        np.testing.assert_array_equal(data["feat_value"][i], np.float32([float(v) for _, v in tokens[39:78]]))
+        assert data["label"][i, 0] == float(tokens[78][1])
+    assert data["feat_idx"][0, :13].tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0, 13]
+
+
+def lr_line(label, ids, values):
+    return " ".join([f"feat_idx:{i}" for i in ids] + [f"feat_value:{v}" for v in values] + [f"label:{label}"])
+
+
+def test_lr_reader_any_order_and_errors(tmp_path):
+    good = lr_line(1, range(1, 5), [0.5, 1.0, 0.0, 2.0])
+    path = tmp_path / "a.txt"
+    shuffled = " ".join(reversed(good.split()))  # label first, values and ids reversed
+    path.write_text(good + "\n" + shuffled + "\n")
+    data = read_all(FeatIdxValueReader([str(path)], lr_config(fields=4, ids=10)))
+    assert data["feat_idx"].tolist() == [[1, 2, 3, 4], [4, 3, 2, 1]]
+    for bad, message in [(good.replace("label:1", "label:3"), "label must be 0 or 1"),
+                         (good.replace("feat_idx:4", "feat_idx:10"), "feat_idx outside [0, sparse_feature_number=10)"),
+                         (good.replace("feat_idx:4 ", ""), "expected 4 'feat_idx' value(s), got 3"),
+                         (good.replace("feat_value:0.5", "feat_value:x"), "feat_value has non-numeric value 'x'"),
+                         (good + " foo:1", "token 'foo:1' is not")]:
+        path.write_text(good + "\n" + bad + "\n")
+        with pytest.raises(DataFormatError, match=re.escape(f"{path}:2: {message}")):
+            read_all(FeatIdxValueReader([str(path)], lr_config(fields=4, ids=10)))

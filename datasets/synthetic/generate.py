@@ -29,7 +29,7 @@ from typing import Protocol
 
 import numpy as np
 
-from recstack.data.hashing import criteo_hash
+from recstack.data.hashing import CRITEO_HASH_DIM, criteo_hash
 from recstack.fileio import atomic_open
 
 CHUNK_ROWS = 100_000  # fixed: the random stream (and so the output) depends on it
@@ -151,8 +151,9 @@ class CriteoWorld:
     two of them and a linear term in three standardised dense features.
     """
 
-    def __init__(self, world_seed: int) -> None:
+    def __init__(self, world_seed: int, hash_dim: int = CRITEO_HASH_DIM) -> None:
         rng = world_rng(world_seed, "criteo")
+        self.hash_dim = hash_dim
         self.cdfs = [zipf_cdf(size, a) for size, a, _ in CRITEO_SLOTS]
         self.missing = np.array([m for _, _, m in CRITEO_SLOTS])
         self.offsets = rng.integers(0, 2**32, len(CRITEO_SLOTS))
@@ -207,7 +208,7 @@ class CriteoWorld:
         unique, inverse = np.unique(values, return_inverse=True)
         ids = self.ids[slot]
         for index in unique[ids[unique] < 0].tolist():
-            ids[index] = criteo_hash(14 + slot, self.raw_text(slot, index))
+            ids[index] = criteo_hash(14 + slot, self.raw_text(slot, index), self.hash_dim)
         tokens = token_table([f"{slot + 1}:{i}" for i in ids[unique].tolist()])
         return tokens[inverse].tolist()
 
@@ -226,6 +227,32 @@ class CriteoWorld:
         columns += [self._dense_tokens(j, features["q"][:, j]) for j in range(len(CONT_DIFF))]
         columns += [self._slot_tokens(k, col) for k, col in enumerate(features["values"].T)]
         return join_rows(columns, " ")
+
+
+class CriteoLRWorld(CriteoWorld):
+    """The Criteo world in PaddleRec's logistic-regression format.
+
+    ``feat_idx:<i>`` x 39, ``feat_value:<v>`` x 39, ``label:<0/1>``: dense feature ``j``
+    has index ``j + 1`` and its value (index 0, value 0.0 when missing); a sparse slot
+    has its hashed id (the same as in the slot format) and value 1.0 (0 and 0.0 when
+    missing), as PaddleRec's LR sample data.
+    """
+
+    def render(self, features: dict[str, np.ndarray], labels: np.ndarray) -> str:
+        """LR-format lines."""
+        q, values = features["q"], features["values"]
+        idx_cols, value_cols = [], []
+        for j in range(len(CONT_DIFF)):
+            present = q[:, j] > 0
+            idx_cols.append(np.where(present, f"feat_idx:{j + 1}", "feat_idx:0").tolist())
+            value_cols.append([f"feat_value:{format_float(v)}" for v in (q[:, j] / CONT_DIFF[j]).tolist()])
+        for k, column in enumerate(values.T):
+            missing = column == CRITEO_SLOTS[k][0]
+            ids = [t.split(":", 1)[1] for t in self._slot_tokens(k, column)]
+            idx_cols.append([f"feat_idx:{0 if m else i}" for i, m in zip(ids, missing.tolist())])
+            value_cols.append(np.where(missing, "feat_value:0.0", "feat_value:1.0").tolist())
+        label_col = token_table(["label:0", "label:1"])[labels.astype(np.int64)].tolist()
+        return join_rows(idx_cols + value_cols + [label_col], " ")
 
 
 # ----------------------------------------------------------------------------- census
@@ -310,7 +337,7 @@ class CensusWorld:
         return join_rows(columns, ",")
 
 
-WORLDS = {"criteo": CriteoWorld, "census": CensusWorld}
+WORLDS = {"criteo": CriteoWorld, "criteo_lr": CriteoLRWorld, "census": CensusWorld}
 
 
 # ----------------------------------------------------------------------------- driver
@@ -326,6 +353,7 @@ def generate(
     output: Path,
     world_seed: int = 0,
     proba: Path | None = None,
+    hash_dim: int = CRITEO_HASH_DIM,
 ) -> Path:
     """Write ``rows`` rows of ``dataset`` (see the module docstring); return the data file.
 
@@ -336,8 +364,9 @@ def generate(
         output: a ``.txt`` file, or a folder that receives ``part-0.txt``.
         world_seed: seed of the ground truth.
         proba: optional file for the true probabilities (one line per row).
+        hash_dim: id space of the criteo formats (ids in ``[0, hash_dim)``).
     """
-    world: World = WORLDS[dataset](world_seed)
+    world: World = WORLDS[dataset](world_seed, hash_dim) if dataset != "census" else CensusWorld(world_seed)
     rng = np.random.default_rng(seed)
     path = output_file(output)
     proba_file = atomic_open(proba) if proba else contextlib.nullcontext()
@@ -364,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--world-seed", type=int, default=0, help="ground-truth seed (default 0)")
     parser.add_argument("--emit-proba", type=Path, help="also write the true probabilities here")
+    parser.add_argument("--hash-dim", type=int, default=CRITEO_HASH_DIM,
+                        help=f"criteo formats: ids in [0, hash-dim) (default {CRITEO_HASH_DIM})")
     args = parser.parse_args(argv)
     if args.rows < 0:
         parser.error("--rows must be >= 0")
@@ -371,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seed and --world-seed must be >= 0")
     start = time.perf_counter()
     path = generate(
-        args.dataset, args.rows, args.seed, args.output, args.world_seed, args.emit_proba
+        args.dataset, args.rows, args.seed, args.output, args.world_seed, args.emit_proba, args.hash_dim
     )
     seconds = time.perf_counter() - start
     print(f"wrote {args.rows} {args.dataset} rows to {path} in {seconds:.1f} s", file=sys.stderr)

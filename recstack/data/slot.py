@@ -172,3 +172,97 @@ class SlotReader(BlockReader):
                 row = int(np.argmax(bad))
                 raise row_error(chunk, path, first_line, row, problem)
 
+
+
+@READERS.register("lr")
+class FeatIdxValueReader(BlockReader):
+    """PaddleRec's logistic-regression format: ``feat_idx:<id>`` x F, ``feat_value:<v>`` x F, ``label:<0/1>``.
+
+    Config keys (``hyper_parameters``): ``num_field`` (PaddleRec: 39), ``sparse_feature_number``
+    (ids must be below it).
+
+    Blocks: ``feat_idx`` int64 ``(n, F)``, ``feat_value`` float32 ``(n, F)``, ``label`` float32 ``(n, 1)``.
+    Lines in this canonical order are parsed by pyarrow; any other order falls back to a
+    per-line parse (ids and values keep their order of appearance).
+    """
+
+    KEYS = ("feat_idx", "feat_value", "label")
+
+    def __init__(self, file_list, config: Config) -> None:
+        super().__init__(file_list, config)
+        self.num_field = config.get("hyper_parameters.num_field", type=int)
+        self.id_bound = config.get("hyper_parameters.sparse_feature_number", None, type=int)
+        f = self.num_field
+        self.columns = {"feat_idx": (np.dtype(np.int64), f), "feat_value": (np.dtype(np.float32), f),
+                        "label": (np.dtype(np.float32), 1)}
+        names = [f"c{i}" for i in range(2 * (2 * f + 1))]
+        self._keys = names[0::2]
+        self._values = names[1::2]
+        key_type = pa.dictionary(pa.int32(), pa.string())
+        types = {**{c: key_type for c in self._keys},
+                 **{c: pa.int64() for c in self._values[:f]},
+                 **{c: pa.float32() for c in self._values[f:2 * f]}, self._values[-1]: pa.int64()}
+        self._expected = ["feat_idx"] * f + ["feat_value"] * f + ["label"]
+        self._read_options = dict(column_names=names, use_threads=False)
+        self._parse_options = pacsv.ParseOptions(delimiter=" ", ignore_empty_lines=True)
+        self._convert_options = pacsv.ConvertOptions(column_types=types)
+
+    def parse_block(self, chunk: bytes, path: str, first_line: int) -> Block:
+        block = self._fast(chunk)
+        if block is None:
+            block = self._slow(chunk, path, first_line)
+        bad = ~np.isin(block["label"][:, 0], (0.0, 1.0))
+        if bad.any():
+            raise row_error(chunk, path, first_line, int(np.argmax(bad)), "label must be 0 or 1")
+        ids = block["feat_idx"]
+        bad = ((ids < 0) | (ids >= self.id_bound)).any(axis=1) if self.id_bound else (ids < 0).any(axis=1)
+        if bad.any():
+            raise row_error(chunk, path, first_line, int(np.argmax(bad)),
+                            f"feat_idx outside [0, sparse_feature_number={self.id_bound})")
+        bad = ~np.isfinite(block["feat_value"]).all(axis=1)
+        if bad.any():
+            raise row_error(chunk, path, first_line, int(np.argmax(bad)), "feat_value is not finite")
+        return block
+
+    def _fast(self, chunk: bytes) -> Block | None:
+        try:
+            table = pacsv.read_csv(io.BytesIO(chunk.translate(_COLON_TO_SPACE)),
+                                   read_options=pacsv.ReadOptions(block_size=len(chunk) + 1, **self._read_options),
+                                   parse_options=self._parse_options, convert_options=self._convert_options)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return None
+        for column, key in zip(self._keys, self._expected):
+            if table.num_rows and table.column(column).unique().dictionary.to_pylist() != [key]:
+                return None
+        f = self.num_field
+        values = [table.column(c).to_numpy() for c in self._values]
+        if not table.num_rows:
+            return {k: np.zeros((0, w), d) for k, (d, w) in self.columns.items()}
+        return {"feat_idx": np.column_stack(values[:f]).astype(np.int64),
+                "feat_value": np.column_stack(values[f:2 * f]).astype(np.float32),
+                "label": values[-1].astype(np.float32).reshape(-1, 1)}
+
+    def _slow(self, chunk: bytes, path: str, first_line: int) -> Block:
+        rows: dict[str, list] = {k: [] for k in self.KEYS}
+        for offset, line in enumerate(chunk.split(b"\n")):
+            if not line.strip():
+                continue
+            line_no = first_line + offset
+            found: dict[str, list] = {k: [] for k in self.KEYS}
+            for token in line.split():
+                key, sep, value = token.decode("utf-8", "replace").partition(":")
+                if not sep or key not in found:
+                    raise bad_line(path, line_no, line, f"token '{token.decode('utf-8', 'replace')}' is not "
+                                   "feat_idx:<id>, feat_value:<v> or label:<0/1>")
+                try:
+                    found[key].append(float(value) if key == "feat_value" else int(value))
+                except ValueError:
+                    raise bad_line(path, line_no, line, f"{key} has non-numeric value '{value}'") from None
+            for key, want in (("feat_idx", self.num_field), ("feat_value", self.num_field), ("label", 1)):
+                if len(found[key]) != want:
+                    raise bad_line(path, line_no, line, f"expected {want} '{key}' value(s), got {len(found[key])}")
+                rows[key].append(found[key])
+        f = self.num_field
+        return {"feat_idx": np.asarray(rows["feat_idx"], np.int64).reshape(-1, f),
+                "feat_value": np.asarray(rows["feat_value"], np.float32).reshape(-1, f),
+                "label": np.asarray(rows["label"], np.float32).reshape(-1, 1)}

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
+
+from recstack.layers.init import truncated_normal_
 
 
 class FactorizationMachine(nn.Module):
@@ -20,3 +24,206 @@ class FactorizationMachine(nn.Module):
         square_of_sum = fields.sum(dim=1).pow(2)
         sum_of_square = fields.pow(2).sum(dim=1)
         return 0.5 * (square_of_sum - sum_of_square).sum(dim=1, keepdim=True)
+
+
+def _pairs(num_fields: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column indices of the ``F (F - 1) / 2`` field pairs ``i < j``."""
+    return torch.triu_indices(num_fields, num_fields, offset=1)
+
+
+class FieldAwareInteraction(nn.Module):
+    """FFM's pairwise term (Juan et al., "Field-aware Factorization Machines", RecSys 2016).
+
+    Each field ``i`` has one vector per other field ``j``: ``sum_{i<j} <v_{i,j}, v_{j,i}>``.
+
+    Args:
+        num_fields: ``F``.
+
+    Shapes:
+        ``(B, F, F, D)`` (field ``i``'s vector towards field ``j`` at ``[:, i, j]``) → ``(B, 1)``.
+    """
+
+    def __init__(self, num_fields: int) -> None:
+        super().__init__()
+        rows, cols = _pairs(num_fields)
+        self.register_buffer("rows", rows, persistent=False)
+        self.register_buffer("cols", cols, persistent=False)
+
+    def forward(self, fields: torch.Tensor) -> torch.Tensor:
+        left = fields[:, self.rows, self.cols]   # v_{i,j}: (B, P, D)
+        right = fields[:, self.cols, self.rows]  # v_{j,i}
+        return (left * right).sum(dim=(1, 2)).unsqueeze(1)
+
+
+class FieldEmbeddedInteraction(nn.Module):
+    """DeepFEFM's field-pair interactions: ``v_i^T W_{f_i, f_j} v_j`` with a symmetric matrix per field pair.
+
+    Pande, "FIELD-EMBEDDED FACTORIZATION MACHINES FOR CLICK-THROUGH RATE PREDICTION", 2020.
+    ``W_{ij} = (A_{ij} + A_{ij}^T) / 2``, initialised like the embeddings (small truncated normal).
+
+    Args:
+        num_fields: ``F``.
+        embedding_dim: ``D``.
+        init_std: truncated-normal std of the pair matrices.
+
+    Shapes:
+        ``(B, F, D)`` → one score per field pair ``(B, F (F - 1) / 2)``.
+    """
+
+    def __init__(self, num_fields: int, embedding_dim: int, init_std: float = 0.01) -> None:
+        super().__init__()
+        rows, cols = _pairs(num_fields)
+        self.register_buffer("rows", rows, persistent=False)
+        self.register_buffer("cols", cols, persistent=False)
+        self.pair_matrices = nn.Parameter(truncated_normal_(torch.empty(len(rows), embedding_dim, embedding_dim),
+                                                            init_std))
+
+    def forward(self, fields: torch.Tensor) -> torch.Tensor:
+        symmetric = 0.5 * (self.pair_matrices + self.pair_matrices.transpose(1, 2))
+        left, right = fields[:, self.rows], fields[:, self.cols]  # (B, P, D)
+        return torch.einsum("bpd,pde,bpe->bp", left, symmetric, right)
+
+
+class DotInteraction(nn.Module):
+    """DLRM's interaction: dot products of every pair of feature vectors.
+
+    Naumov et al., "Deep Learning Recommendation Model for Personalization and
+    Recommendation Systems", 2019. https://arxiv.org/abs/1906.00091
+
+    Args:
+        num_fields: ``F`` (the dense vector counts as one field).
+        self_interaction: also include ``<v_i, v_i>``.
+
+    Shapes:
+        ``(B, F, D)`` → ``(B, F (F - 1) / 2)`` (``F (F + 1) / 2`` with self-interaction).
+    """
+
+    def __init__(self, num_fields: int, self_interaction: bool = False) -> None:
+        super().__init__()
+        rows, cols = torch.triu_indices(num_fields, num_fields, offset=0 if self_interaction else 1)
+        self.register_buffer("rows", rows, persistent=False)
+        self.register_buffer("cols", cols, persistent=False)
+
+    def forward(self, fields: torch.Tensor) -> torch.Tensor:
+        gram = torch.bmm(fields, fields.transpose(1, 2))
+        return gram[:, self.rows, self.cols]
+
+
+class CIN(nn.Module):
+    """Compressed Interaction Network of xDeepFM (Lian et al., KDD 2018, https://arxiv.org/abs/1803.05170).
+
+    ``X^k_h = sum_{i,j} W^{k,h}_{ij} (X^{k-1}_i ∘ X^0_j)``: explicit vector-wise
+    interactions of growing order; each layer's maps are sum-pooled over ``D``.
+    With ``split_half`` every layer but the last sends half its maps to the output
+    and half to the next layer (the paper's default).
+
+    Args:
+        num_fields: ``F``.
+        layer_sizes: feature maps per layer (PaddleRec's ``layer_sizes_cin``).
+        split_half: see above (sizes must then be even, except the last).
+
+    Shapes:
+        ``(B, F, D)`` → ``(B, output_dim)``.
+    """
+
+    def __init__(self, num_fields: int, layer_sizes: Sequence[int], split_half: bool = True) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList()
+        self.split_half = split_half
+        prev, out = num_fields, 0
+        for k, size in enumerate(layer_sizes):
+            last = k == len(layer_sizes) - 1
+            if split_half and not last and size % 2:
+                raise ValueError(f"CIN layer_sizes must be even when split_half (layer {k} has {size})")
+            self.convs.append(nn.Conv1d(prev * num_fields, size, kernel_size=1))
+            prev = size // 2 if split_half and not last else size
+            out += size // 2 if split_half and not last else size
+        self.output_dim = out
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        batch, _, dim = x0.shape
+        hidden, pooled = x0, []
+        for k, conv in enumerate(self.convs):
+            z = torch.einsum("bhd,bmd->bhmd", hidden, x0).reshape(batch, -1, dim)
+            z = torch.relu(conv(z))
+            if self.split_half and k < len(self.convs) - 1:
+                hidden, direct = z.chunk(2, dim=1)
+            else:
+                hidden = direct = z
+            pooled.append(direct.sum(dim=2))
+        return torch.cat(pooled, dim=1)
+
+
+class CrossNet(nn.Module):
+    """DCN's cross network (Wang et al., ADKDD 2017, https://arxiv.org/abs/1708.05123).
+
+    ``x_{l+1} = x_0 (x_l^T w_l) + b_l + x_l``: one weight vector per layer.
+
+    Args:
+        input_dim: width of ``x_0``.
+        num_layers: PaddleRec's ``cross_num``.
+
+    Shapes:
+        ``(B, input_dim)`` → ``(B, input_dim)``.
+    """
+
+    def __init__(self, input_dim: int, num_layers: int) -> None:
+        super().__init__()
+        self.weights = nn.Parameter(truncated_normal_(torch.empty(num_layers, input_dim), 1.0 / input_dim ** 0.5))
+        self.biases = nn.Parameter(torch.zeros(num_layers, input_dim))
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        x = x0
+        for w, b in zip(self.weights, self.biases):
+            x = x0 * (x @ w).unsqueeze(1) + b + x
+        return x
+
+    def l2(self) -> torch.Tensor:
+        """Sum of squared cross weights (PaddleRec's ``l2_reg_cross`` penalty)."""
+        return self.weights.pow(2).sum()
+
+
+class CrossNetMix(nn.Module):
+    """DCN-V2's cross network (Wang et al., WWW 2021, https://arxiv.org/abs/2008.13535).
+
+    Full rank (``low_rank=None``): ``x_{l+1} = x_0 ∘ (W_l x_l + b_l) + x_l``.
+    Mixture of low-rank experts: ``x_{l+1} = sum_i G_i(x_l) x_0 ∘ (U_i tanh(C_i tanh(V_i^T x_l)) + b_l) + x_l``
+    with a softmax gate ``G`` over ``num_experts`` experts of rank ``low_rank``.
+
+    Args:
+        input_dim: width of ``x_0``.
+        num_layers: cross layers (PaddleRec's ``cross_num``).
+        low_rank: rank ``r`` of each expert; ``None`` for the full-rank matrix.
+        num_experts: experts per layer (low-rank mode).
+
+    Shapes:
+        ``(B, input_dim)`` → ``(B, input_dim)``.
+    """
+
+    def __init__(self, input_dim: int, num_layers: int, low_rank: int | None = None, num_experts: int = 1) -> None:
+        super().__init__()
+        self.low_rank = low_rank
+        d, n = input_dim, num_layers
+        self.biases = nn.Parameter(torch.zeros(n, d))
+        if low_rank is None:
+            self.full = nn.ParameterList(nn.Parameter(nn.init.xavier_normal_(torch.empty(d, d))) for _ in range(n))
+        else:
+            r, e = low_rank, num_experts
+            self.v = nn.Parameter(nn.init.xavier_normal_(torch.empty(n, e, d, r)))
+            self.c = nn.Parameter(nn.init.xavier_normal_(torch.empty(n, e, r, r)))
+            self.u = nn.Parameter(nn.init.xavier_normal_(torch.empty(n, e, r, d)))
+            self.gates = nn.Parameter(nn.init.xavier_normal_(torch.empty(n, d, e)))
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        x = x0
+        if self.low_rank is None:
+            for w, b in zip(self.full, self.biases):
+                x = x0 * (x @ w.T + b) + x
+            return x
+        for layer in range(self.biases.shape[0]):
+            low = torch.tanh(torch.einsum("bd,edr->ber", x, self.v[layer]))
+            low = torch.tanh(torch.einsum("ber,ers->bes", low, self.c[layer]))
+            experts = x0.unsqueeze(1) * (torch.einsum("ber,erd->bed", low, self.u[layer]) + self.biases[layer])
+            gates = torch.softmax(x @ self.gates[layer], dim=1)
+            x = torch.einsum("be,bed->bd", gates, experts) + x
+        return x

@@ -7,11 +7,12 @@ from typing import Sequence
 from torch import nn
 
 from recstack.layers.activation import get_activation
+from recstack.layers.gate import HiddenGate
 from recstack.layers.init import init_linear
 
 
 class MLP(nn.Sequential):
-    """Linear → [BatchNorm] → activation → [Dropout], repeated; optional output layer.
+    """Linear → [BatchNorm] → activation → [hidden gate] → [Dropout], repeated; optional output layer.
 
     Args:
         input_dim: input features.
@@ -22,6 +23,7 @@ class MLP(nn.Sequential):
         batch_norm: BatchNorm1d after each hidden Linear.
         init: Linear initialisation scheme (see :func:`recstack.layers.init.init_linear`).
         bias_init: constant bias (``None``: the scheme's default).
+        hidden_gate: GateNet's gate after each hidden activation (:class:`recstack.layers.gate.HiddenGate`).
 
     Shapes:
         ``(B, input_dim)`` → ``(B, output_dim or hidden_sizes[-1] or input_dim)``.
@@ -29,7 +31,7 @@ class MLP(nn.Sequential):
 
     def __init__(self, input_dim: int, hidden_sizes: Sequence[int], output_dim: int | None = None,
                  activation: str = "relu", dropout: float = 0.0, batch_norm: bool = False,
-                 init: str = "torch", bias_init: float | None = None) -> None:
+                 init: str = "torch", bias_init: float | None = None, hidden_gate: bool = False) -> None:
         layers: list[nn.Module] = []
         width = input_dim
         for size in hidden_sizes:
@@ -37,6 +39,8 @@ class MLP(nn.Sequential):
             if batch_norm:
                 layers.append(nn.BatchNorm1d(size))
             layers.append(get_activation(activation))
+            if hidden_gate:
+                layers.append(HiddenGate(size))
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = size
