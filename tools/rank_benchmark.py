@@ -1,0 +1,96 @@
+"""Test AUC and training speed of every rank model on the same generated data, one model at a time.
+
+    python tools/rank_benchmark.py                       # all models/rank/*/config.yaml
+    python tools/rank_benchmark.py --models deepfm dcn --rows 50000
+
+Each model trains 1 epoch with batch 512 on ``--rows`` generated lines (seed 1)
+and is evaluated on ``--test_rows`` lines (seed 2) of the same synthetic world,
+with the model keys and optimizer of its ``config.yaml``. Data comes from
+``datasets/synthetic/generate.py`` in the model's own format and id space (the
+LR format for logistic_regression; FFM's smaller id space). The training
+samples/s is the trainer's own ips over the epoch (reading, parsing, batching,
+training, metrics). Prints a Markdown table.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see tools/trainer.py
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from recstack.config import load_config  # noqa: E402
+from recstack.evaluator import infer  # noqa: E402
+from recstack.trainer import train  # noqa: E402
+from recstack.utils import setup_logging, thread_settings  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sample_format(model_dir: Path) -> list[str]:
+    """The generate.py arguments that produced the model's sample data (datasets/synthetic/make_samples.sh)."""
+    table = (REPO / "datasets/synthetic/make_samples.sh").read_text().split("<<'SAMPLES'\n", 1)[1]
+    for line in table.split("\nSAMPLES", 1)[0].splitlines():
+        dataset, folder, _, _, *extra = line.split()
+        if (REPO / "models" / folder).resolve() == model_dir.resolve():
+            return [dataset, *extra]
+    raise SystemExit(f"{model_dir} is not in datasets/synthetic/make_samples.sh")
+
+
+def data(root: Path, fmt: list[str], rows: int, seed: int) -> Path:
+    folder = root / ("_".join(fmt).replace("-", "") + f"_{rows}_{seed}")
+    if not folder.exists():
+        subprocess.run([sys.executable, str(REPO / "datasets/synthetic/generate.py"), fmt[0], *fmt[1:],
+                        "--rows", str(rows), "--seed", str(seed), "--output", str(folder / "part-0.txt")],
+                       check=True, capture_output=True)
+    return folder
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="*", help="model folder names (default: every models/rank/*)")
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--test_rows", type=int, default=50_000)
+    parser.add_argument("--batch_size", type=int, default=512)
+    parser.add_argument("--data_root", help="keep generated data here between runs (default: a temporary folder)")
+    args = parser.parse_args()
+    setup_logging(logging.WARNING)
+    configs = sorted(REPO.glob("models/rank/*/config.yaml"))
+    if args.models:
+        configs = [c for c in configs if c.parent.name in args.models]
+    print(f"settings: {args.rows} train / {args.test_rows} test generated lines, batch {args.batch_size}, 1 epoch, "
+          f"each model's config.yaml model keys and optimizer; {thread_settings()}")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="recstack-zoo-") as tmp:
+        root = Path(args.data_root) if args.data_root else Path(tmp)
+        for config_path in configs:
+            name = config_path.parent.name
+            fmt = sample_format(config_path.parent)
+            train_dir, test_dir = data(root, fmt, args.rows, 1), data(root, fmt, args.test_rows, 2)
+            out = Path(tmp) / "ckpt" / name
+            overrides = [f"runner.train_data_dir={train_dir}", f"runner.test_data_dir={test_dir}",
+                         f"runner.train_batch_size={args.batch_size}", "runner.epochs=1",
+                         "runner.print_interval=1000000", f"runner.model_save_path={out}",
+                         f"runner.infer_load_path={out}", "runner.infer_end_epoch=1", "runner.infer_batch_size=2048",
+                         "runner.save_optimizer=false"]
+            config = load_config(config_path, overrides)
+            epoch = train(config).epochs[0]
+            test = infer(load_config(config_path, overrides))[0]
+            opt = config.get("hyper_parameters.optimizer")
+            rows.append((name, f"{opt['class']} {opt['learning_rate']:g}", epoch.metrics["auc"], test["auc"],
+                         epoch.ips, epoch.seconds))
+            print(f"{name}: train auc {epoch.metrics['auc']:.4f}, test auc {test['auc']:.4f}, "
+                  f"{epoch.ips:,.0f} samples/s ({epoch.seconds:.1f} s)", flush=True)
+    print("\n| model | optimizer | train AUC | test AUC | training samples/s | epoch time |")
+    print("|---|---|---|---|---|---|")
+    for name, opt, train_auc, test_auc, ips, seconds in rows:
+        print(f"| {name} | {opt} | {train_auc:.4f} | {test_auc:.4f} | {ips:,.0f} | {seconds:.1f} s |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
