@@ -127,6 +127,7 @@ ALIASES: dict[str, str] = {
 CORE_HYPER_PARAMETERS: dict[str, Key] = {
     "optimizer": Key((dict,), {}, "optimizer settings (see OPTIMIZER_KEYS)"),
     "reg": Key((float, int), 0.0, "L2 regularisation: added to dense gradients, and to the rows touched in a batch for sparse tables (as Paddle's L2Decay on sparse gradients)"),
+    "clip_by_norm": Key((float, int, type(None)), None, "clip the global gradient norm (all parameters, tables included) to this value before each step; null or 0: no clipping"),
 }
 
 SECTIONS = ("runner", "hyper_parameters")
@@ -420,6 +421,11 @@ def _validate_optimizer(config: Config) -> None:
     if "reg" in hp and not check_type(hp["reg"], CORE_HYPER_PARAMETERS["reg"].types):
         raise ConfigError(f"{config.source('hyper_parameters.reg')}: expected a float, got {hp['reg']!r}")
     hp.setdefault("reg", 0.0)
+    clip = hp.get("clip_by_norm")
+    if not check_type(clip, CORE_HYPER_PARAMETERS["clip_by_norm"].types) or (clip is not None and clip < 0):
+        raise ConfigError(f"{config.source('hyper_parameters.clip_by_norm')}: expected a positive number or null, "
+                          f"got {clip!r}")
+    hp.setdefault("clip_by_norm", None)
 
 
 def check_hyper_parameters(config: Config, model_name: str) -> None:

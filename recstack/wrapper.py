@@ -7,7 +7,7 @@ and overrides only what differs from these defaults:
 ``create_model``    build the ``nn.Module`` from ``hyper_parameters`` (always overridden)
 ``create_feeds``    batch dict → (model inputs, labels), by :attr:`feed_names` / :attr:`label_names`
 ``create_loss``     mean binary cross-entropy, summed over tasks
-``create_optimizer`` optimizer by name from ``hyper_parameters.optimizer`` (+ ``reg``)
+``create_optimizer`` optimizer by name from ``hyper_parameters.optimizer`` (+ ``reg``, ``clip_by_norm``)
 ``create_metrics``  one AUC per task: ``auc``, or ``auc_<task>`` for multi-task models
 ``train_forward``   feeds → forward → loss → metric update; returns (loss, metrics, print_dict)
 ``infer_forward``   feeds → forward → metric update; returns (metrics, print_dict)
@@ -75,9 +75,10 @@ class DygraphModel:
         return losses[0] if len(losses) == 1 else torch.stack(losses).sum()
 
     def create_optimizer(self, dy_model: nn.Module, config: Config, **options: Any):
-        """Optimizer from ``hyper_parameters.optimizer`` (class, learning_rate, sparse, weight_decay) and ``reg``.
+        """Optimizer from ``hyper_parameters.optimizer`` (class, learning_rate, sparse, weight_decay),
+        ``reg`` and ``clip_by_norm``.
 
-        ``options`` go to :func:`recstack.optim.build_optimizer` (e.g. ``clip_norm``).
+        ``options`` go to :func:`recstack.optim.build_optimizer` and override those keys.
         """
         name = config.get("hyper_parameters.optimizer.class", "Adam", type=str)
         if name not in OPTIMIZERS:
@@ -90,7 +91,7 @@ class DygraphModel:
             reg=config.get("hyper_parameters.reg", 0.0, type=float),
             weight_decay=config.get("hyper_parameters.optimizer.weight_decay", 0.0, type=float),
             sparse=config.get("hyper_parameters.optimizer.sparse", True, type=bool),
-            **options,
+            **{"clip_norm": config.get("hyper_parameters.clip_by_norm", None) or None, **options},
         )
 
     def create_metrics(self) -> tuple[list[Metric], list[str]]:

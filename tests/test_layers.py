@@ -145,6 +145,24 @@ def test_cross_networks_equal_their_formulas():
     torch.testing.assert_close(mix(x0), x, rtol=1e-5, atol=1e-5)
 
 
+def test_cross_net_mix_scripts_and_initialises_each_expert_on_its_own_fans():
+    torch.manual_seed(0)
+    x0 = torch.randn(4, 64)
+    for layer in (CrossNetMix(64, 2), CrossNetMix(64, 2, low_rank=8, num_experts=3)):
+        scripted = torch.jit.script(layer)
+        torch.testing.assert_close(scripted(x0), layer(x0))
+    full = CrossNetMix(64, 3)
+    assert full.l2().item() == pytest.approx(float((full.full.detach() ** 2).sum()))
+    # Xavier normal of a (64, 64) matrix: std sqrt(2 / 128) = 0.125 per layer
+    assert full.full.detach()[0].std().item() == pytest.approx(0.125, rel=0.05)
+    mix = CrossNetMix(256, 1, low_rank=16, num_experts=4)
+    # V_i is (256, 16): std sqrt(2 / 272) for every expert, not the fans of the whole 4-d tensor
+    for expert in mix.v.detach()[0]:
+        assert expert.std().item() == pytest.approx((2 / 272) ** 0.5, rel=0.1)
+    expected = sum(float((w.detach() ** 2).sum()) for w in (mix.v, mix.c, mix.u))
+    assert mix.l2().item() == pytest.approx(expected)
+
+
 def test_gates():
     torch.manual_seed(0)
     fields = torch.randn(2, 3, 4)

@@ -1,4 +1,4 @@
-"""GateNet's gates (Huang, Tao, Zhang, "GateNet: Gating-Enhanced Deep Network for Click-Through
+"""GateNet's gates (Huang, She, Wang, Zhang, "GateNet: Gating-Enhanced Deep Network for Click-Through
 Rate Prediction", 2020, https://arxiv.org/abs/2007.03519)."""
 
 from __future__ import annotations

@@ -182,6 +182,14 @@ class CrossNet(nn.Module):
         """Sum of squared cross weights (PaddleRec's ``l2_reg_cross`` penalty)."""
         return self.weights.pow(2).sum()
 
+def _xavier_slices(tensor: torch.Tensor) -> torch.Tensor:
+    """Xavier-normal init of every trailing 2-D matrix of ``tensor`` on its own fans (one per
+    layer/expert), not on the fans ``nn.init`` would compute for the whole N-d tensor."""
+    with torch.no_grad():
+        for matrix in tensor.view(-1, *tensor.shape[-2:]):
+            nn.init.xavier_normal_(matrix)
+    return tensor
+
 
 class CrossNetMix(nn.Module):
     """DCN-V2's cross network (Wang et al., WWW 2021, https://arxiv.org/abs/2008.13535).
@@ -206,24 +214,36 @@ class CrossNetMix(nn.Module):
         d, n = input_dim, num_layers
         self.biases = nn.Parameter(torch.zeros(n, d))
         if low_rank is None:
-            self.full = nn.ParameterList(nn.Parameter(nn.init.xavier_normal_(torch.empty(d, d))) for _ in range(n))
+            # one (n, d, d) tensor, not a ParameterList: the layer scripts and exports as is
+            self.full = nn.Parameter(_xavier_slices(torch.empty(n, d, d)))
+            self.v = self.c = self.u = self.gates = None
         else:
             r, e = low_rank, num_experts
-            self.v = nn.Parameter(nn.init.xavier_normal_(torch.empty(n, e, d, r)))
-            self.c = nn.Parameter(nn.init.xavier_normal_(torch.empty(n, e, r, r)))
-            self.u = nn.Parameter(nn.init.xavier_normal_(torch.empty(n, e, r, d)))
-            self.gates = nn.Parameter(nn.init.xavier_normal_(torch.empty(n, d, e)))
+            self.full = None
+            self.v = nn.Parameter(_xavier_slices(torch.empty(n, e, d, r)))
+            self.c = nn.Parameter(_xavier_slices(torch.empty(n, e, r, r)))
+            self.u = nn.Parameter(_xavier_slices(torch.empty(n, e, r, d)))
+            self.gates = nn.Parameter(_xavier_slices(torch.empty(n, d, e)))
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
         x = x0
-        if self.low_rank is None:
-            for w, b in zip(self.full, self.biases):
-                x = x0 * (x @ w.T + b) + x
+        full, v, c, u, gates = self.full, self.v, self.c, self.u, self.gates
+        if full is not None:
+            for layer in range(self.biases.shape[0]):
+                x = x0 * (x @ full[layer].T + self.biases[layer]) + x
             return x
+        assert v is not None and c is not None and u is not None and gates is not None
         for layer in range(self.biases.shape[0]):
-            low = torch.tanh(torch.einsum("bd,edr->ber", x, self.v[layer]))
-            low = torch.tanh(torch.einsum("ber,ers->bes", low, self.c[layer]))
-            experts = x0.unsqueeze(1) * (torch.einsum("ber,erd->bed", low, self.u[layer]) + self.biases[layer])
-            gates = torch.softmax(x @ self.gates[layer], dim=1)
-            x = torch.einsum("be,bed->bd", gates, experts) + x
+            low = torch.tanh(torch.einsum("bd,edr->ber", x, v[layer]))
+            low = torch.tanh(torch.einsum("ber,ers->bes", low, c[layer]))
+            experts = x0.unsqueeze(1) * (torch.einsum("ber,erd->bed", low, u[layer]) + self.biases[layer])
+            weights = torch.softmax(x @ gates[layer], dim=1)
+            x = torch.einsum("be,bed->bd", weights, experts) + x
         return x
+
+    def l2(self) -> torch.Tensor:
+        """Sum of squared cross weights (full-rank ``W`` or the experts' ``U``, ``V``, ``C``; not the
+        biases or the gates): PaddleRec's ``l2_reg_cross`` penalty."""
+        if self.full is not None:
+            return self.full.pow(2).sum()
+        return sum(w.pow(2).sum() for w in (self.v, self.c, self.u))
