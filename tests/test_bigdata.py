@@ -122,6 +122,47 @@ def test_criteo_run_sh_then_deepfm_config_bigdata(shared_data, tmp_path, mode):
     assert any((folder / ".recstack_cache").iterdir())
 
 
+def test_criteo_lr_run_sh_then_logistic_regression_config_bigdata(shared_data, tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    lines = (shared_data / "paddlerec/models/rank/logistic_regression/data/sample_data/train/sample_train.txt"
+             ).read_bytes().splitlines(keepends=True)
+    tar_gz(served / "data_part1.tar.gz", {"slot_train_data/part-0": b"".join(lines[:-20])})
+    tar_gz(served / "data_part2.tar.gz", {"slot_test_data/part-0": b"".join(lines[-20:])})
+    folder = copy_dataset_folder("criteo_lr", tmp_path)
+    done = subprocess.run(["bash", str(folder / "run.sh")], env=fake_wget(tmp_path, served), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    metrics = train_and_infer(REPO / "models/rank/logistic_regression/config_bigdata.yaml",
+                              [f"runner.train_data_dir={folder / 'slot_train_data'}",
+                               f"runner.test_data_dir={folder / 'slot_test_data'}",
+                               f"runner.cache_dir={folder / '.recstack_cache'}",
+                               "runner.train_batch_size=16"], tmp_path / "out")
+    assert 0.0 <= metrics["auc"] <= 1.0
+
+
+def test_criteo_lr_run_sh_names_a_bad_archive(tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    tar_gz(served / "data_part1.tar.gz", {"other/part-0": b"x"})
+    tar_gz(served / "data_part2.tar.gz", {"other/part-1": b"x"})
+    folder = copy_dataset_folder("criteo_lr", tmp_path)
+    done = subprocess.run(["bash", str(folder / "run.sh")], env=fake_wget(tmp_path, served), capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1
+    assert "slot_train_data" in done.stderr
+
+
+def test_every_bigdata_config_reads_folders_a_dataset_script_writes():
+    for big in sorted(REPO.glob("models/*/*/config_bigdata.yaml")):
+        data = Path(load_config(big).get("runner.train_data_dir"))
+        dataset = data.relative_to(REPO / "datasets").parts[0]
+        script = REPO / "datasets" / dataset / "run.sh"
+        assert script.exists(), f"{big}: reads {data}, but datasets/{dataset}/run.sh does not exist"
+        assert data.name in script.read_text() or (REPO / "datasets" / dataset / "preprocess.py").exists(), \
+            f"{big}: datasets/{dataset}/run.sh never names {data.name}"
+
+
 def declared_differences(readme: Path) -> set[str]:
     """Keys named in backticks under the README's "Deliberate differences between config.yaml and ..." heading."""
     text = readme.read_text()
