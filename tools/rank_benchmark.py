@@ -2,6 +2,7 @@
 
     python tools/rank_benchmark.py                       # all models/rank/*/config.yaml
     python tools/rank_benchmark.py --models deepfm dcn --rows 50000
+    python tools/rank_benchmark.py --repeats 3          # median of 3 trainings per model
 
 Each model trains 1 epoch with batch 512 on ``--rows`` generated lines (seed 1)
 and is evaluated on ``--test_rows`` lines (seed 2) of the same synthetic world,
@@ -9,7 +10,10 @@ with the model keys and optimizer of its ``config.yaml``. Data comes from
 ``datasets/synthetic/generate.py`` in the model's own format and id space (the
 LR format for logistic_regression; FFM's smaller id space). The training
 samples/s is the trainer's own ips over the epoch (reading, parsing, batching,
-training, metrics). Prints a Markdown table.
+training, metrics). With ``--repeats N`` each model trains N times (same data and
+seed) and the table gives the median samples/s, its min-max, and the median AUCs;
+models run one after another, so the speed ratios between them come from one run.
+Prints a Markdown table.
 """
 
 import os
@@ -22,6 +26,7 @@ import logging  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
+from statistics import median  # noqa: E402
 
 from recstack.config import load_config  # noqa: E402
 from recstack.evaluator import infer  # noqa: E402
@@ -56,6 +61,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--test_rows", type=int, default=50_000)
     parser.add_argument("--batch_size", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=1, help="trainings per model; the table reports medians")
     parser.add_argument("--data_root", help="keep generated data here between runs (default: a temporary folder)")
     args = parser.parse_args()
     setup_logging(logging.WARNING)
@@ -77,18 +83,24 @@ def main() -> int:
                          "runner.print_interval=1000000", f"runner.model_save_path={out}",
                          f"runner.infer_load_path={out}", "runner.infer_end_epoch=1", "runner.infer_batch_size=2048",
                          "runner.save_optimizer=false"]
-            config = load_config(config_path, overrides)
-            epoch = train(config).epochs[0]
-            test = infer(load_config(config_path, overrides))[0]
+            runs = []
+            for _ in range(args.repeats):
+                config = load_config(config_path, overrides)
+                epoch = train(config).epochs[0]
+                test = infer(load_config(config_path, overrides))[0]
+                runs.append((epoch.metrics["auc"], test["auc"], epoch.ips, epoch.seconds))
+                print(f"{name}: train auc {epoch.metrics['auc']:.4f}, test auc {test['auc']:.4f}, "
+                      f"{epoch.ips:,.0f} samples/s ({epoch.seconds:.1f} s)", flush=True)
             opt = config.get("hyper_parameters.optimizer")
-            rows.append((name, f"{opt['class']} {opt['learning_rate']:g}", epoch.metrics["auc"], test["auc"],
-                         epoch.ips, epoch.seconds))
-            print(f"{name}: train auc {epoch.metrics['auc']:.4f}, test auc {test['auc']:.4f}, "
-                  f"{epoch.ips:,.0f} samples/s ({epoch.seconds:.1f} s)", flush=True)
-    print("\n| model | optimizer | train AUC | test AUC | training samples/s | epoch time |")
-    print("|---|---|---|---|---|---|")
-    for name, opt, train_auc, test_auc, ips, seconds in rows:
-        print(f"| {name} | {opt} | {train_auc:.4f} | {test_auc:.4f} | {ips:,.0f} | {seconds:.1f} s |")
+            ips = [r[2] for r in runs]
+            rows.append((name, f"{opt['class']} {opt['learning_rate']:g}", median([r[0] for r in runs]),
+                         median([r[1] for r in runs]), median(ips), min(ips), max(ips), median([r[3] for r in runs])))
+    print(f"\n| model | optimizer | train AUC | test AUC | training samples/s (median of {args.repeats}) "
+          "| min-max | epoch time |")
+    print("|---|---|---|---|---|---|---|")
+    for name, opt, train_auc, test_auc, ips, low, high, seconds in rows:
+        print(f"| {name} | {opt} | {train_auc:.4f} | {test_auc:.4f} | {ips:,.0f} | {low:,.0f}-{high:,.0f} "
+              f"| {seconds:.1f} s |")
     return 0
 
 

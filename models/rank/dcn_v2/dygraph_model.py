@@ -1,0 +1,42 @@
+"""DCN-V2 training wrapper: the cross weights' L2 penalty joins the loss (``clip_by_norm`` is a core key)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from recstack.config import Config
+from recstack.wrapper import DygraphModel as BaseModel
+
+from .net import DCNv2
+
+
+class DygraphModel(BaseModel):
+    feed_names = ("sparse", "dense")
+    label_names = ("label",)
+
+    def create_model(self, config: Config) -> DCNv2:
+        model = DCNv2(
+            sparse_feature_number=config.get("hyper_parameters.sparse_feature_number", type=int),
+            sparse_feature_dim=config.get("hyper_parameters.sparse_feature_dim", type=int),
+            dense_feature_dim=config.get("hyper_parameters.dense_input_dim", type=int),
+            # PaddleRec counts the label among sparse_inputs_slots
+            num_sparse_fields=config.get("hyper_parameters.sparse_inputs_slots", type=int) - 1,
+            fc_sizes=config.get("hyper_parameters.fc_sizes", type=list),
+            cross_num=config.get("hyper_parameters.cross_num", type=int),
+            is_stacked=config.get("hyper_parameters.is_Stacked", type=bool),
+            use_low_rank_mixture=config.get("hyper_parameters.use_low_rank_mixture", type=bool),
+            low_rank=config.get("hyper_parameters.low_rank", type=int),
+            num_experts=config.get("hyper_parameters.num_experts", type=int),
+            dnn_use_bn=config.get("hyper_parameters.dnn_use_bn", type=bool),
+        )
+        self.cross = model.cross   # create_loss penalises its weights
+        self.l2_reg_cross = config.get("hyper_parameters.l2_reg_cross", 0.0, type=float)
+        return model
+
+    def create_loss(self, pred: torch.Tensor, label: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Mean binary cross-entropy plus ``l2_reg_cross`` times the squared cross weights
+        (full-rank ``W`` or the experts' ``U``, ``V``, ``C``)."""
+        loss = super().create_loss(pred, label)
+        return loss + self.l2_reg_cross * self.cross.l2() if self.l2_reg_cross else loss
