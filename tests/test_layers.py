@@ -105,8 +105,8 @@ def test_cin_equals_its_formula():
     cin = CIN(3, [4, 2], split_half=True)
     assert cin.output_dim == 2 + 2
     h, outs = x0, []
-    for k, conv in enumerate(cin.convs):
-        w, b = conv.weight[:, :, 0], conv.bias  # (H_k, H_{k-1} * F)
+    for k, layer in enumerate(cin.layers):
+        w, b = layer.weight, layer.bias  # (H_k, H_{k-1} * F)
         z = torch.stack([torch.stack([h[:, i] * x0[:, j] for j in range(3)], 1) for i in range(h.shape[1])], 1)
         z = torch.relu(torch.einsum("om,bmd->bod", w, z.reshape(2, -1, 4)) + b[None, :, None])
         if k == 0:

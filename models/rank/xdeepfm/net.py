@@ -32,7 +32,7 @@ class XDeepFM(nn.Module):
 
     Initialisation: table and dense field vectors truncated normal with std
     ``0.1 / sqrt(sparse_feature_dim)`` (PaddleRec's table init; PaddleRec sets the dense ones to 1.0),
-    CIN convolutions PyTorch's default (``recstack.layers.CIN``), the CIN output layer
+    CIN layers PyTorch's default Linear init (``recstack.layers.CIN``), the CIN output layer
     N(0, 0.1/sqrt(fan_in)) as PaddleRec's, MLP weights N(0, 1/sqrt(fan_in)) and the bias 0.
 
     Args:
