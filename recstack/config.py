@@ -73,6 +73,7 @@ RUNNER_KEYS: dict[str, Key] = {
     "infer_batch_size": Key(_INT, 512, "evaluation batch size"),
     "shuffle": Key(_BOOL, False, "shuffle training data: file order and rows within each parsed block (seeded)"),
     "num_workers": Key(_INT, 1, "background threads that parse data ahead of the model (0 = parse inline)"),
+    "bucket_by_length": Key(_BOOL, False, "readers with variable-length columns (DIN's history): group each parsed block's rows by length into batches (batch order shuffled with shuffle), so batches pad less"),
     "cache_dir": Key(_OPT_STR, None, "folder for the binary cache of parsed files (raw .bin arrays + meta.json, keyed by path, size, mtime and reader settings); relative to the YAML's folder like the data; null = parse text each epoch", data_path=True),
     # --- training loop
     "epochs": Key(_INT, 1, "number of training epochs"),
@@ -96,7 +97,7 @@ RUNNER_KEYS: dict[str, Key] = {
     # --- distributed
     "use_fleet": Key(_BOOL, False, "multi-process training (PaddleRec's fleet); not available yet"),
     # --- PaddleRec keys accepted so that PaddleRec configs load unchanged; they have no effect here
-    "use_inference": Key(_BOOL, False, "PaddleRec: save an inference model each epoch; exporting is not part of this version", compat_only=True),
+    "use_inference": Key(_BOOL, False, "PaddleRec: save an inference model each epoch; recstack exports once, after training: tools/to_static.py", compat_only=True),
     "save_inference_feed_varnames": Key((list, type(None)), None, "PaddleRec inference feed names", compat_only=True),
     "save_inference_fetch_varnames": Key((list, type(None)), None, "PaddleRec inference fetch names", compat_only=True),
     "reader_type": Key(_OPT_STR, None, "PaddleRec reader type (QueueDataset/InmemoryDataset/DataLoader)", compat_only=True),
@@ -113,7 +114,15 @@ OPTIMIZER_KEYS: dict[str, Key] = {
     "learning_rate": Key((float, int), 0.001, "learning rate"),
     "weight_decay": Key((float, int), 0.0, "AdamW's decoupled weight decay (dense parameters)"),
     "sparse": Key(_BOOL, True, "row-wise (sparse) updates for embedding tables; Adam/AdamW use SparseAdam for them"),
+    "lr_schedule": Key((dict, type(None)), None, "learning-rate schedule stepped once per batch: {boundaries: [steps], values: [rates]} (Paddle's PiecewiseDecay); see LR_SCHEDULE_KEYS"),
     "strategy": Key(_OPT_STR, None, "PaddleRec fleet strategy (sync/async); no effect here", compat_only=True),
+}
+
+#: Keys of ``hyper_parameters.optimizer.lr_schedule`` (a piecewise-constant rate over training steps).
+LR_SCHEDULE_KEYS: dict[str, Key] = {
+    "class": Key(_STR, "PiecewiseDecay", "schedule kind; PiecewiseDecay (Paddle's name) is the one available"),
+    "boundaries": Key((list,), None, "step numbers (batches since the start of training, counted from 0) where the rate changes; strictly increasing positive ints"),
+    "values": Key((list,), None, "the rates: values[0] before boundaries[0], values[i] from boundaries[i-1] on; one more than boundaries"),
 }
 
 #: Common names users type for a key, mapped to recstack's (PaddleRec's) name, for did-you-mean.
@@ -416,6 +425,7 @@ def _validate_optimizer(config: Config) -> None:
         raise ConfigError(f"{config.source('hyper_parameters.optimizer.weight_decay')}: decoupled weight decay "
                           f"applies to AdamW only (class is {opt.get('class', 'Adam')!r}); use hyper_parameters.reg "
                           "for L2 regularisation with other optimizers")
+    _validate_lr_schedule(config, opt)
     for key, spec in OPTIMIZER_KEYS.items():
         opt.setdefault(key, spec.default)
     if "reg" in hp and not check_type(hp["reg"], CORE_HYPER_PARAMETERS["reg"].types):
@@ -426,6 +436,44 @@ def _validate_optimizer(config: Config) -> None:
         raise ConfigError(f"{config.source('hyper_parameters.clip_by_norm')}: expected a positive number or null, "
                           f"got {clip!r}")
     hp.setdefault("clip_by_norm", None)
+
+
+def _validate_lr_schedule(config: Config, opt: dict[str, Any]) -> None:
+    """Check ``optimizer.lr_schedule`` and make ``learning_rate`` its first value."""
+    key = "hyper_parameters.optimizer.lr_schedule"
+    schedule = opt.get("lr_schedule")
+    if schedule is None:
+        return
+    for name in schedule:
+        if name not in LR_SCHEDULE_KEYS:
+            raise ConfigError(f"unknown key {config.source(key + '.' + name)}"
+                              f"{did_you_mean(key + '.' + name, [key + '.' + k for k in LR_SCHEDULE_KEYS])}")
+    kind = schedule.get("class", "PiecewiseDecay")
+    if not isinstance(kind, str) or kind.lower() not in ("piecewisedecay", "piecewise_decay", "piecewise"):
+        raise ConfigError(f"{config.source(key + '.class')}: unknown schedule {kind!r}; the one available is "
+                          "PiecewiseDecay")
+    example = "e.g. {boundaries: [410000], values: [0.85, 0.2]}"
+    boundaries, values = schedule.get("boundaries"), schedule.get("values")
+    if not isinstance(boundaries, list) or not boundaries or \
+            not all(isinstance(b, int) and not isinstance(b, bool) for b in boundaries):
+        raise ConfigError(f"{config.source(key + '.boundaries')}: expected a non-empty list of step numbers "
+                          f"(ints), {example}; got {boundaries!r}")
+    if boundaries[0] <= 0 or any(b <= a for a, b in zip(boundaries, boundaries[1:])):
+        raise ConfigError(f"{config.source(key + '.boundaries')}: must be positive and strictly increasing, "
+                          f"got {boundaries!r}")
+    if not isinstance(values, list) or \
+            not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in values):
+        raise ConfigError(f"{config.source(key + '.values')}: expected a list of learning rates (numbers >= 0), "
+                          f"{example}; got {values!r}")
+    if len(values) != len(boundaries) + 1:
+        raise ConfigError(f"{config.source(key + '.values')}: needs len(boundaries) + 1 = {len(boundaries) + 1} "
+                          f"rates (one before the first boundary, one after each), got {len(values)}: {values!r}")
+    rate = opt.get("learning_rate")
+    if rate is not None and rate != values[0]:
+        raise ConfigError(f"{config.source('hyper_parameters.optimizer.learning_rate')}: is {rate!r} but "
+                          f"lr_schedule starts at values[0] = {values[0]!r}; with a schedule leave learning_rate "
+                          "out or set it to values[0]")
+    opt["learning_rate"] = values[0]
 
 
 def check_hyper_parameters(config: Config, model_name: str) -> None:
@@ -444,6 +492,37 @@ def check_hyper_parameters(config: Config, model_name: str) -> None:
             full = f"hyper_parameters.{key}"
             raise ConfigError(f"unknown key {config.source(full)} for model {model_name}"
                               f"{did_you_mean(full, ['hyper_parameters.' + k for k in sorted(asked)])}")
+
+
+_TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def task_names(config: Config, default: Sequence[str], count: int | None = None) -> tuple[str, ...]:
+    """``hyper_parameters.task_names``: a multi-task model's task names, in its output order.
+
+    One list names the tasks everywhere: the metrics (``auc_<task>``), the label
+    columns a reader yields and the wrapper reads (see
+    :meth:`recstack.wrapper.DygraphModel.configure_tasks`), e.g. ``[like, completion]``
+    for the short-video data, which is the census format with other label names.
+
+    Args:
+        config: the run's config.
+        default: the names when the key is absent (the model's own, e.g. ``("income", "marital")``).
+        count: the number of names the data format has (``None``: any).
+
+    Raises:
+        ConfigError: not a list of distinct identifiers, or not ``count`` of them.
+    """
+    key = "hyper_parameters.task_names"
+    names = config.get(key, list(default), type=list)
+    if (not names or not all(isinstance(n, str) and _TASK_NAME.fullmatch(n) for n in names)
+            or len(set(names)) != len(names)):
+        raise ConfigError(f"{config.source(key)}: expected a list of distinct task names (letters, digits, _), "
+                          f"e.g. [{', '.join(default)}], got {names!r}")
+    if count is not None and len(names) != count:
+        raise ConfigError(f"{config.source(key)}: this data has {count} tasks (default names: "
+                          f"{', '.join(default)}), got {len(names)}: {names!r}")
+    return tuple(names)
 
 
 def log_config(config: Config) -> None:

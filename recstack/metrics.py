@@ -1,4 +1,4 @@
-"""Streaming metrics: AUC, log loss, MSE, accuracy.
+"""Streaming metrics: AUC, log loss, MSE, accuracy, group AUC (GAUC).
 
 Every metric keeps its state in a few tensors (``state()``) so that states from
 several batches, epochs or processes add up: the AUC keeps histograms of
@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 
 class Metric:
     """Base class: ``update(preds, labels)``, ``compute() -> float``, ``reset()``."""
+
+    #: True for metrics whose ``update`` also takes the batch's group keys (``groups=``, e.g. :class:`GAUC`)
+    needs_groups: bool = False
 
     def __init__(self) -> None:
         self.reset()
@@ -74,12 +78,22 @@ class AUC(Metric):
         return self.counts[: self.num_buckets]
 
     @torch.no_grad()
-    def update(self, preds: torch.Tensor, labels: torch.Tensor) -> None:
-        """Add a batch. ``preds``: probabilities (B,) or (B, 1); ``labels``: 0/1, same shape."""
+    def update(self, preds: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """Add a batch. ``preds``: probabilities (B,) or (B, 1); ``labels``: 0/1, same shape.
+
+        ``mask`` (optional, bool or 0/1, same shape): only the samples where it is true count,
+        e.g. ESMM's CVR AUC over the clicked samples (``mask=click``).
+        """
         preds = preds.detach().reshape(-1)
         labels = labels.detach().reshape(-1)
         if preds.shape != labels.shape:
             raise ValueError(f"AUC.update: {preds.numel()} predictions for {labels.numel()} labels")
+        if mask is not None:
+            mask = mask.detach().reshape(-1)
+            if mask.shape != preds.shape:
+                raise ValueError(f"AUC.update: a mask of {mask.numel()} values for {preds.numel()} predictions")
+            keep = mask != 0
+            preds, labels = preds[keep], labels[keep]
         n = self.num_buckets
         bucket = (preds.float() * n).long().clamp_(0, n - 1)
         bucket += (labels > 0.5).long() * n
@@ -147,3 +161,94 @@ class Accuracy(_Mean):
     def update(self, preds: torch.Tensor, labels: torch.Tensor) -> None:
         hit = (preds.detach().reshape(-1) > self.threshold) == (labels.detach().reshape(-1) > 0.5)
         self._add(hit)
+
+
+class GAUC(Metric):
+    """Group AUC: the AUC of each group (user), weighted by the group's number of samples.
+
+    ``GAUC = sum_u n_u * AUC_u / sum_u n_u`` over the groups that have both a positive
+    and a negative sample (a group with one class has no AUC and is skipped, as in the
+    DIN paper, Zhou et al. 2018, where ``n_u`` is the user's impressions). Each
+    ``AUC_u`` is exact, ties counting half (the Mann-Whitney statistic with average
+    ranks, as scikit-learn's ``roc_auc_score``). ``nan`` when no group qualifies.
+
+    The metric keeps every (group, prediction, label) it sees (13 bytes a sample), so
+    that a user's samples may arrive in any batches. A model feeds it through its
+    wrapper's ``group_name`` (see :meth:`recstack.wrapper.DygraphModel.update_metrics`).
+    Negative group keys mean "unknown" (e.g. a data line without a user id) and are
+    skipped.
+    """
+
+    #: the wrapper passes the batch's group keys to ``update`` (``groups=``)
+    needs_groups = True
+
+    def reset(self) -> None:
+        self._parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    @torch.no_grad()
+    def update(self, preds: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor | None = None) -> None:
+        """Add a batch. ``preds``, ``labels`` (0/1) and ``groups`` (integer keys): ``(B,)`` or ``(B, 1)``."""
+        if groups is None:
+            raise ValueError("GAUC.update needs the group (user) keys of the batch: set the wrapper's group_name "
+                             "to the batch column holding them (e.g. 'user')")
+        preds = preds.detach().reshape(-1)
+        labels = labels.detach().reshape(-1)
+        groups = groups.detach().reshape(-1)
+        if not preds.shape == labels.shape == groups.shape:
+            raise ValueError(f"GAUC.update: {preds.numel()} predictions, {labels.numel()} labels and "
+                             f"{groups.numel()} group keys")
+        if groups.is_floating_point():
+            raise ValueError(f"GAUC.update: group keys must be integers, got {groups.dtype}")
+        self._parts.append((groups.to("cpu", torch.int64), preds.to("cpu", torch.float32),
+                            (labels > 0.5).to("cpu")))
+
+    def state(self) -> list[torch.Tensor]:
+        """Group keys, predictions and labels seen so far (these concatenate across processes; they do not add)."""
+        if not self._parts:
+            return [torch.zeros(0, dtype=torch.int64), torch.zeros(0), torch.zeros(0, dtype=torch.bool)]
+        if len(self._parts) > 1:  # merge, so later calls do not concatenate again
+            self._parts = [tuple(torch.cat(column) for column in zip(*self._parts))]
+        return list(self._parts[0])
+
+    def compute(self) -> float:
+        groups, preds, labels = (t.numpy() for t in self.state())
+        auc, weights = group_aucs(groups, preds, labels)
+        return float(np.sum(auc * weights) / np.sum(weights)) if len(weights) else math.nan
+
+
+def group_aucs(groups: np.ndarray, preds: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-group AUC and sample count of the groups (keys >= 0) that have both classes.
+
+    Vectorised: one sort by (group, prediction), average ranks for ties within a group,
+    then ``AUC_u = (R_u - P_u (P_u + 1) / 2) / (P_u N_u)`` with ``R_u`` the rank sum of
+    the group's ``P_u`` positives and ``N_u`` its negatives.
+
+    Args:
+        groups: int64 ``(n,)``; preds: ``(n,)``; labels: bool ``(n,)``.
+
+    Returns:
+        ``(auc, count)``: float64 arrays, one entry per qualifying group, in key order.
+    """
+    keep = groups >= 0
+    groups, preds, labels = groups[keep], preds[keep], labels[keep]
+    if len(groups) == 0:
+        return np.zeros(0), np.zeros(0)
+    order = np.lexsort((preds, groups))
+    g, p, y = groups[order], preds[order], labels[order]
+    n = len(g)
+    new_group = np.r_[True, g[1:] != g[:-1]]
+    group_start = np.flatnonzero(new_group)
+    group_id = np.cumsum(new_group) - 1
+    # runs of equal (group, prediction): each gets the average of the positions it spans
+    new_run = new_group | np.r_[True, p[1:] != p[:-1]]
+    run_start = np.flatnonzero(new_run)
+    run_end = np.r_[run_start[1:], n]
+    run_rank = (run_start + run_end - 1) / 2.0  # 0-based average position
+    rank = np.repeat(run_rank, run_end - run_start) - group_start[group_id] + 1.0  # 1-based within the group
+    count = np.bincount(group_id).astype(np.float64)
+    positives = np.bincount(group_id, weights=y).astype(np.float64)
+    negatives = count - positives
+    rank_sum = np.bincount(group_id, weights=np.where(y, rank, 0.0))
+    both = (positives > 0) & (negatives > 0)
+    auc = (rank_sum[both] - positives[both] * (positives[both] + 1) / 2) / (positives[both] * negatives[both])
+    return auc, count[both]

@@ -11,12 +11,17 @@ parameters use the fused (single-kernel) implementations where available.
 ``reg`` (PaddleRec's L2 coefficient) adds ``reg * w`` to dense gradients, and to
 the rows present in a sparse gradient only (as Paddle's L2Decay does for sparse
 tables), so it never densifies a table.
+
+``lr_schedule`` (:class:`PiecewiseDecay`, Paddle's name) sets the learning rate of
+every parameter group from the number of optimizer steps taken; the trainer steps
+it after each batch (``optimizer.lr_scheduler.step()``).
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -168,9 +173,68 @@ def l2_pre_hook(reg: float) -> Callable[..., None]:
     return hook
 
 
+class PiecewiseDecay:
+    """Piecewise-constant learning rate over optimizer steps (Paddle's ``lr.PiecewiseDecay``).
+
+    The rate of step ``t`` (0-based: the ``t``-th batch of the whole training run) is
+    ``values[0]`` for ``t < boundaries[0]``, ``values[i]`` for ``boundaries[i-1] <= t <
+    boundaries[i]`` and ``values[-1]`` from ``boundaries[-1]`` on. PaddleRec's DIN uses
+    ``boundaries [410000]``, ``values [0.85, 0.2]``.
+
+    Args:
+        optimizer: anything with ``param_groups`` (a torch optimizer or :class:`CombinedOptimizer`);
+            every group's ``lr`` is set.
+        boundaries: strictly increasing positive step numbers.
+        values: ``len(boundaries) + 1`` rates.
+
+    Raises:
+        ValueError: boundaries not strictly increasing and positive, or the wrong number of values.
+    """
+
+    def __init__(self, optimizer: Any, boundaries: Sequence[int], values: Sequence[float]) -> None:
+        boundaries, values = [int(b) for b in boundaries], [float(v) for v in values]
+        if not boundaries or boundaries[0] <= 0 or any(b <= a for a, b in zip(boundaries, boundaries[1:])):
+            raise ValueError(f"PiecewiseDecay: boundaries must be positive and strictly increasing, got {boundaries}")
+        if len(values) != len(boundaries) + 1:
+            raise ValueError(f"PiecewiseDecay: needs len(boundaries) + 1 = {len(boundaries) + 1} values, "
+                             f"got {len(values)}")
+        self.optimizer, self.boundaries, self.values = optimizer, boundaries, values
+        self.step_count = 0
+        self._apply()
+
+    def lr_at(self, step: int) -> float:
+        """The rate of step ``step``."""
+        return self.values[bisect.bisect_right(self.boundaries, step)]
+
+    @property
+    def lr(self) -> float:
+        """The rate of the next optimizer step."""
+        return self.lr_at(self.step_count)
+
+    def step(self) -> None:
+        """Count one optimizer step and set the rate of the next one."""
+        self.step_count += 1
+        self._apply()
+
+    def _apply(self) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step_count": self.step_count, "boundaries": self.boundaries, "values": self.values}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step_count = int(state["step_count"])
+        self._apply()
+
+    def __repr__(self) -> str:
+        return f"PiecewiseDecay(boundaries={self.boundaries}, values={self.values})"
+
+
 def build_optimizer(model: nn.Module, name: str = "Adam", learning_rate: float = 0.001, *,
                     reg: float = 0.0, weight_decay: float = 0.0, sparse: bool = True,
-                    clip_norm: float | None = None) -> torch.optim.Optimizer | CombinedOptimizer:
+                    clip_norm: float | None = None,
+                    lr_schedule: dict[str, Any] | None = None) -> torch.optim.Optimizer | CombinedOptimizer:
     """Build an optimizer by name for ``model``.
 
     Args:
@@ -183,6 +247,10 @@ def build_optimizer(model: nn.Module, name: str = "Adam", learning_rate: float =
         sparse: row-wise updates for embedding tables.
         clip_norm: clip the global gradient norm to this value before each step
             (PaddleRec's ``ClipGradByGlobalNorm``); ``None`` = no clipping.
+        lr_schedule: ``{"boundaries": [...], "values": [...]}`` (an optional ``"class":
+            "PiecewiseDecay"``): a :class:`PiecewiseDecay`, attached as the returned
+            optimizer's ``lr_scheduler`` attribute, which sets the rate (``learning_rate``
+            is then unused); the trainer calls its ``step()`` after every batch.
 
     Returns:
         A ``torch.optim.Optimizer``, or a :class:`CombinedOptimizer` when tables and
@@ -198,6 +266,10 @@ def build_optimizer(model: nn.Module, name: str = "Adam", learning_rate: float =
         optimizer = optimizers[0]
     else:
         optimizer = CombinedOptimizer(optimizers, clip_norm)
+    if lr_schedule:
+        optimizer.lr_scheduler = PiecewiseDecay(optimizer, lr_schedule["boundaries"], lr_schedule["values"])
+        learning_rate = optimizer.lr_scheduler.lr
+        logger.info("learning-rate schedule: %s, stepped once per batch", optimizer.lr_scheduler)
     logger.info("optimizer %s (lr %g, reg %g, %d sparse table(s), %d dense tensor(s)): %s",
                 name, learning_rate, reg, len(tables), len(dense),
                 optimizer if isinstance(optimizer, CombinedOptimizer) else type(optimizer).__name__)

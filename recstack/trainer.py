@@ -61,11 +61,18 @@ def build_model(config: Config, device: torch.device) -> tuple[DygraphModel, nn.
 
 def train_step(wrapper: DygraphModel, model: nn.Module, optimizer: Any, metrics: list[Metric], batch: Batch,
                config: Config) -> tuple[torch.Tensor, dict[str, Any] | None]:
-    """One optimisation step on a batch; returns the (detached) loss and the wrapper's print_dict."""
+    """One optimisation step on a batch; returns the (detached) loss and the wrapper's print_dict.
+
+    A learning-rate schedule attached to the optimizer (``optimizer.lr_scheduler``, see
+    ``hyper_parameters.optimizer.lr_schedule``) counts the step: the rate follows batches, as Paddle's.
+    """
     loss, _, print_dict = wrapper.train_forward(model, metrics, batch, config)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
+    scheduler = getattr(optimizer, "lr_scheduler", None)
+    if scheduler is not None:
+        scheduler.step()
     return loss.detach(), print_dict
 
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recstack.config import Config, ConfigError, did_you_mean
+from recstack.config import Config, ConfigError, did_you_mean, task_names
 from recstack.metrics import AUC, Metric
 from recstack.optim import build_optimizer
 from recstack.registry import OPTIMIZERS
@@ -46,16 +46,54 @@ class DygraphModel:
         label_names: batch keys of the labels, one per task, in output order.
         task_names: names of the tasks for metric names (``auc_<task>``); empty for
             single-task models (metric ``auc``).
+        group_name: batch key of a group (user) id column; when set, metrics with
+            ``needs_groups`` (:class:`recstack.metrics.GAUC`) receive it in :meth:`update_metrics`.
+        output_names: names of the model's outputs for export (:mod:`recstack.export`), in output
+            order, when they are not :attr:`task_names` (e.g. a model with an extra output).
+        export_dynamic_axes: axes of model inputs that vary from batch to batch besides the batch
+            axis 0, ``{feed name: {axis: axis name}}``. Inputs read from variable-length reader
+            columns (width 0 in the reader's ``columns``) get axis 1 without being listed here.
     """
 
     feed_names: tuple[str, ...] = ()
     label_names: tuple[str, ...] = ("label",)
     task_names: tuple[str, ...] = ()
+    group_name: str | None = None
+    output_names: tuple[str, ...] = ()
+    export_dynamic_axes: dict[str, dict[int, str]] = {}
 
     # ------------------------------------------------------------------ model
     def create_model(self, config: Config) -> nn.Module:
         """Build the network, mapping ``hyper_parameters.*`` to its typed arguments."""
         raise NotImplementedError(f"{type(self).__module__}.DygraphModel must define create_model(config)")
+
+    def configure_tasks(self, config: Config, count_key: str | None = None) -> tuple[str, ...]:
+        """Take this run's task names from ``hyper_parameters.task_names`` (default: :attr:`task_names`).
+
+        For multi-task models whose reader yields one label column per task, named like
+        the task (the core ``census`` reader): sets :attr:`task_names` and
+        :attr:`label_names` of this wrapper, so the metrics are ``auc_<task>`` and the
+        labels are read by those names. Call it first in :meth:`create_model`.
+
+        Args:
+            config: the run's config.
+            count_key: a model key that must equal the number of tasks (``hyper_parameters.gate_num``,
+                ``hyper_parameters.task_num``); ``None``: none.
+
+        Returns:
+            The task names, in the model's output order.
+
+        Raises:
+            ConfigError: bad ``task_names``, or ``count_key`` differs from their number.
+        """
+        names = task_names(config, self.task_names)
+        if count_key is not None:
+            count = config.get(count_key, type=int)
+            if count != len(names):
+                raise ConfigError(f"{config.source(count_key)}: must be {len(names)} (one per task: "
+                                  f"{', '.join(names)}), got {count}")
+        self.task_names = self.label_names = names
+        return names
 
     # ------------------------------------------------------------------ data
     def create_feeds(self, batch_data: Batch, config: Config) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -68,6 +106,17 @@ class DygraphModel:
                            f"the wrapper expects {list(self.feed_names + self.label_names)}") from None
         return inputs, labels
 
+    def describe_outputs(self, count: int) -> list[tuple[str | None, str]]:
+        """``(task, kind)`` of each of the model's ``count`` outputs, for export and inference.
+
+        ``task`` names the output (:attr:`output_names`, else :attr:`task_names`; ``None`` for the
+        output of a model without task names, or an output beyond the names); ``kind`` is
+        ``"probability"`` (the default: models return probabilities) or ``"value"`` (a
+        regression output; :class:`recstack.tasks.TaskTowerWrapper` marks its L2_LOSS towers).
+        """
+        names = list(self.output_names or self.task_names)
+        return [(names[i] if i < len(names) else None, "probability") for i in range(count)]
+
     # ------------------------------------------------------------------ training
     def create_loss(self, pred: torch.Tensor | Sequence[torch.Tensor], label: Sequence[torch.Tensor]) -> torch.Tensor:
         """Mean binary cross-entropy of each task, summed."""
@@ -75,8 +124,8 @@ class DygraphModel:
         return losses[0] if len(losses) == 1 else torch.stack(losses).sum()
 
     def create_optimizer(self, dy_model: nn.Module, config: Config, **options: Any):
-        """Optimizer from ``hyper_parameters.optimizer`` (class, learning_rate, sparse, weight_decay),
-        ``reg`` and ``clip_by_norm``.
+        """Optimizer from ``hyper_parameters.optimizer`` (class, learning_rate, sparse, weight_decay,
+        lr_schedule), ``reg`` and ``clip_by_norm``.
 
         ``options`` go to :func:`recstack.optim.build_optimizer` and override those keys.
         """
@@ -91,7 +140,8 @@ class DygraphModel:
             reg=config.get("hyper_parameters.reg", 0.0, type=float),
             weight_decay=config.get("hyper_parameters.optimizer.weight_decay", 0.0, type=float),
             sparse=config.get("hyper_parameters.optimizer.sparse", True, type=bool),
-            **{"clip_norm": config.get("hyper_parameters.clip_by_norm", None) or None, **options},
+            **{"clip_norm": config.get("hyper_parameters.clip_by_norm", None) or None,
+               "lr_schedule": config.get("hyper_parameters.optimizer.lr_schedule", None), **options},
         )
 
     def create_metrics(self) -> tuple[list[Metric], list[str]]:
@@ -99,24 +149,50 @@ class DygraphModel:
         names = [f"auc_{t}" for t in self.task_names] if self.task_names else ["auc"]
         return [AUC() for _ in names], names
 
-    def update_metrics(self, metrics_list: list[Metric], pred: Any, labels: Sequence[torch.Tensor]) -> None:
-        """Feed each task's predictions to its metric."""
+    def update_metrics(self, metrics_list: list[Metric], pred: Any, labels: Sequence[torch.Tensor],
+                       groups: torch.Tensor | None = None) -> None:
+        """Feed each task's predictions to its metric; ``groups`` (the batch's :attr:`group_name`
+        column) to the metrics that need it (GAUC).
+
+        The default ``train_forward`` / ``infer_forward`` pass ``groups`` only when
+        :attr:`group_name` is set, so an override with the older signature
+        ``(metrics_list, pred, labels)`` keeps working for models without groups.
+        """
         for metric, p, y in zip(metrics_list, as_tasks(pred), labels):
-            metric.update(p, y)
+            if metric.needs_groups:
+                metric.update(p, y, groups=groups)
+            else:
+                metric.update(p, y)
+
+    def metric_groups(self, batch_data: Batch) -> torch.Tensor | None:
+        """The batch's group keys for grouped metrics: ``batch_data[group_name]`` (``None`` without a group_name)."""
+        if self.group_name is None:
+            return None
+        if self.group_name not in batch_data:
+            raise KeyError(f"batch has no group column '{self.group_name}' (the wrapper's group_name); the reader "
+                           f"gives {sorted(batch_data)}")
+        return batch_data[self.group_name]
+
+    def _update_metrics(self, metrics_list: list[Metric], pred: Any, labels: Sequence[torch.Tensor],
+                        batch_data: Batch) -> None:
+        if self.group_name is None:
+            self.update_metrics(metrics_list, pred, labels)
+        else:
+            self.update_metrics(metrics_list, pred, labels, groups=self.metric_groups(batch_data))
 
     def train_forward(self, dy_model: nn.Module, metrics_list: list[Metric], batch_data: Batch,
                       config: Config) -> tuple[torch.Tensor, list[Metric], dict[str, Any] | None]:
         inputs, labels = self.create_feeds(batch_data, config)
         pred = dy_model(*inputs)
         loss = self.create_loss(pred, labels)
-        self.update_metrics(metrics_list, pred, labels)
+        self._update_metrics(metrics_list, pred, labels, batch_data)
         return loss, metrics_list, None
 
     def infer_forward(self, dy_model: nn.Module, metrics_list: list[Metric], batch_data: Batch,
                       config: Config) -> tuple[list[Metric], dict[str, Any] | None]:
         inputs, labels = self.create_feeds(batch_data, config)
         pred = dy_model(*inputs)
-        self.update_metrics(metrics_list, pred, labels)
+        self._update_metrics(metrics_list, pred, labels, batch_data)
         return metrics_list, None
 
 

@@ -141,6 +141,29 @@ def test_criteo_lr_run_sh_then_logistic_regression_config_bigdata(shared_data, t
     assert 0.0 <= metrics["auc"] <= 1.0
 
 
+def test_ali_ccp_run_sh_then_esmm_config_bigdata(shared_data, tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    esmm = shared_data / "paddlerec/models/multitask/esmm/data"
+    train_lines = (esmm / "train" / "small.txt").read_bytes()
+    (served / "traindata_10w.csv").write_bytes(train_lines + (esmm / "test" / "small.txt").read_bytes())
+    (served / "testdata_10w.csv").write_bytes(train_lines)  # has clicks and a conversion: every AUC is defined
+    folder = copy_dataset_folder("ali-ccp", tmp_path)
+    done = subprocess.run(["bash", str(folder / "run.sh")], env=fake_wget(tmp_path, served), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (folder / "train_data" / "traindata_10w.csv").read_text().count("\n") == 20
+    assert not list(folder.glob("*/*.part"))
+    metrics = train_and_infer(REPO / "models/multitask/esmm/config_bigdata.yaml",
+                              [f"runner.train_data_dir={folder / 'train_data'}",
+                               f"runner.test_data_dir={folder / 'test_data'}",
+                               f"runner.cache_dir={folder / '.recstack_cache'}",
+                               "runner.train_batch_size=4"], tmp_path / "out")
+    assert set(metrics) == {"auc_ctr", "auc_ctcvr", "auc_cvr"}
+    assert all(0.0 <= v <= 1.0 for v in metrics.values())
+    assert any((folder / ".recstack_cache").iterdir())
+
+
 def test_criteo_lr_run_sh_names_a_bad_archive(tmp_path):
     served = tmp_path / "served"
     served.mkdir()
@@ -154,7 +177,7 @@ def test_criteo_lr_run_sh_names_a_bad_archive(tmp_path):
 
 
 def test_every_bigdata_config_reads_folders_a_dataset_script_writes():
-    for big in sorted(REPO.glob("models/*/*/config_bigdata.yaml")):
+    for big in sorted(REPO.glob("models/*/*/config*bigdata.yaml")):  # config_video_bigdata.yaml too
         data = Path(load_config(big).get("runner.train_data_dir"))
         dataset = data.relative_to(REPO / "datasets").parts[0]
         script = REPO / "datasets" / dataset / "run.sh"
@@ -174,8 +197,10 @@ def declared_differences(readme: Path) -> set[str]:
 
 
 def test_bigdata_configs_share_the_model_keys_of_config_yaml():
-    for small in sorted(REPO.glob("models/*/*/config.yaml")):
-        big = small.with_name("config_bigdata.yaml")
+    variants = [p for p in REPO.glob("models/*/*/config_*.yaml")  # config_video.yaml, config_easyrec.yaml
+                if not p.stem.endswith("bigdata") and p.with_name(p.stem + "_bigdata.yaml").exists()]
+    for small in sorted(REPO.glob("models/*/*/config.yaml")) + sorted(variants):
+        big = small.with_name(small.stem + "_bigdata.yaml")
         a = load_config(small).section("hyper_parameters")
         b = load_config(big).section("hyper_parameters")
         differing = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
@@ -184,3 +209,61 @@ def test_bigdata_configs_share_the_model_keys_of_config_yaml():
                                 "under 'Deliberate differences between config.yaml and config_bigdata.yaml' in the README")
         data = load_config(big).get("runner.train_data_dir")
         assert "/datasets/" in data, f"{big}: train_data_dir should point into datasets/"
+
+
+def test_video_run_sh_then_config_video_bigdata(shared_data, tmp_path):
+    """datasets/video/run.sh runs datasets/census/run.sh (download, preprocess), then names the labels."""
+    served = tmp_path / "served"
+    served.mkdir()
+    lines = (shared_data / "external" / "census_income_raw_sample.txt").read_bytes().splitlines(keepends=True)
+    (served / "census-income.data.gz").write_bytes(gzip.compress(b"".join(lines[:150])))
+    (served / "census-income.test.gz").write_bytes(gzip.compress(b"".join(lines[150:])))
+    copy_dataset_folder("census", tmp_path)
+    folder = copy_dataset_folder("video", tmp_path)
+    done = subprocess.run(["bash", str(folder / "run.sh")], env=fake_wget(tmp_path, served),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    census = tmp_path / "datasets" / "census" / "data"
+    for split, name in (("train", "train_data.txt"), ("test", "test_data.txt")):
+        assert (folder / "data" / split / name).read_bytes() == (census / split / name).read_bytes()
+    meta = json.loads((folder / "data" / "meta.json").read_text())
+    assert meta["task_names"] == ["like", "completion"] and meta["rows"] == {"train": 150, "test": 50}
+    assert meta["census_meta"]["num_features"] == json.loads((census / "meta.json").read_text())["num_features"]
+    for model in ("share_bottom", "mmoe", "ple"):
+        metrics = train_and_infer(REPO / f"models/multitask/{model}/config_video_bigdata.yaml",
+                                  [f"runner.train_data_dir={folder / 'data' / 'train'}",
+                                   f"runner.test_data_dir={folder / 'data' / 'test'}",
+                                   f"hyper_parameters.feature_size={meta['num_features']}"], tmp_path / model)
+        assert set(metrics) == {"auc_like", "auc_completion"}
+        assert all(0.0 <= v <= 1.0 for v in metrics.values())
+
+
+def test_amazon_electronics_run_sh_then_din_config_bigdata(tmp_path):
+    """run.sh downloads (stand-in wget) and preprocesses a tiny raw sample written here; DIN trains on it."""
+    served = tmp_path / "served"
+    served.mkdir()
+    reviews, meta = [], []
+    for u in range(12):  # 12 users, 4-7 reviews each, over 30 products in 5 categories
+        for k in range(4 + u % 4):
+            reviews.append(json.dumps({"reviewerID": f"A{u:03d}", "asin": f"B{(u * 7 + k * 3) % 30:04d}",
+                                       "unixReviewTime": 1_300_000_000 + 86400 * k, "overall": 4.0}))
+    for p in range(30):
+        meta.append(repr({"asin": f"B{p:04d}", "categories": [["Electronics", f"Cat{p % 5}"]]}))
+    (served / "reviews_Electronics_5.json.gz").write_bytes(gzip.compress(("\n".join(reviews) + "\n").encode()))
+    (served / "meta_Electronics.json.gz").write_bytes(gzip.compress(("\n".join(meta) + "\n").encode()))
+    folder = copy_dataset_folder("amazon_electronics", tmp_path)
+    done = subprocess.run(["bash", str(folder / "run.sh")], env=fake_wget(tmp_path, served), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    counts = json.loads((folder / "data" / "meta.json").read_text())
+    assert counts["users"] == 12 and counts["test_lines"] == 24  # one positive and one negative per user
+    assert not list(folder.glob("raw/*.part"))
+    metrics = train_and_infer(REPO / "models/rank/din/config_bigdata.yaml",
+                              [f"runner.train_data_dir={folder / 'data' / 'train'}",
+                               f"runner.test_data_dir={folder / 'data' / 'test'}",
+                               f"runner.cache_dir={folder / '.recstack_cache'}",
+                               f"hyper_parameters.item_count={counts['items']}",
+                               f"hyper_parameters.cat_count={counts['categories']}",
+                               "runner.train_batch_size=8", "runner.infer_start_epoch=0"], tmp_path / "out")
+    assert set(metrics) == {"auc", "gauc"} and all(0.0 <= v <= 1.0 for v in metrics.values())
+    assert any((folder / ".recstack_cache").iterdir())

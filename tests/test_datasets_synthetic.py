@@ -121,6 +121,31 @@ def test_census_rates_and_bayes_auc(tmp_path: Path) -> None:
     assert abs(np.corrcoef(labels.T)[0, 1]) > 0.05  # the tasks are related
 
 
+def test_aliccp_format_rates_and_bayes_auc(tmp_path: Path) -> None:
+    from recstack.config import from_dict
+    from recstack.data.aliccp import FIELDS, AliCCPReader
+
+    text, proba = make(tmp_path, "aliccp", 20000, 5)
+    lines = text.splitlines()
+    assert [line.split(",", 1)[0] for line in lines[:3]] == ["1", "2", "3"]  # sample ids
+    fields = {t.split(":")[0] for line in lines[:200] for t in line.split(",")[3:]}
+    assert fields == set(FIELDS)
+    reader = AliCCPReader([str(tmp_path / "aliccp_20000_5_0.txt")],
+                          from_dict({"hyper_parameters": {"num_field": 23, "max_len": 3,
+                                                          "sparse_feature_number": 737946}}))
+    blocks = list(reader.iter_blocks())
+    click = np.concatenate([b["ctr"] for b in blocks])[:, 0]
+    buy = np.concatenate([b["ctcvr"] for b in blocks])[:, 0]
+    sparse = np.concatenate([b["sparse"] for b in blocks])
+    assert len(click) == 20000 and not (buy > click).any()  # a conversion only after a click
+    assert 0.22 <= click.mean() <= 0.28 and 0.31 <= buy[click == 1].mean() <= 0.39
+    second_value = sparse.reshape(-1, 23, 3)[:, FIELDS.index("210"), 1]
+    assert (sparse == 0).any() and (second_value > 0).any()  # padding, and a multi-valued field
+    assert 0.78 <= roc_auc_score(click, proba[:, 0]) <= 0.83  # measured 0.807, 0.802 (CVR), 0.830 (CTCVR)
+    assert 0.77 <= roc_auc_score(buy[click == 1], proba[click == 1, 1]) <= 0.83
+    assert 0.80 <= roc_auc_score(buy, proba[:, 0] * proba[:, 1]) <= 0.86
+
+
 def test_criteo_learnable_by_logistic_regression(tmp_path: Path) -> None:
     (y_train, d_train, i_train), (y_test, d_test, i_test) = (
         criteo_arrays(make(tmp_path, "criteo", rows, seed)[0])
@@ -151,10 +176,11 @@ def test_bundled_sample_data_is_what_make_samples_sh_generates(tmp_path):
     checked = 0
     for line in table.splitlines():
         dataset, folder, train_rows, test_rows, *extra = line.split()
+        folder, _, sub = folder.partition(":")  # "multitask/mmoe:easyrec_sample_data": another data subfolder
         hash_dim = int(extra[extra.index("--hash-dim") + 1]) if "--hash-dim" in extra else 1000001
         for split, rows, seed in (("train", int(train_rows), 1), ("test", int(test_rows), 2)):
-            bundled = repo / "models" / folder / "data" / "sample_data" / split / "part-0.txt"
-            fresh = gen.generate(dataset, rows, seed, tmp_path / f"{folder.replace('/', '_')}_{split}.txt", 0,
+            bundled = repo / "models" / folder / "data" / (sub or "sample_data") / split / "part-0.txt"
+            fresh = gen.generate(dataset, rows, seed, tmp_path / f"{folder.replace('/', '_')}_{sub}_{split}.txt", 0,
                                  hash_dim=hash_dim)
             assert fresh.read_bytes() == bundled.read_bytes(), f"{bundled} differs; run make_samples.sh"
             checked += 1

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from recstack.layers import (CIN, MLP, CrossNet, CrossNetMix, DotInteraction, EmbeddingGate, Experts,
+                             ExtractionLayer, MLPExperts,
                              FactorizationMachine, FieldAwareInteraction, FieldEmbedding, FieldEmbeddedInteraction,
                              TaskGates, Towers, mix_experts)
 from recstack.layers.init import init_linear, truncated_normal_
@@ -75,6 +76,97 @@ def test_towers_return_one_probability_per_task():
     outs = towers(torch.randn(6, 3, 4))
     assert len(outs) == 3 and all(o.shape == (6, 1) for o in outs)
     assert all(((o > 0) & (o < 1)).all() for o in outs)
+
+
+def test_extraction_layer_equals_the_ple_formula_loop():
+    """PLE/CGC: task k mixes its own and the shared experts, the shared gate mixes all, each expert
+    reads its owner's input (the same x at the first level)."""
+    torch.manual_seed(0)
+    T, E, S, H, D = 3, 2, 2, 4, 5
+    layer = ExtractionLayer(D, T, E, S, H, shared_gate=True)
+    w, b = layer.experts.linear.weight, layer.experts.linear.bias
+    gw, gb = layer.task_gates.linear.weight, layer.task_gates.linear.bias
+
+    def expert(i, x):  # expert i as a separate Linear + ReLU
+        return torch.relu(x @ w[i * H:(i + 1) * H].T + b[i * H:(i + 1) * H])
+
+    def gate(k, x):  # task k's gate over its E + S experts
+        return torch.softmax(x @ gw[k * (E + S):(k + 1) * (E + S)].T + gb[k * (E + S):(k + 1) * (E + S)], -1)
+
+    owner = [i // E for i in range(T * E)] + [T] * S  # input group of each expert
+    for inputs in (torch.randn(6, D), torch.randn(6, T + 1, D)):
+        x = [inputs if inputs.dim() == 2 else inputs[:, g] for g in range(T + 1)]
+        out = layer(inputs)
+        assert out.shape == (6, T + 1, H)
+        for k in range(T):
+            pool = [*range(k * E, (k + 1) * E), *range(T * E, T * E + S)]
+            g = gate(k, x[k])
+            expected = sum(g[:, j:j + 1] * expert(i, x[owner[i]]) for j, i in enumerate(pool))
+            torch.testing.assert_close(out[:, k], expected)
+        g = torch.softmax(layer.shared_gate.linear(x[T]), -1)
+        expected = sum(g[:, i:i + 1] * expert(i, x[owner[i]]) for i in range(T * E + S))
+        torch.testing.assert_close(out[:, T], expected)
+    out.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in layer.parameters())
+    cgc = ExtractionLayer(D, T, E, S, H, shared_gate=False)  # the last level / CGC: task outputs only
+    x = torch.randn(6, D)
+    assert cgc(x).shape == (6, T, H)
+    torch.testing.assert_close(torch.jit.script(cgc)(x), cgc(x))
+    torch.testing.assert_close(torch.jit.script(layer)(inputs), layer(inputs))
+    torch.testing.assert_close(layer.experts.linear.bias, torch.full((H * (T * E + S),), 0.1))
+    with pytest.raises(ValueError, match="expects 4 inputs"):
+        layer(torch.randn(6, 2, D))
+
+
+@pytest.mark.parametrize("batch_norm, activation", [(False, "relu"), (True, "relu"), (False, "tanh")])
+def test_mlp_experts_equal_a_loop_of_separate_mlps(batch_norm, activation):
+    """EasyRec's multi-layer experts: the fused/batched bank equals E separate MLPs holding the same weights."""
+    torch.manual_seed(0)
+    E, D, sizes = 3, 7, [6, 5, 4]
+    bank = MLPExperts(D, E, sizes, activation=activation, batch_norm=batch_norm, dropout=[0.0, 0.2, 0.0])
+    loop = [MLP(D, sizes, activation=activation, batch_norm=batch_norm, dropout=[0.0, 0.2, 0.0]) for _ in range(E)]
+    linears = [[m for m in mlp if isinstance(m, nn.Linear)] for mlp in loop]
+    with torch.no_grad():
+        for e in range(E):
+            rows = slice(e * sizes[0], (e + 1) * sizes[0])
+            linears[e][0].weight.copy_(bank.first.weight[rows])
+            linears[e][0].bias.copy_(bank.first.bias[rows])
+            for layer, linear in zip(bank.layers, linears[e][1:]):
+                linear.weight.copy_(layer.weight[e].T)
+                linear.bias.copy_(layer.bias[e])
+    x = torch.randn(9, D)
+    for train in (True, False):  # training (batch statistics; no dropout drawn in eval) and eval
+        bank.train(train)
+        for mlp in loop:
+            mlp.train(train)
+        if train:  # dropout masks differ between the two; compare with the middle dropout switched off
+            bank.layers[0].post[-1].p = 0.0
+            for mlp in loop:
+                next(m for m in mlp if isinstance(m, nn.Dropout)).p = 0.0
+        out = bank(x)
+        assert out.shape == (9, E, 4)
+        torch.testing.assert_close(out, torch.stack([mlp(x) for mlp in loop], 1))
+    # each expert's block is initialised on its own fans (Xavier-uniform bound sqrt(6 / (6 + 5))), zero biases
+    assert bank.layers[0].weight.shape == (E, 6, 5)
+    assert bank.layers[0].weight.abs().max() <= (6 / 11) ** 0.5 and torch.equal(bank.layers[0].bias, torch.zeros(E, 5))
+    assert [tuple(k.shape) for k in bank.kernels()] == [(E * 6, D), (E, 6, 5), (E, 5, 4)]
+    bank.train()
+    bank(x).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in bank.parameters())
+    bank.eval()
+    torch.testing.assert_close(torch.jit.script(bank)(x), bank(x))
+
+
+def test_mlp_experts_with_one_layer_are_the_fused_experts():
+    torch.manual_seed(0)
+    one = Experts(7, num_experts=3, expert_size=4)
+    torch.manual_seed(0)
+    bank = MLPExperts(7, 3, [4], bias_init=0.1)
+    assert torch.equal(one.linear.weight, bank.first.weight) and torch.equal(one.linear.bias, bank.first.bias)
+    x = torch.randn(5, 7)
+    torch.testing.assert_close(bank(x), one(x))
+    with pytest.raises(ValueError, match="at least one positive hidden size"):
+        MLPExperts(7, 3, [])
 
 
 def test_field_aware_interaction_equals_ffm_double_loop():
@@ -174,3 +266,30 @@ def test_gates():
     assert [type(m).__name__ for m in mlp] == ["Linear", "ReLU", "HiddenGate"]
     h = torch.relu(mlp[0](fields[:, 0]))
     torch.testing.assert_close(mlp(fields[:, 0]), h * torch.sigmoid(mlp[2].linear(h)))
+
+
+def test_multi_value_embedding_sums_only_real_ids_and_padding_gets_no_gradient():
+    from recstack.layers import MaskedPooling, MultiValueEmbedding, masked_pool
+
+    torch.manual_seed(0)
+    layer = MultiValueEmbedding(50, 4, padding_idx=0, init_std=0.1)
+    with torch.no_grad():
+        layer.embedding.weight[0] = 100.0  # a padding row that would show if it were summed
+    ids = torch.tensor([[[3, 7, 0], [0, 0, 0]], [[5, 5, 9], [11, 0, 0]]])  # (B=2, F=2, L=3)
+    out = layer(ids)
+    w = layer.embedding.weight
+    assert out.shape == (2, 2, 4)
+    torch.testing.assert_close(out[0, 0], w[3] + w[7])
+    torch.testing.assert_close(out[0, 1], torch.zeros(4))  # an absent field pools to zero
+    torch.testing.assert_close(out[1, 0], 2 * w[5] + w[9])  # repeated ids count each time
+    torch.testing.assert_close(out[1, 1], w[11])
+    out.sum().backward()
+    grad = w.grad.to_dense() if w.grad.is_sparse else w.grad
+    assert grad[0].abs().sum() == 0 and grad[5].tolist() == [2.0] * 4
+    # mean pooling divides by the number of real ids; the module and the function agree
+    values, mask = torch.randn(3, 5, 2), torch.tensor([[1, 1, 0, 0, 0], [0, 0, 0, 0, 0], [1, 0, 1, 0, 1]])
+    torch.testing.assert_close(MaskedPooling("mean")(values, mask)[2], values[2, [0, 2, 4]].mean(0))
+    torch.testing.assert_close(masked_pool(values, mask.bool())[0], values[0, :2].sum(0))
+    assert masked_pool(values, mask, "mean")[1].abs().sum() == 0
+    with pytest.raises(ValueError, match="unknown pooling mode 'max'"):
+        MaskedPooling("max")

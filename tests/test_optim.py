@@ -106,3 +106,86 @@ def test_clip_norm_bounds_the_global_norm_of_dense_and_sparse_gradients():
     step(model, opt)
     moved = torch.cat([(p.detach() - before[n]).flatten() for n, p in model.named_parameters()])
     assert moved.norm().item() == pytest.approx(0.01, rel=1e-3)  # SGD lr 1: the step is the clipped gradient
+
+
+# ---------------------------------------------------------------------------- learning-rate schedule
+def test_piecewise_decay_follows_paddle_boundaries_on_every_parameter_group():
+    from recstack.optim import PiecewiseDecay
+
+    model = Tiny()
+    opt = build_optimizer(model, "Adam", lr_schedule={"boundaries": [2, 5], "values": [0.1, 0.01, 0.001]})
+    assert isinstance(opt, CombinedOptimizer) and isinstance(opt.lr_scheduler, PiecewiseDecay)
+    seen = []
+    for _ in range(7):
+        seen.append({g["lr"] for g in opt.param_groups})  # Adam (dense) and SparseAdam (table) alike
+        step(model, opt)
+        opt.lr_scheduler.step()
+    # Paddle's PiecewiseDecay: values[0] for steps 0, 1; values[1] for 2..4; values[2] from step 5 on
+    assert seen == [{0.1}, {0.1}, {0.01}, {0.01}, {0.01}, {0.001}, {0.001}]
+    state = opt.lr_scheduler.state_dict()
+    fresh = PiecewiseDecay(opt, [2, 5], [0.1, 0.01, 0.001])
+    assert fresh.lr == 0.1
+    fresh.load_state_dict(state)
+    assert fresh.lr == 0.001 and {g["lr"] for g in opt.param_groups} == {0.001}
+    with pytest.raises(ValueError, match="strictly increasing"):
+        PiecewiseDecay(opt, [5, 5], [1, 2, 3])
+    with pytest.raises(ValueError, match="needs len\\(boundaries\\) \\+ 1 = 2 values"):
+        PiecewiseDecay(opt, [5], [1.0])
+
+
+def _config(optimizer):
+    from recstack.config import from_dict
+
+    return from_dict({"hyper_parameters": {"optimizer": optimizer}})
+
+
+@pytest.mark.parametrize("schedule, message", [
+    ({"boundaries": [10, 5], "values": [1, 2, 3]}, "must be positive and strictly increasing"),
+    ({"boundaries": [0], "values": [1, 2]}, "must be positive and strictly increasing"),
+    ({"boundaries": [10], "values": [1, 2, 3]}, r"needs len\(boundaries\) \+ 1 = 2 rates"),
+    ({"boundaries": [10.5], "values": [1, 2]}, "list of step numbers"),
+    ({"boundaries": [], "values": [1]}, "non-empty list"),
+    ({"boundaries": [10], "values": [1, "fast"]}, "list of learning rates"),
+    ({"boundaries": [10], "values": [1, -2]}, "list of learning rates"),
+    ({"boundary": [10], "values": [1, 2]}, "did you mean 'hyper_parameters.optimizer.lr_schedule.boundaries'"),
+    ({"class": "CosineDecay", "boundaries": [10], "values": [1, 2]}, "unknown schedule 'CosineDecay'"),
+])
+def test_lr_schedule_config_errors_are_clear(schedule, message):
+    from recstack.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        _config({"class": "SGD", "lr_schedule": schedule})
+
+
+def test_lr_schedule_sets_learning_rate_and_conflicts_are_errors():
+    from recstack.config import ConfigError
+
+    config = _config({"class": "SGD", "lr_schedule": {"boundaries": [410000], "values": [0.85, 0.2]}})
+    assert config.get("hyper_parameters.optimizer.learning_rate") == 0.85
+    assert _config({"learning_rate": 0.85, "lr_schedule": {"boundaries": [4], "values": [0.85, 0.2]}})
+    with pytest.raises(ConfigError, match="lr_schedule starts at values\\[0\\] = 0.85"):
+        _config({"learning_rate": 0.01, "lr_schedule": {"boundaries": [4], "values": [0.85, 0.2]}})
+
+
+def test_trainer_steps_the_schedule_once_per_batch(tmp_path):
+    """The trainer's step advances the schedule: batch t trains with the rate of step t."""
+    from pathlib import Path
+
+    from recstack.config import load_config
+    from recstack.data import create_loader
+    from recstack.trainer import build_model, train_step
+
+    config = load_config(Path(__file__).resolve().parents[1] / "models/rank/din/config.yaml",
+                         ["hyper_parameters.optimizer.lr_schedule={boundaries: [3, 5], values: [0.004, 0.002, 0.001]}",
+                          "hyper_parameters.item_emb_size=4", "hyper_parameters.cat_emb_size=4"])
+    wrapper, model = build_model(config, torch.device("cpu"))
+    opt = wrapper.create_optimizer(model, config)
+    metrics, _ = wrapper.create_metrics()
+    rates = []
+    for i, batch in enumerate(create_loader(config, "train")):
+        if i == 7:
+            break
+        rates.append(opt.param_groups[0]["lr"])
+        train_step(wrapper, model, opt, metrics, batch, config)
+    assert rates == [0.004] * 3 + [0.002] * 2 + [0.001] * 2
+    assert opt.lr_scheduler.step_count == 7

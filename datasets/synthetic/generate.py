@@ -9,6 +9,13 @@ Used for the models' bundled sample data, for tests and for benchmarks::
   (``click:<0/1>``, 13 ``dense_feature:<v>`` in [0, 1], ``1:<id>`` .. ``26:<id>``).
 * ``census``: PaddleRec's census CSV (``marital,income`` + 11 standardised numeric
   columns + 488 one-hot columns of 29 categorical columns = 501 columns).
+* ``aliccp``: PaddleRec's Ali-CCP (ESMM) CSV (``<id>,<click>,<conversion>,<field>:<id>,...``,
+  the 23 fields of its reader, several multi-valued); ``--emit-proba`` writes ``pCTR,pCVR``.
+* ``video_play``: EasyRec-style CSV of short-video impressions for DBMTL
+  (``is_valid_play,play_time,user_id,city,...``, 17 named fields, see ``VideoPlayWorld``);
+  ``play_time`` depends on ``is_valid_play``; ``--emit-proba`` writes p(is_valid_play).
+* ``amazon``: PaddleRec's DIN format (Amazon Electronics) with a user id field,
+  ``hist_items;hist_cats;target_item;target_cat;label;user_id`` (see ``AmazonWorld``).
 
 The *world* (vocabularies, true weights, biases) depends only on ``--world-seed``,
 so files made with different ``--seed`` share one ground truth (train / test).
@@ -337,7 +344,323 @@ class CensusWorld:
         return join_rows(columns, ",")
 
 
-WORLDS = {"criteo": CriteoWorld, "criteo_lr": CriteoLRWorld, "census": CensusWorld}
+# ----------------------------------------------------------------------------- ali-ccp
+# The 23 fields of PaddleRec's ESMM reader -> (vocabulary size, Zipf exponent, (fewest, most) values in a
+# row, missing rate). Multi-valued fields draw a count uniformly in [fewest, most] (0: the field is absent).
+# Vocabularies are far smaller than the real ones (3,928 ids in all) so that a few thousand rows show
+# the planted signal; the rates are far higher than Ali-CCP's (about 4% clicks, under 1% of clicks converting).
+ALICCP_FIELDS = {
+    "101": (1000, 0.8, (1, 1), 0.0), "109_14": (200, 1.0, (0, 5), 0.0), "110_14": (200, 1.0, (0, 6), 0.0),
+    "127_14": (200, 1.0, (0, 5), 0.0), "150_14": (100, 1.0, (0, 5), 0.0), "121": (10, 0.8, (1, 1), 0.0),
+    "122": (8, 0.6, (1, 1), 0.0), "124": (3, 0.5, (1, 1), 0.0), "125": (8, 0.6, (1, 1), 0.0),
+    "126": (4, 0.5, (1, 1), 0.0), "127": (4, 0.5, (1, 1), 0.0), "128": (3, 0.5, (1, 1), 0.0),
+    "129": (5, 0.5, (1, 1), 0.0), "205": (600, 1.0, (1, 1), 0.0), "206": (80, 1.0, (1, 1), 0.0),
+    "207": (300, 1.0, (1, 1), 0.0), "210": (300, 1.0, (1, 6), 0.0), "216": (200, 1.0, (1, 1), 0.0),
+    "508": (200, 1.0, (1, 1), 0.3), "509": (200, 1.0, (1, 1), 0.6), "702": (200, 1.0, (1, 1), 0.6),
+    "853": (100, 1.0, (1, 3), 0.3), "301": (3, 0.5, (1, 1), 0.0),
+}  # fmt: skip
+# Written in this order on a line (ad-side fields first, as in PaddleRec's sample lines).
+ALICCP_ORDER = ("210", "216", "301", "205", "206", "207", "508", "509", "702", "853", "121", "122", "101",
+                "124", "125", "126", "127", "128", "129", "150_14", "127_14", "109_14", "110_14")
+# Planted signal: field -> std of its effect on the click logit / on the conversion-given-click logit.
+# A multi-valued field's effect is the mean of its values' weights.
+ALICCP_CTR = {"206": 0.7, "122": 0.6, "301": 0.5, "150_14": 0.7, "210": 0.6}
+ALICCP_CVR = {"125": 0.7, "126": 0.6, "206": 0.7, "109_14": 0.7, "129": 0.5}
+ALICCP_RATES = (0.25, 0.35)  # click rate, conversion rate among clicks
+
+
+class AliCCPWorld:
+    """Ground truth of the synthetic Ali-CCP data (PaddleRec's ESMM format).
+
+    Lines ``<sample_id>,<click>,<conversion>,<field>:<id>,...`` with the 23 fields of
+    PaddleRec's reader; ids are globally unique (field ``k``'s value ``v`` has id
+    ``1 + offset_k + v``; 0 is the reader's padding). A click is drawn from the click
+    logit, a conversion only after a click, from its own logit (``logits`` returns both
+    columns, so ``--emit-proba`` writes pCTR and pCVR; pCTCVR is their product).
+    ``hash_dim`` is accepted for the driver's uniform call and unused (ids lie in [1, 3928]).
+    """
+
+    def __init__(self, world_seed: int, hash_dim: int | None = None) -> None:
+        rng = world_rng(world_seed, "aliccp")
+        self.cdfs = {f: zipf_cdf(size, a) for f, (size, a, _, _) in ALICCP_FIELDS.items()}
+        sizes = [spec[0] for spec in ALICCP_FIELDS.values()]
+        self.offsets = dict(zip(ALICCP_FIELDS, np.cumsum([0, *sizes[:-1]]).tolist()))
+        self.next_id = 1
+        calibration = self.sample(rng, CALIBRATION_ROWS)
+        self.weights: dict[str, dict[str, np.ndarray]] = {"ctr": {}, "cvr": {}}
+        for task, effects in (("ctr", ALICCP_CTR), ("cvr", ALICCP_CVR)):
+            for field, std in effects.items():
+                table = rng.standard_normal(ALICCP_FIELDS[field][0])
+                effect = self._pooled(table, calibration[field])
+                self.weights[task][field] = (table - effect.mean()) * (std / max(effect.std(), 1e-12))
+        self.bias = np.zeros(2)
+        logits = self.logits(calibration)
+        self.bias = np.array([calibrate_bias(logits[:, t], r) for t, r in enumerate(ALICCP_RATES)])
+
+    def sample(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+        """Per field, value indices ``(n, most)`` padded with -1."""
+        features = {}
+        for field, (size, _, (fewest, most), missing) in ALICCP_FIELDS.items():
+            values = draw(rng, self.cdfs[field], n * most).reshape(n, most)
+            count = rng.integers(fewest, most + 1, n)
+            count[rng.random(n) < missing] = 0
+            features[field] = np.where(np.arange(most) < count[:, None], values, -1)
+        return features
+
+    @staticmethod
+    def _pooled(table: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Mean of ``table`` over each row's values (0 for a row without values)."""
+        present = values >= 0
+        total = np.where(present, table[np.maximum(values, 0)], 0.0).sum(axis=1)
+        return total / np.maximum(present.sum(axis=1), 1)
+
+    def logits(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        """True logits ``(n, 2)``: column 0 click, column 1 conversion given a click."""
+        n = len(features["101"])
+        z = np.zeros((n, 2)) + self.bias
+        for t, task in enumerate(("ctr", "cvr")):
+            for field, table in self.weights[task].items():
+                z[:, t] += self._pooled(table, features[field])
+        return z
+
+    def render(self, features: dict[str, np.ndarray], labels: np.ndarray) -> str:
+        """Ali-CCP lines; the conversion column is ``click and converted``."""
+        n = len(labels)
+        click = labels[:, 0].astype(np.int64)
+        conversion = click & labels[:, 1].astype(np.int64)
+        columns = [[str(i) for i in range(self.next_id, self.next_id + n)],
+                   token_table(["0", "1"])[click].tolist(), token_table(["0", "1"])[conversion].tolist()]
+        self.next_id += n
+        for field in ALICCP_ORDER:
+            size = ALICCP_FIELDS[field][0]
+            tokens = token_table([f"{field}:{1 + self.offsets[field] + v}" for v in range(size)] + [""])
+            values = features[field]
+            columns += [tokens[np.where(col >= 0, col, size)].tolist() for col in values.T]
+        return "".join(",".join(filter(None, row)) + "\n" for row in zip(*columns))
+
+
+# ----------------------------------------------------------------------------- video_play (DBMTL)
+# Columns of the short-video play data, in file order (EasyRec-style CSV with named fields).
+VIDEO_PLAY_COLUMNS = (
+    "is_valid_play", "play_time", "user_id", "city", "province", "os", "os_version", "day_h", "week_day",
+    "is_new_userid", "level", "is_member", "gender", "fans_num", "follow_num", "video_category", "video_duration",
+)  # fmt: skip
+VIDEO_PLAY_CITIES, VIDEO_PLAY_PROVINCES, VIDEO_PLAY_CATEGORIES, VIDEO_PLAY_USERS = 300, 34, 40, 100_000
+VIDEO_PLAY_OS_VERSIONS = {"android": [f"android_{v}" for v in range(8, 15)], "ios": [f"ios_{v}" for v in range(13, 18)]}
+VIDEO_PLAY_RATE = 0.45  # rate of valid plays
+
+
+class VideoPlayWorld:
+    """Ground truth of the synthetic short-video play data (DBMTL's ``is_valid_play`` -> ``play_time``).
+
+    One CSV line per (user, video) impression: the two labels, then user and context
+    fields (``city`` with its ``province``, ``os``, ``os_version``, ``day_h``, ``week_day``,
+    ``is_new_userid``, ``level``, ``is_member``, ``gender``, ``fans_num``, ``follow_num``),
+    the video's ``video_category`` and ``video_duration`` (minutes), and a ``user_id``
+    that carries no signal (100,000 Zipf-distributed ids, for hashing). Some fields are
+    empty (missing): ``os_version`` 5%, ``gender`` 10%, ``fans_num`` 3% (meaning 0).
+
+    ``is_valid_play`` ~ Bernoulli(sigmoid(logit)): category, city, os_version and a
+    gender x category table, membership, new users, level, an evening peak of
+    ``day_h``, ``log(fans_num)`` and ``-log(video_duration)``. ``play_time`` (minutes)
+    depends on it (the planted relation): a valid play lasts ``video_duration *
+    sigmoid(completion logit + noise)``, the completion logit having its own category
+    effects and member / level / duration terms; an invalid play lasts a few seconds
+    (exponential, mean 0.05 min, at most the duration). So
+    ``E[play_time | x] = p(x) * duration * E[completion | x] + (1 - p(x)) * ~0.05``.
+    ``hash_dim`` is accepted for the driver's uniform call and unused.
+    """
+
+    def __init__(self, world_seed: int, hash_dim: int | None = None) -> None:
+        rng = world_rng(world_seed, "video_play")
+        self.city_cdf = zipf_cdf(VIDEO_PLAY_CITIES, 1.0)
+        self.user_cdf = zipf_cdf(VIDEO_PLAY_USERS, 0.9)
+        self.category_cdf = zipf_cdf(VIDEO_PLAY_CATEGORIES, 0.9)
+        self.city_province = rng.integers(0, VIDEO_PLAY_PROVINCES, VIDEO_PLAY_CITIES)
+        self.versions = VIDEO_PLAY_OS_VERSIONS["android"] + VIDEO_PLAY_OS_VERSIONS["ios"]
+        self.version_cdfs = {os: np.cumsum(rng.dirichlet(np.full(len(v), 2.0)))
+                             for os, v in VIDEO_PLAY_OS_VERSIONS.items()}
+        calibration = self.sample(rng, CALIBRATION_ROWS)
+        cat, city, version, gender = (calibration[k] for k in ("category", "city", "version", "gender"))
+        self.valid_effects = {
+            "category": scale_effect(rng.standard_normal(VIDEO_PLAY_CATEGORIES), cat, 0.9),
+            "city": scale_effect(rng.standard_normal(VIDEO_PLAY_CITIES), city, 0.4),
+            "version": scale_effect(rng.standard_normal(len(self.versions) + 1), version, 0.25),
+            "gender_category": scale_effect(rng.standard_normal((3, VIDEO_PLAY_CATEGORIES)), (gender, cat), 0.6),
+        }
+        self.completion_effect = scale_effect(rng.standard_normal(VIDEO_PLAY_CATEGORIES), cat, 0.8)
+        self.bias = 0.0
+        self.bias = calibrate_bias(self.logits(calibration), VIDEO_PLAY_RATE)
+        self.tokens = {
+            "city": token_table([f"city_{i:03d}" for i in range(VIDEO_PLAY_CITIES)]),
+            "province": token_table([f"prov_{i:02d}" for i in range(VIDEO_PLAY_PROVINCES)]),
+            "os": token_table(["android", "ios"]),
+            "version": token_table(self.versions + [""]),
+            "gender": token_table(["M", "F", ""]),
+            "category": token_table([f"cat_{i:02d}" for i in range(VIDEO_PLAY_CATEGORIES)]),
+            "binary": token_table(["0", "1"]),
+        }
+
+    def sample(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+        """Field values of ``n`` impressions, plus the noise of their play times."""
+        os_ios = rng.random(n) < 0.3
+        version = np.where(os_ios, len(VIDEO_PLAY_OS_VERSIONS["android"]) + draw(rng, self.version_cdfs["ios"], n),
+                           draw(rng, self.version_cdfs["android"], n))
+        version = np.where(rng.random(n) < 0.05, len(self.versions), version)  # missing
+        hour = np.floor(np.mod(rng.normal(20.0, 5.0, n), 24)).astype(np.int64)
+        fans = np.floor(np.exp(rng.normal(2.0, 1.8, n))).astype(np.int64)
+        follow = np.floor(np.exp(rng.normal(3.0, 1.2, n))).astype(np.int64)
+        return {
+            "user": draw(rng, self.user_cdf, n), "city": draw(rng, self.city_cdf, n), "os": os_ios.astype(np.int64),
+            "version": version, "hour": hour, "week_day": rng.integers(1, 8, n),
+            "new": (rng.random(n) < 0.15).astype(np.int64), "level": rng.binomial(10, 0.35, n),
+            "member": (rng.random(n) < 0.2).astype(np.int64),
+            "gender": np.where(rng.random(n) < 0.1, 2, (rng.random(n) < 0.45).astype(np.int64)),
+            "fans": fans, "fans_missing": rng.random(n) < 0.03, "follow": follow,
+            "category": draw(rng, self.category_cdf, n),
+            "duration": np.clip(np.exp(rng.normal(0.0, 0.7, n)), 0.1, 10.0).round(3),
+            "completion_noise": rng.normal(0.0, 0.4, n), "short_play": rng.exponential(0.05, n),
+        }
+
+    def logits(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        """True ``is_valid_play`` logits ``(n,)``."""
+        e = self.valid_effects
+        fans = np.where(features["fans_missing"], 0, features["fans"])
+        return (self.bias + e["category"][features["category"]] + e["city"][features["city"]]
+                + e["version"][features["version"]] + e["gender_category"][features["gender"], features["category"]]
+                + 0.7 * features["member"] - 0.9 * features["new"] + 0.15 * (features["level"] - 3.5)
+                + 0.6 * np.cos(2 * np.pi * (features["hour"] - 21) / 24) + 0.2 * np.log1p(fans)
+                - 0.6 * np.log(features["duration"]))
+
+    def completion(self, features: dict[str, np.ndarray], noise: bool = True) -> np.ndarray:
+        """Fraction of the video a valid play watches: sigmoid(completion logit [+ noise])."""
+        z = (0.3 + self.completion_effect[features["category"]] + 0.6 * features["member"]
+             + 0.1 * (features["level"] - 3.5) - 0.5 * np.log(features["duration"]))
+        return sigmoid(z + features["completion_noise"]) if noise else sigmoid(z)
+
+    def play_time(self, features: dict[str, np.ndarray], valid: np.ndarray) -> np.ndarray:
+        """Minutes played: ``duration * completion`` for a valid play, a few seconds otherwise."""
+        short = np.minimum(features["short_play"], features["duration"])
+        return np.where(valid, features["duration"] * self.completion(features), short)
+
+    def render(self, features: dict[str, np.ndarray], labels: np.ndarray) -> str:
+        """CSV lines with the fields of :data:`VIDEO_PLAY_COLUMNS`."""
+        t = self.tokens
+        valid = labels.astype(bool)
+        fans = np.where(features["fans_missing"], "", features["fans"].astype(str)).tolist()
+        columns = [
+            t["binary"][valid.astype(np.int64)].tolist(),
+            [f"{v:.3f}" for v in self.play_time(features, valid).tolist()],
+            [f"u{v:06d}" for v in features["user"].tolist()],
+            t["city"][features["city"]].tolist(),
+            t["province"][self.city_province[features["city"]]].tolist(),
+            t["os"][features["os"]].tolist(),
+            t["version"][features["version"]].tolist(),
+            features["hour"].astype(str).tolist(),
+            features["week_day"].astype(str).tolist(),
+            t["binary"][features["new"]].tolist(),
+            features["level"].astype(str).tolist(),
+            t["binary"][features["member"]].tolist(),
+            t["gender"][features["gender"]].tolist(),
+            fans,
+            features["follow"].astype(str).tolist(),
+            t["category"][features["category"]].tolist(),
+            [f"{v:.3f}" for v in features["duration"].tolist()],
+        ]
+        return join_rows(columns, ",")
+
+
+# ----------------------------------------------------------------------------- amazon (DIN)
+# PaddleRec's Amazon Electronics id spaces (item_count 63001, cat_count 801), so DIN's configs
+# share their model keys with config_bigdata.yaml.
+AMAZON_ITEMS, AMAZON_CATS, AMAZON_USERS = 63001, 801, 100_000
+AMAZON_SESSION = 4  # consecutive rows of one user and one history, different candidates
+AMAZON_SHARE_WEIGHT = 3.0  # logit per unit of the candidate category's share of the history
+AMAZON_ITEM_STD = 0.3  # spread of the per-item quality effect
+AMAZON_RATE = 0.5  # PaddleRec's data pairs each positive with a sampled negative
+
+
+class AmazonWorld:
+    """Ground truth of the synthetic Amazon-Electronics-like data for DIN (PaddleRec's DIN format).
+
+    Items ``0..63000`` each belong to one of 801 categories (category sizes follow a
+    Zipf-like law; every category has an item). Each of 100,000 users has a favourite
+    category, a *purity* (the share of their behaviours in it, uniform in [0.3, 0.95]) and
+    a maximal history length (log-normal, median 10, at most 300). Rows come in sessions
+    of 4: one user, one history (a length uniform in ``1..max``, each behaviour in the
+    favourite category with the user's purity, otherwise in a category drawn from the
+    global law; items uniform within their category), and 4 candidates, each half the
+    time in the category of one of the history's items, otherwise in a category from the
+    global law.
+
+    Planted signal: ``logit = bias + 3.0 * share + quality[candidate]``, ``share`` the
+    fraction of the history in the candidate's category (so users who mostly interact
+    with one category click candidates of that category) and ``quality`` a per-item
+    effect (std 0.3); ``bias`` calibrated to a 50% click rate.
+
+    Lines: ``hist_items;hist_cats;target_item;target_cat;label;user_id`` (the optional
+    sixth field of :mod:`recstack.data.din`, for GAUC). ``hash_dim`` is accepted for the
+    driver's uniform call and unused.
+    """
+
+    def __init__(self, world_seed: int, hash_dim: int | None = None) -> None:
+        rng = world_rng(world_seed, "amazon")
+        self.cat_cdf = zipf_cdf(AMAZON_CATS, 1.0)
+        item_cat = np.concatenate([np.arange(AMAZON_CATS), draw(rng, self.cat_cdf, AMAZON_ITEMS - AMAZON_CATS)])
+        self.item_cat = rng.permutation(item_cat)
+        self.items_by_cat = np.argsort(self.item_cat, kind="stable")  # items grouped by category
+        self.cat_size = np.bincount(self.item_cat, minlength=AMAZON_CATS)
+        self.cat_start = np.concatenate([[0], np.cumsum(self.cat_size)[:-1]])
+        self.favourite = draw(rng, self.cat_cdf, AMAZON_USERS)
+        self.purity = rng.uniform(0.3, 0.95, AMAZON_USERS)
+        self.max_len = np.clip(np.floor(np.exp(rng.normal(np.log(10), 0.9, AMAZON_USERS))), 1, 300).astype(np.int64)
+        self.quality = rng.normal(0.0, AMAZON_ITEM_STD, AMAZON_ITEMS)
+        self.bias = 0.0
+        self.bias = calibrate_bias(self.logits(self.sample(rng, CALIBRATION_ROWS)), AMAZON_RATE)
+
+    def _items(self, rng: np.random.Generator, cats: np.ndarray) -> np.ndarray:
+        """An item of each category in ``cats``, uniform within the category."""
+        return self.items_by_cat[self.cat_start[cats] + np.floor(rng.random(len(cats)) * self.cat_size[cats]).astype(np.int64)]
+
+    def sample(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+        """Sessions of 4 rows: users, histories (flat, with offsets), candidates and their share."""
+        sessions = -(-n // AMAZON_SESSION)
+        user = rng.integers(0, AMAZON_USERS, sessions)
+        length = np.floor(rng.random(sessions) * self.max_len[user]).astype(np.int64) + 1
+        offsets = np.concatenate([[0], np.cumsum(length)])
+        owner = np.repeat(np.arange(sessions), length)
+        favourite = rng.random(len(owner)) < self.purity[user][owner]
+        hist_cat = np.where(favourite, self.favourite[user][owner], draw(rng, self.cat_cdf, len(owner)))
+        hist_item = self._items(rng, hist_cat)
+        session = np.repeat(np.arange(sessions), AMAZON_SESSION)[:n]
+        from_history = rng.random(n) < 0.5
+        picked = offsets[session] + np.floor(rng.random(n) * length[session]).astype(np.int64)
+        target_cat = np.where(from_history, hist_cat[picked], draw(rng, self.cat_cdf, n))
+        target_item = self._items(rng, target_cat)
+        # share of each row's history in its candidate's category
+        row_len = length[session]
+        positions = np.repeat(offsets[session], row_len) + (np.arange(row_len.sum()) - np.repeat(np.cumsum(row_len) - row_len, row_len))
+        match = hist_cat[positions] == np.repeat(target_cat, row_len)
+        share = np.bincount(np.repeat(np.arange(n), row_len), weights=match, minlength=n) / row_len
+        return {"user": user[session], "session": session, "offsets": offsets, "hist_item": hist_item,
+                "hist_cat": hist_cat, "target_item": target_item, "target_cat": target_cat, "share": share}
+
+    def logits(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        """True click logits ``(n,)``."""
+        return self.bias + AMAZON_SHARE_WEIGHT * features["share"] + self.quality[features["target_item"]]
+
+    def render(self, features: dict[str, np.ndarray], labels: np.ndarray) -> str:
+        """DIN-format lines with the user id field."""
+        offsets, items, cats = features["offsets"], features["hist_item"].tolist(), features["hist_cat"].tolist()
+        histories = [(" ".join(map(str, items[a:b])), " ".join(map(str, cats[a:b])))
+                     for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
+        return "".join(f"{histories[s][0]};{histories[s][1]};{t};{c};{y};{u}\n" for s, t, c, y, u in zip(
+            features["session"].tolist(), features["target_item"].tolist(), features["target_cat"].tolist(),
+            labels.astype(np.int64).tolist(), features["user"].tolist()))
+
+
+WORLDS = {"criteo": CriteoWorld, "criteo_lr": CriteoLRWorld, "census": CensusWorld, "aliccp": AliCCPWorld,
+          "video_play": VideoPlayWorld, "amazon": AmazonWorld}
 
 
 # ----------------------------------------------------------------------------- driver

@@ -10,9 +10,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."   # repository root
 PYTHON="${PYTHON:-python}"
 GEN="datasets/synthetic/generate.py"
 
-# dataset  model folder  train rows  test rows  [extra generate.py flags]
+# dataset  model folder[:data subfolder, default sample_data]  train rows  test rows  [extra generate.py flags]
 while read -r dataset folder train_rows test_rows extra; do
-    out="models/${folder}/data/sample_data"
+    sub=sample_data
+    if [[ "$folder" == *:* ]]; then sub="${folder#*:}"; folder="${folder%%:*}"; fi
+    out="models/${folder}/data/${sub}"
     # shellcheck disable=SC2086  # $extra holds zero or more flags
     "$PYTHON" "$GEN" "$dataset" --rows "$train_rows" --seed 1 --output "$out/train/part-0.txt" $extra
     # shellcheck disable=SC2086
@@ -20,6 +22,8 @@ while read -r dataset folder train_rows test_rows extra; do
 done <<'SAMPLES'
 criteo rank/deepfm 4000 1000
 census multitask/mmoe 2000 500
+census multitask/share_bottom 2000 500
+census multitask/ple 2000 500
 criteo_lr rank/logistic_regression 4000 1000
 criteo rank/fm 4000 1000
 criteo rank/ffm 4000 1000 --hash-dim 100003
@@ -31,4 +35,15 @@ criteo rank/dcn_v2 4000 1000
 criteo rank/deepfefm 4000 1000
 criteo rank/dlrm 4000 1000
 criteo rank/gatenet 4000 1000
+video_play multitask/dbmtl 4000 1000
+video_play multitask/mmoe:easyrec_sample_data 4000 1000
+aliccp multitask/esmm 6000 3000
+amazon rank/din 8000 2000
 SAMPLES
+
+# Short-video data (datasets/video, PaddleRec's multi-task tutorial): each census sample above with its
+# labels named completion,like (lines unchanged) in data/video_sample_data/, read by config_video.yaml.
+for folder in multitask/mmoe multitask/share_bottom multitask/ple; do
+    "$PYTHON" datasets/video/convert.py --input "models/${folder}/data/sample_data" \
+        --output "models/${folder}/data/video_sample_data" >/dev/null
+done

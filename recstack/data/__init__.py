@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["BatchLoader", "BlockReader", "DataFormatError", "create_loader", "create_reader", "resolve_reader"]
+__all__ = ["AliCCPReader", "BatchLoader", "BlockReader", "DataFormatError", "DINReader", "RaggedArray",
+           "create_loader", "create_reader", "resolve_reader"]
 
 _LAZY = {
+    "AliCCPReader": "recstack.data.aliccp",
     "BatchLoader": "recstack.data.loader",
     "BlockReader": "recstack.data.base",
     "DataFormatError": "recstack.data.base",
+    "DINReader": "recstack.data.din",
+    "RaggedArray": "recstack.data.base",
     "create_loader": "recstack.data.factory",
     "create_reader": "recstack.data.factory",
     "resolve_reader": "recstack.data.factory",

@@ -7,6 +7,10 @@ one chunk of complete lines, vectorised (pyarrow's CSV parser, numpy), never a
 Python loop per line on the fast path; when the fast path rejects a block, the
 subclass re-reads it line by line only to name the first bad line.
 
+A column of variable-length rows (DIN's behaviour histories) is a :class:`RaggedArray`
+(values and row boundaries, unpadded); the loader pads each batch of it to the batch's
+longest row.
+
 The loader (:mod:`recstack.data.loader`) cuts blocks into batches.
 """
 
@@ -111,7 +115,7 @@ class BlockReader:
         config: the run's config.
     """
 
-    #: column name → (numpy dtype, row width); filled by subclasses
+    #: column name → (numpy dtype, row width; 0 for a variable-length :class:`RaggedArray` column); filled by subclasses
     columns: dict[str, tuple[np.dtype, int]] = {}
 
     def __init__(self, file_list: Sequence[str], config: Config) -> None:
@@ -199,11 +203,24 @@ class BinaryCache:
     def _read(self, folder: Path) -> Iterator[Block]:
         meta = json.loads((folder / "meta.json").read_text())
         rows = meta["rows"]
+        ragged = set(meta.get("ragged", ()))
         arrays = {name: np.memmap(folder / f"{name}.bin", dtype=np.dtype(dtype), mode="r", shape=(rows, width))
-                  for name, (dtype, width) in meta["columns"].items()}
+                  for name, (dtype, width) in meta["columns"].items() if name not in ragged}
+        for name in ragged:  # values of all rows, one after another, and each row's length
+            lengths = np.fromfile(folder / f"{name}.lengths.bin", dtype=np.int64)
+            offsets = np.concatenate([[0], np.cumsum(lengths)])
+            arrays[name] = (_memmap_1d(folder / f"{name}.bin", meta["columns"][name][0], int(offsets[-1])), offsets)
         for start in range(0, rows, self.ROWS_PER_BLOCK):
             stop = min(rows, start + self.ROWS_PER_BLOCK)
-            yield {name: np.array(a[start:stop]) for name, a in arrays.items()}
+            block = {}
+            for name in meta["columns"]:
+                if name in ragged:
+                    values, offsets = arrays[name]
+                    block[name] = RaggedArray(np.array(values[offsets[start]:offsets[stop]]),
+                                              offsets[start:stop + 1] - offsets[start])
+                else:
+                    block[name] = np.array(arrays[name][start:stop])
+            yield block
 
     def _write(self, path: str, folder: Path, pool: Executor | None) -> Iterator[Block]:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -214,18 +231,27 @@ class BinaryCache:
         columns: dict[str, tuple[str, int]] = {}
         rows = 0
         try:
+            ragged: list[str] = []
             for block in self.reader.iter_file(path, pool):
                 for name, array in block.items():
+                    is_ragged = isinstance(array, RaggedArray)
                     if name not in files:
                         files[name] = open(tmp / f"{name}.bin", "wb")
-                        columns[name] = (array.dtype.str, array.shape[1])
-                    np.ascontiguousarray(array).tofile(files[name])
-                rows += len(array)
+                        columns[name] = (array.dtype.str, 0 if is_ragged else array.shape[1])
+                        if is_ragged:
+                            ragged.append(name)
+                            files[name + ".lengths"] = open(tmp / f"{name}.lengths.bin", "wb")
+                    if is_ragged:  # values row after row, plus the lengths
+                        np.ascontiguousarray(array.values).tofile(files[name])
+                        array.lengths.astype(np.int64).tofile(files[name + ".lengths"])
+                    else:
+                        np.ascontiguousarray(array).tofile(files[name])
+                rows += len(next(iter(block.values())))
                 yield block
             for f in files.values():
                 f.close()
             (tmp / "meta.json").write_text(json.dumps({"source": os.path.abspath(path), "rows": rows,
-                                                       "columns": columns}))
+                                                       "columns": columns, "ragged": ragged}))
             try:
                 os.replace(tmp, folder)
                 logger.info("cached %s (%d rows) in %s", path, rows, folder)
@@ -235,3 +261,96 @@ class BinaryCache:
             for f in files.values():
                 f.close()
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+class RaggedArray:
+    """A column of variable-length rows (DIN's behaviour histories): all values, one row after another,
+    and the row boundaries.
+
+    A block may hold one in place of a 2-D array. It supports what the loader does to
+    columns (``len``, slicing and integer-array indexing of rows, :meth:`concatenate`);
+    the loader turns each batch's into a 0-padded ``(B, longest row of the batch)``
+    array (:meth:`to_padded`), so rows are never padded to a global maximum, and the
+    binary cache stores its values and lengths.
+
+    Args:
+        values: 1-D array of all values (row 0's, then row 1's, ...).
+        offsets: int64 ``(n + 1,)``; row ``i`` is ``values[offsets[i]:offsets[i + 1]]``; starts at 0.
+    """
+
+    __slots__ = ("values", "offsets")
+
+    def __init__(self, values: np.ndarray, offsets: np.ndarray) -> None:
+        self.values = np.asarray(values)
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        if self.values.ndim != 1 or self.offsets.ndim != 1 or not len(self.offsets) or self.offsets[0] != 0 \
+                or self.offsets[-1] != len(self.values):
+            raise ValueError("RaggedArray: expected 1-D values and offsets from 0 to len(values)")
+
+    @classmethod
+    def from_lengths(cls, values: np.ndarray, lengths: np.ndarray) -> "RaggedArray":
+        """Rows of ``lengths[i]`` consecutive ``values`` each."""
+        return cls(values, np.concatenate([[0], np.cumsum(np.asarray(lengths, dtype=np.int64))]))
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Sequence], dtype: np.dtype | type = np.int64) -> "RaggedArray":
+        """From a list of rows (slow; for tests and per-line parsers)."""
+        values = np.fromiter((v for row in rows for v in row), dtype=dtype)
+        return cls.from_lengths(values, [len(row) for row in rows])
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """int64 ``(n,)``."""
+        return np.diff(self.offsets)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.values.dtype
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, index: slice | np.ndarray) -> "RaggedArray":
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                index = np.arange(start, stop, step)
+            else:
+                stop = max(start, stop)
+                lo, hi = self.offsets[start], self.offsets[stop]
+                return RaggedArray(self.values[lo:hi], self.offsets[start:stop + 1] - lo)
+        index = np.asarray(index)
+        if index.dtype == bool:
+            index = np.flatnonzero(index)
+        starts = self.offsets[:-1][index]
+        lengths = self.offsets[1:][index] - starts
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        positions = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+        return RaggedArray(self.values[positions], offsets)
+
+    @staticmethod
+    def concatenate(parts: Sequence["RaggedArray"]) -> "RaggedArray":
+        """The rows of ``parts``, in order."""
+        values = np.concatenate([p.values for p in parts])
+        return RaggedArray.from_lengths(values, np.concatenate([p.lengths for p in parts]))
+
+    def to_padded(self, width: int | None = None, fill: int = 0) -> np.ndarray:
+        """``(n, width)`` array, row ``i``'s values first, then ``fill``; ``width`` defaults to the longest row."""
+        lengths = self.lengths
+        longest = int(lengths.max()) if len(lengths) else 0
+        width = longest if width is None else width
+        if width < longest:
+            raise ValueError(f"RaggedArray.to_padded: width {width} is shorter than the longest row ({longest})")
+        out = np.full((len(lengths), width), fill, dtype=self.values.dtype)
+        out[np.arange(width) < lengths[:, None]] = self.values
+        return out
+
+    def __repr__(self) -> str:
+        return f"RaggedArray({len(self)} rows, {len(self.values)} values, dtype={self.dtype})"
+
+
+def _memmap_1d(path: Path, dtype: str, count: int) -> np.ndarray:
+    """A read-only 1-D memory map of ``count`` values (an empty array for 0: mmap refuses empty files)."""
+    if count == 0:
+        return np.zeros(0, dtype=np.dtype(dtype))
+    return np.memmap(path, dtype=np.dtype(dtype), mode="r", shape=(count,))

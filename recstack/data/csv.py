@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from recstack.config import Config
+from recstack.config import Config, ConfigError, task_names
 from recstack.data.base import Block, BlockReader, bad_line, row_error
 from recstack.registry import READERS
 
@@ -85,17 +85,30 @@ class NumericCSVReader(BlockReader):
                                    f"column {i + 1} is not a number: {field.decode('utf-8', 'replace')!r}") from None
 
 
+#: Task names of the census data in the models' output order (PaddleRec's): income, then marital.
+CENSUS_TASKS = ("income", "marital")
+
+
 @READERS.register("census")
 class CensusReader(NumericCSVReader):
     """PaddleRec's census format: ``marital, income, features...``.
 
-    Config key: ``hyper_parameters.feature_size`` (PaddleRec: 499).
+    Config keys: ``hyper_parameters.feature_size`` (PaddleRec: 499) and
+    ``hyper_parameters.task_names`` (default ``[income, marital]``, see
+    :func:`recstack.config.task_names`): the two tasks in the models' output order,
+    whose labels the file holds in the **reverse** order, as PaddleRec's census
+    (``marital,income,...``, tasks income, marital) and short-video
+    (``completion,like,...``, tasks like, completion) files do.
 
-    Blocks: ``features`` float32 ``(n, feature_size)``, ``income`` and ``marital``
-    float32 ``(n, 1)``.
+    Blocks: ``features`` float32 ``(n, feature_size)``, one float32 ``(n, 1)`` per task
+    (``income`` = column 2, ``marital`` = column 1 by default).
     """
 
     def __init__(self, file_list: Sequence[str], config: Config) -> None:
         feature_size = config.get("hyper_parameters.feature_size", type=int)
-        super().__init__(file_list, config, [("marital", 0, 1, True), ("income", 1, 1, True),
+        first, second = task_names(config, CENSUS_TASKS, count=2)
+        if "features" in (first, second):
+            raise ConfigError(f"{config.source('hyper_parameters.task_names')}: 'features' names the feature "
+                              "columns; choose another task name")
+        super().__init__(file_list, config, [(second, 0, 1, True), (first, 1, 1, True),
                                              ("features", 2, feature_size, False)])

@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from recstack.config import Config, ConfigError, did_you_mean
+from recstack.data import aliccp as _aliccp  # noqa: F401
 from recstack.data import csv as _csv  # noqa: F401  (registers core readers)
+from recstack.data import din as _din  # noqa: F401
 from recstack.data import slot as _slot  # noqa: F401
+from recstack.data import tabular as _tabular  # noqa: F401
 from recstack.data.base import BlockReader, list_data_files
 from recstack.data.loader import BatchLoader
 from recstack.modules import load_module
@@ -55,4 +58,5 @@ def create_loader(config: Config, mode: str, reader: BlockReader | None = None) 
                        shuffle=train and config.get("runner.shuffle"),
                        seed=config.get("runner.seed"),
                        num_workers=config.get("runner.num_workers"),
-                       cache_dir=config.get("runner.cache_dir"))
+                       cache_dir=config.get("runner.cache_dir"),
+                       bucket_by_length=config.get("runner.bucket_by_length", False))

@@ -3,6 +3,12 @@
 Parsing (pyarrow, numpy) releases the GIL, so a background thread overlaps
 reading with the training step without a second process. Batches are torch
 tensors sharing memory with the parsed blocks (no copy for full batches).
+
+Variable-length columns (:class:`recstack.data.base.RaggedArray`, e.g. DIN's
+behaviour history) are padded per batch: each batch's rows are padded with 0 to the
+length of its own longest row, never to a global maximum. With ``bucket_by_length`` the rows of each block are grouped by
+length into batches (whose order is then shuffled with the training shuffle), so a
+batch holds rows of similar length and pads little.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from recstack.data.base import Block, BlockReader
+from recstack.data.base import Block, BlockReader, RaggedArray
 
 logger = logging.getLogger(__name__)
 
@@ -38,16 +44,19 @@ class BatchLoader:
             background thread with ``n`` parsing threads.
         cache_dir: binary cache folder (see :class:`recstack.data.base.BinaryCache`).
         prefetch: batches kept ready ahead of the consumer.
+        bucket_by_length: for blocks with :class:`~recstack.data.base.RaggedArray` columns: sort each
+            block's rows by length, cut them into batches and (when shuffling) shuffle their order.
     """
 
     def __init__(self, reader: BlockReader, batch_size: int, *, shuffle: bool = False, seed: int = 0,
                  drop_last: bool = False, num_workers: int = 1, cache_dir: str | None = None,
-                 prefetch: int = 16) -> None:
+                 prefetch: int = 16, bucket_by_length: bool = False) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.reader, self.batch_size = reader, batch_size
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         self.num_workers, self.cache_dir, self.prefetch = num_workers, cache_dir, prefetch
+        self.bucket_by_length = bucket_by_length
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -70,16 +79,53 @@ class BatchLoader:
                 perm = rng.permutation(len(next(iter(block.values()))))
                 block = {k: v[perm] for k, v in block.items()}
             if carry is not None:
-                block = {k: np.concatenate([carry[k], v]) for k, v in block.items()}
+                block = {k: self._join(k, carry[k], v) for k, v in block.items()}
                 carry = None
             n = len(next(iter(block.values())))
+            if self.bucket_by_length and any(isinstance(v, RaggedArray) for v in block.values()):
+                block = self._bucket(block, n, rng)
             full = n - n % bs
             for start in range(0, full, bs):
-                yield {k: torch.from_numpy(v[start:start + bs]) for k, v in block.items()}
+                yield self._tensors({k: v[start:start + bs] for k, v in block.items()})
             if full < n:
                 carry = {k: v[full:] for k, v in block.items()}
         if carry is not None and not self.drop_last:
-            yield {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in carry.items()}
+            yield self._tensors(carry)
+
+    # ------------------------------------------------------------------ ragged columns
+    @staticmethod
+    def _join(name: str, a: np.ndarray | RaggedArray, b: np.ndarray | RaggedArray) -> np.ndarray | RaggedArray:
+        """Rows of ``a`` then ``b``."""
+        if isinstance(a, RaggedArray):
+            return RaggedArray.concatenate([a, b])
+        return np.concatenate([a, b])
+
+    @staticmethod
+    def _lengths(block: Block) -> np.ndarray:
+        """Each row's longest variable-length column ``(n,)``."""
+        return np.max([v.lengths for v in block.values() if isinstance(v, RaggedArray)], axis=0)
+
+    def _bucket(self, block: Block, n: int, rng: np.random.Generator | None) -> Block:
+        """Rows sorted by length (stable: ties keep the shuffled order), cut into batches whose order is
+        shuffled by ``rng``. The ``n % batch_size`` remaining rows come last (carried to the next block):
+        a run of adjacent lengths at a random place when shuffling (so the longest rows are not always
+        the ones carried to the end of the epoch), the longest ones otherwise."""
+        order = np.argsort(self._lengths(block), kind="stable")
+        rest = n % self.batch_size
+        start = int(rng.integers(0, n - rest + 1)) if rng is not None and rest else n - rest
+        remainder = order[start:start + rest]
+        order = np.concatenate([order[:start], order[start + rest:]])
+        groups = order.reshape(-1, self.batch_size)
+        if rng is not None:
+            groups = groups[rng.permutation(len(groups))]
+        order = np.concatenate([groups.reshape(-1), remainder])
+        return {k: v[order] for k, v in block.items()}
+
+    @staticmethod
+    def _tensors(batch: Block) -> Batch:
+        """Torch tensors of a batch; a :class:`RaggedArray` padded with 0 to the batch's longest row."""
+        return {k: torch.from_numpy(v.to_padded() if isinstance(v, RaggedArray) else np.ascontiguousarray(v))
+                for k, v in batch.items()}
 
     # ------------------------------------------------------------------ iteration
     def __iter__(self) -> Iterator[Batch]:

@@ -1,4 +1,5 @@
-"""Activations by name (``relu``, ``sigmoid``, ``tanh``, ``leaky_relu``, ``prelu``, ``gelu``, ``none``)."""
+"""Activations by name (``relu``, ``sigmoid``, ``tanh``, ``leaky_relu``, ``prelu``, ``gelu``, ``none``; ``dice``
+from :mod:`recstack.layers.attention`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,16 @@ ACTIVATIONS.register("none", nn.Identity)
 ACTIVATIONS.register("linear", nn.Identity)
 
 
-def get_activation(name: str | None) -> nn.Module:
-    """A fresh activation module for ``name`` (``None`` → identity)."""
-    return ACTIVATIONS.get(name or "none")()
+def get_activation(name: str | None, num_features: int | None = None) -> nn.Module:
+    """A fresh activation module for ``name`` (``None`` → identity).
+
+    ``num_features`` (the layer's width) is passed to activations with per-feature
+    parameters or statistics (``per_feature = True``: ``dice``, registered by
+    :mod:`recstack.layers.attention`); others ignore it.
+    """
+    cls = ACTIVATIONS.get(name or "none")
+    if getattr(cls, "per_feature", False):
+        if num_features is None:
+            raise ValueError(f"activation '{name}' has per-feature parameters: pass the layer width (num_features)")
+        return cls(num_features)
+    return cls()

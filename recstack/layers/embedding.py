@@ -64,3 +64,75 @@ class FieldEmbedding(nn.Module):
         if self.dense_dim > 0 and dense is not None:
             fields = torch.cat([fields, dense.unsqueeze(-1) * self.dense_weight], dim=1)
         return fields
+
+
+def masked_pool(values: torch.Tensor, mask: torch.Tensor, mode: str = "sum") -> torch.Tensor:
+    """Sum or mean of ``values`` over their second-to-last axis, counting only positions where ``mask`` is true.
+
+    Padded positions contribute nothing whatever their values; the mean divides by
+    the number of valid positions (a row with none gives zeros).
+
+    Args:
+        values: ``(..., L, D)``.
+        mask: ``(..., L)``, bool or 0/1.
+        mode: ``"sum"`` or ``"mean"``.
+
+    Returns:
+        ``(..., D)``.
+    """
+    weights = mask.to(values.dtype).unsqueeze(-1)
+    pooled = (values * weights).sum(dim=-2)
+    if mode == "mean":
+        return pooled / weights.sum(dim=-2).clamp(min=1.0)
+    if mode != "sum":
+        raise ValueError(f"unknown pooling mode '{mode}' (known: sum, mean)")
+    return pooled
+
+
+class MaskedPooling(nn.Module):
+    """:func:`masked_pool` as a module: ``(..., L, D)`` values and ``(..., L)`` mask → ``(..., D)``.
+
+    Args:
+        mode: ``"sum"`` or ``"mean"``.
+    """
+
+    def __init__(self, mode: str = "sum") -> None:
+        super().__init__()
+        if mode not in ("sum", "mean"):
+            raise ValueError(f"unknown pooling mode '{mode}' (known: sum, mean)")
+        self.mode = mode
+
+    def forward(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return masked_pool(values, mask, self.mode)
+
+
+class MultiValueEmbedding(nn.Module):
+    """Multi-valued fields (ids padded to ``L`` with ``padding_idx``) → one pooled vector per field.
+
+    Each field's ids are looked up in one shared table and summed (or averaged),
+    padding excluded by a mask, so the padding row's values never matter and it
+    gets no gradient (PaddleRec's ESMM sums with ``padding_idx=0`` for the same effect).
+
+    Initialisation: truncated normal, std ``init_std`` (default ``0.1 / sqrt(D)``).
+
+    Args:
+        num_embeddings: rows of the table (``sparse_feature_number``).
+        embedding_dim: ``D``.
+        padding_idx: the id that pads a field.
+        mode: ``"sum"`` or ``"mean"``.
+        init_std: truncated-normal std of the table.
+
+    Shapes:
+        ids ``(B, F, L)`` int64 → ``(B, F, D)``.
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int = 0, mode: str = "sum",
+                 init_std: float | None = None) -> None:
+        super().__init__()
+        std = init_std if init_std is not None else 0.1 / math.sqrt(embedding_dim)
+        self.embedding = make_embedding(num_embeddings, embedding_dim, std)
+        self.padding_idx = padding_idx
+        self.pool = MaskedPooling(mode)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.embedding(ids), ids != self.padding_idx)

@@ -1,4 +1,5 @@
-"""Multi-task building blocks: a bank of experts, softmax gates, per-task towers."""
+"""Multi-task building blocks: banks of experts (one layer, or multi-layer MLPs), softmax gates, per-task towers,
+PLE/CGC extraction."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from recstack.layers.activation import get_activation
 from recstack.layers.init import init_linear
 from recstack.layers.mlp import MLP
 
@@ -50,6 +52,88 @@ class Experts(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.linear(x))
         return out.view(x.shape[0], self.num_experts, self.expert_size)
+
+
+class _GroupedLayer(nn.Module):
+    """``E`` separate ``Linear(in_dim, out_dim)`` applied to ``E`` inputs at once, then ``post`` on the
+    flattened ``(B, E * out_dim)`` result. Weight ``(E, in_dim, out_dim)`` (expert ``e``'s block is the
+    transpose of its Linear weight), bias ``(E, out_dim)``."""
+
+    def __init__(self, num_experts: int, in_dim: int, out_dim: int, init: str, bias_init: float | None,
+                 post: nn.Sequential) -> None:
+        super().__init__()
+        blocks = [init_linear(nn.Linear(in_dim, out_dim), init, bias_init) for _ in range(num_experts)]
+        self.weight = nn.Parameter(torch.stack([b.weight.detach().T for b in blocks]))
+        self.bias = nn.Parameter(torch.stack([b.bias.detach() for b in blocks]))
+        self.post = post
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, E = x.shape[0], x.shape[1]
+        out = torch.matmul(x.transpose(0, 1), self.weight).transpose(0, 1) + self.bias  # (B, E, out)
+        return self.post(out.reshape(B, -1)).view(B, E, -1)
+
+
+class MLPExperts(nn.Module):
+    """``E`` experts, each an MLP ``Linear -> [BatchNorm] -> activation -> [Dropout]`` per hidden layer
+    (EasyRec's ``expert_dnn``), computed together.
+
+    The first layer is one fused GEMM (as :class:`Experts`); each later layer is one batched
+    matrix product over the experts (weights ``(E, h_{l-1}, h_l)``). BatchNorm, activation and
+    dropout act on the ``(B, E * h_l)`` layer output, feature by feature, so the bank equals
+    ``E`` separate :class:`recstack.layers.MLP` (``tests/test_layers.py`` checks it against
+    that loop). With one hidden layer, ReLU, no BatchNorm and no dropout it is
+    :class:`Experts` (same initialisation from the same seed).
+
+    Initialisation: each expert's Linear on its own with ``init`` (its own fans) and constant
+    ``bias_init``; BatchNorm weight 1, bias 0.
+
+    Args:
+        input_dim: input features.
+        num_experts: ``E``.
+        hidden_sizes: widths of each expert's layers (at least one); the last is the output width.
+        activation: activation name (see :mod:`recstack.layers.activation`).
+        dropout: dropout after each activation, one rate or one per layer.
+        batch_norm: BatchNorm after each Linear.
+        init, bias_init: initialisation of each expert's Linear layers (EasyRec: Xavier-uniform, 0).
+
+    Shapes:
+        ``(B, input_dim)`` -> ``(B, E, hidden_sizes[-1])``.
+    """
+
+    def __init__(self, input_dim: int, num_experts: int, hidden_sizes: Sequence[int], activation: str = "relu",
+                 dropout: float | Sequence[float] = 0.0, batch_norm: bool = False,
+                 init: str = "xavier_uniform", bias_init: float | None = 0.0) -> None:
+        super().__init__()
+        sizes = list(hidden_sizes)
+        if num_experts < 1 or not sizes or any(s < 1 for s in sizes):
+            raise ValueError(f"MLPExperts needs num_experts >= 1 and at least one positive hidden size, "
+                             f"got {num_experts} and {sizes}")
+        rates = list(dropout) if isinstance(dropout, (list, tuple)) else [dropout] * len(sizes)
+        if len(rates) != len(sizes):
+            raise ValueError(f"MLPExperts: {len(rates)} dropout rates for {len(sizes)} layers")
+        self.num_experts, self.output_dim = num_experts, sizes[-1]
+
+        def post(size: int, rate: float) -> nn.Sequential:
+            width = num_experts * size
+            layers = [nn.BatchNorm1d(width)] if batch_norm else []
+            layers.append(get_activation(activation, width))
+            return nn.Sequential(*layers, *([nn.Dropout(rate)] if rate > 0 else []))
+
+        self.first = fused_linear(input_dim, num_experts, sizes[0], init, bias_init)
+        self.first_post = post(sizes[0], rates[0])
+        self.layers = nn.ModuleList(
+            _GroupedLayer(num_experts, sizes[i - 1], sizes[i], init, bias_init, post(sizes[i], rates[i]))
+            for i in range(1, len(sizes)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.first_post(self.first(x)).view(x.shape[0], self.num_experts, -1)
+        for layer in self.layers:
+            out = layer(out)
+        return out
+
+    def kernels(self) -> list[torch.Tensor]:
+        """The Linear weights of all experts and layers (for ``l2_regularization``; biases excluded)."""
+        return [self.first.weight] + [layer.weight for layer in self.layers]
 
 
 class TaskGates(nn.Module):
@@ -108,3 +192,87 @@ class Towers(nn.Module):
         for t, tower in enumerate(self.towers):
             outputs.append(torch.sigmoid(tower(task_inputs[:, t])))
         return outputs
+
+
+class ExtractionLayer(nn.Module):
+    """One level of PLE's progressive layered extraction; a CGC layer when it has no shared gate.
+
+    Tang, Liu, Zhao, Gong. Progressive Layered Extraction (PLE). RecSys 2020.
+    Each task ``k`` owns ``E`` experts, ``S`` experts are shared; task ``k``'s output
+    mixes its own and the shared experts with its gate, and (below the last level) a
+    shared gate mixes all ``T * E + S`` experts into the shared output::
+
+        y_k      = sum_{i in own(k) + shared} softmax(W_k x_k)_i   * expert_i(x_{group(i)})
+        y_shared = sum_{i in all experts}     softmax(W_s x_s)_i   * expert_i(x_{group(i)})
+
+    where ``x_k`` is task ``k``'s input, ``x_s`` the shared input and ``group(i)`` the
+    input of expert ``i``'s owner (task ``k`` or shared). At the first level every
+    input is the same ``x``.
+
+    Composed from the fused :class:`Experts` (all ``T * E + S`` experts: task 0's ``E``,
+    ..., task ``T-1``'s, then the shared ones) and :class:`TaskGates` (the ``T`` task
+    gates; the shared gate is a second one), so the first level is at most three
+    matrix products whatever ``T``. At later levels each expert and gate needs its own
+    group's input: the fused layers run on every group's input and the owner's rows
+    are picked out (wasted work only on the small ``expert_size``-wide inputs).
+
+    Initialisation: as :class:`Experts` / :class:`TaskGates` (Xavier-uniform blocks,
+    biases 0.1, PaddleRec's PLE).
+
+    Args:
+        input_dim: width of each input.
+        num_tasks: ``T``.
+        experts_per_task: ``E`` (PaddleRec's ``exp_per_task``), at least 1.
+        shared_experts: ``S`` (PaddleRec's ``shared_num``), at least 0.
+        expert_size: width of each expert.
+        shared_gate: also output the shared gate's mixture (every level but the last).
+        init, bias_init: initialisation of each expert's and gate's block (as :class:`Experts`).
+
+    Shapes:
+        ``(B, input_dim)`` (first level: one input for all) or ``(B, T + 1, input_dim)``
+        (task inputs, then the shared one) → ``(B, T + 1, expert_size)`` with a shared
+        gate, else ``(B, T, expert_size)``.
+    """
+
+    def __init__(self, input_dim: int, num_tasks: int, experts_per_task: int, shared_experts: int,
+                 expert_size: int, shared_gate: bool, init: str = "xavier_uniform",
+                 bias_init: float | None = 0.1) -> None:
+        super().__init__()
+        if num_tasks < 1 or experts_per_task < 1 or shared_experts < 0:
+            raise ValueError(f"ExtractionLayer needs num_tasks >= 1, experts_per_task >= 1 and shared_experts >= 0, "
+                             f"got {num_tasks}, {experts_per_task}, {shared_experts}")
+        self.num_tasks = num_tasks
+        total = num_tasks * experts_per_task + shared_experts
+        self.experts = Experts(input_dim, total, expert_size, init, bias_init)
+        self.task_gates = TaskGates(input_dim, num_tasks, experts_per_task + shared_experts, init, bias_init)
+        self.shared_gate = TaskGates(input_dim, 1, total, init, bias_init) if shared_gate else None
+        own = torch.arange(num_tasks).unsqueeze(1) * experts_per_task + torch.arange(experts_per_task)
+        shared = torch.arange(num_tasks * experts_per_task, total).expand(num_tasks, shared_experts)
+        # columns of the expert pool each task gate weighs: its own experts, then the shared ones
+        self.register_buffer("gate_columns", torch.cat([own, shared], dim=1), persistent=False)
+        # which input group (task k, or T for shared) each expert of the pool reads
+        owner = torch.cat([torch.arange(num_tasks).repeat_interleave(experts_per_task),
+                           torch.full((shared_experts,), num_tasks)])
+        self.register_buffer("expert_owner", owner, persistent=False)
+        self.register_buffer("expert_index", torch.arange(total), persistent=False)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        T = self.num_tasks
+        if inputs.dim() == 2:  # first level: every expert and gate reads the same input
+            experts = self.experts(inputs)  # (B, N, H)
+            task_gates = self.task_gates(inputs)  # (B, T, E + S)
+            shared_input = inputs
+        else:
+            B, G, D = inputs.shape
+            if G != T + 1:
+                raise ValueError(f"ExtractionLayer expects {T + 1} inputs (tasks + shared), got {G}")
+            every = self.experts(inputs.reshape(B * G, D)).view(B, G, -1, self.experts.expert_size)
+            experts = every[:, self.expert_owner, self.expert_index]  # expert i on its owner's input
+            gates = self.task_gates(inputs[:, :T].reshape(B * T, D)).view(B, T, T, -1)
+            task_gates = torch.diagonal(gates, dim1=1, dim2=2).transpose(1, 2)  # task k's gate on input k
+            shared_input = inputs[:, T]
+        weights = task_gates.new_zeros(task_gates.shape[0], T, experts.shape[1])
+        weights = weights.scatter(2, self.gate_columns.expand(task_gates.shape[0], -1, -1), task_gates)
+        if self.shared_gate is not None:
+            weights = torch.cat([weights, self.shared_gate(shared_input)], dim=1)  # (B, T + 1, N)
+        return mix_experts(weights, experts)

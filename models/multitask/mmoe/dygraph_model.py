@@ -1,27 +1,122 @@
-"""MMoE training wrapper on the census data: tasks income and marital (metrics auc_income, auc_marital)."""
+"""MMoE training wrapper, two ways to configure it (chosen by ``hyper_parameters.model_config``):
+
+* **PaddleRec** (census format, ``config.yaml``, ``config_video.yaml``): ``feature_size``,
+  ``expert_num``, ``expert_size``, ``tower_size``, ``gate_num`` and ``task_names`` (default
+  income, marital; the short-video data: like, completion); loss = sum of the tasks' BCE,
+  metrics ``auc_<task>``.
+* **EasyRec** (``config_easyrec.yaml``): ``data_config`` / ``feature_config`` / ``model_config``
+  with ``model_config.mmoe`` (``expert_dnn``, ``num_expert``, ``task_towers``,
+  ``l2_regularization``) and ``model_config.embedding_regularization``; tasks, weighted losses
+  and ``auc_<tower>`` / ``mse_<tower>`` metrics from :class:`recstack.tasks.TaskTowerWrapper`.
+
+The two key sets are exclusive: mixing them is a config error.
+"""
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
 from recstack.config import Config, ConfigError
+from recstack.features import easyrec_model_config
+from recstack.metrics import Metric
+from recstack.tasks import DNNSpec, TaskTowerWrapper, parse_task_towers
+from recstack.wrapper import Batch
 from recstack.wrapper import DygraphModel as BaseModel
 
-from .net import MMoE
+from .net import EasyRecMMoE, MMoE
+
+#: PaddleRec's MMoE keys -> what EasyRec's MMoE writes instead
+PADDLEREC_KEYS = {
+    "feature_size": "data_config / feature_config (the group 'all' sets the input width)",
+    "expert_num": "model_config.mmoe.num_expert",
+    "expert_size": "model_config.mmoe.expert_dnn.hidden_units",
+    "tower_size": "model_config.mmoe.task_towers[].dnn.hidden_units",
+    "gate_num": "one gate per model_config.mmoe.task_towers entry",
+    "task_names": "model_config.mmoe.task_towers[].tower_name",
+}
+EASYREC_SECTIONS = ("data_config", "feature_config")
+_MMOE_HINTS = {
+    "experts": "EasyRec's deprecated per-expert list (experts) is not supported; use expert_dnn and num_expert",
+}
 
 
-class DygraphModel(BaseModel):
+class DygraphModel(TaskTowerWrapper):
+    # PaddleRec mode; EasyRec mode sets these from the task towers (configure_towers)
     feed_names = ("features",)
     label_names = ("income", "marital")
     task_names = ("income", "marital")
 
-    def create_model(self, config: Config) -> MMoE:
-        gate_num = config.get("hyper_parameters.gate_num", type=int)
-        if gate_num != len(self.task_names):
-            raise ConfigError(f"{config.source('hyper_parameters.gate_num')}: must be {len(self.task_names)} "
-                              f"(one gate per task: {', '.join(self.task_names)}), got {gate_num}")
+    def create_model(self, config: Config) -> nn.Module:
+        hp = config.section("hyper_parameters")
+        if hp.get("model_config") is None:
+            for key in EASYREC_SECTIONS:
+                if key in hp:
+                    raise ConfigError(f"{config.source('hyper_parameters.' + key)}: EasyRec's {key} needs "
+                                      "hyper_parameters.model_config (feature_groups and mmoe) as well; or use "
+                                      "PaddleRec's keys (feature_size, expert_num, ...) without it")
+            return self._paddlerec_model(config)
+        for key, instead in PADDLEREC_KEYS.items():
+            if key in hp:
+                raise ConfigError(f"{config.source('hyper_parameters.' + key)}: PaddleRec's MMoE key '{key}' cannot be "
+                                  f"mixed with EasyRec's model_config (the EasyRec MMoE writes {instead}); remove "
+                                  "one of the two")
+        return self._easyrec_model(config)
+
+    def _paddlerec_model(self, config: Config) -> MMoE:
+        tasks = self.configure_tasks(config, count_key="hyper_parameters.gate_num")
         return MMoE(
             feature_size=config.get("hyper_parameters.feature_size", type=int),
             expert_num=config.get("hyper_parameters.expert_num", type=int),
             expert_size=config.get("hyper_parameters.expert_size", type=int),
             tower_size=config.get("hyper_parameters.tower_size", type=int),
-            gate_num=gate_num,
+            gate_num=len(tasks),
         )
+
+    def _easyrec_model(self, config: Config) -> EasyRecMMoE:
+        spec, model, embedding_regularization = easyrec_model_config(config, "MMoE")
+        mmoe = model.node("mmoe", hints=_MMOE_HINTS)
+        expert_dnn = DNNSpec.from_node(mmoe.node("expert_dnn"))
+        if not expert_dnn.hidden_units:
+            raise ConfigError(f"{mmoe.where('expert_dnn.hidden_units')}: an expert needs at least one hidden layer")
+        num_expert = mmoe.get("num_expert", type=int)
+        if num_expert < 1:
+            raise ConfigError(f"{mmoe.where('num_expert')}: expected at least 1 expert, got {num_expert}")
+        for i, tower in enumerate(mmoe.get("task_towers", [])):
+            for key in ("relation_tower_names", "relation_dnn"):
+                if isinstance(tower, dict) and key in tower:
+                    raise ConfigError(f"{mmoe.where(f'task_towers[{i}].{key}')}: relations between towers are DBMTL's "
+                                      "(models/multitask/dbmtl); EasyRec's MMoE towers have none")
+        towers = parse_task_towers(mmoe, spec.label_fields, relations=False)
+        l2 = float(mmoe.get("l2_regularization", 1e-4, type=float))
+        if l2 < 0:
+            raise ConfigError(f"{mmoe.where('l2_regularization')}: must be >= 0, got {l2}")
+        mmoe.finish()
+        model.finish()
+        net = EasyRecMMoE(spec, expert_dnn, num_expert, towers, l2_regularization=l2,
+                          embedding_regularization=embedding_regularization)
+        self.configure_towers(towers, net.input_names)
+        return net
+
+    # EasyRec mode (towers configured): TaskTowerWrapper's weighted task losses, auc_/mse_ metrics and
+    # regularisation. PaddleRec mode: the base wrapper's summed BCE, auc_<task> metrics and log lines.
+    def create_loss(self, pred: torch.Tensor | Sequence[torch.Tensor], label: Sequence[torch.Tensor]) -> torch.Tensor:
+        return super().create_loss(pred, label) if self.towers else BaseModel.create_loss(self, pred, label)
+
+    def create_metrics(self) -> tuple[list[Metric], list[str]]:
+        return super().create_metrics() if self.towers else BaseModel.create_metrics(self)
+
+    def update_metrics(self, metrics_list: list[Metric], pred: Any, labels: Sequence[torch.Tensor],
+                       groups: torch.Tensor | None = None) -> None:
+        if self.towers:
+            super().update_metrics(metrics_list, pred, labels)
+        else:
+            BaseModel.update_metrics(self, metrics_list, pred, labels, groups)
+
+    def train_forward(self, dy_model: nn.Module, metrics_list: list[Metric], batch_data: Batch,
+                      config: Config) -> tuple[torch.Tensor, list[Metric], dict[str, Any] | None]:
+        if self.towers:
+            return super().train_forward(dy_model, metrics_list, batch_data, config)
+        return BaseModel.train_forward(self, dy_model, metrics_list, batch_data, config)

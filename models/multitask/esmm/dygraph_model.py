@@ -1,0 +1,57 @@
+"""ESMM training wrapper on PaddleRec's Ali-CCP format.
+
+Tasks ``ctr`` (click) and ``ctcvr`` (click and conversion), both over all exposures;
+metrics ``auc_ctr``, ``auc_ctcvr`` and ``auc_cvr`` (pCVR against conversion over the
+clicked samples only, where a conversion label is defined).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from recstack.config import Config, ConfigError
+from recstack.metrics import AUC, Metric
+from recstack.wrapper import DygraphModel as BaseModel
+
+from .net import ESMM
+
+
+class DygraphModel(BaseModel):
+    feed_names = ("sparse",)
+    label_names = ("ctr", "ctcvr")
+    task_names = ("ctr", "ctcvr")
+    output_names = ("ctr", "ctcvr", "cvr")   # exported as prob_ctr, prob_ctcvr, prob_cvr
+
+    def create_model(self, config: Config) -> ESMM:
+        sizes = {}
+        for key in ("ctr_fc_sizes", "cvr_fc_sizes"):
+            sizes[key] = config.get(f"hyper_parameters.{key}", type=list)
+            if not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes[key]):
+                raise ConfigError(f"{config.source(f'hyper_parameters.{key}')}: expected a list of positive "
+                                  f"integers (hidden widths), got {sizes[key]!r}")
+        return ESMM(
+            sparse_feature_number=config.get("hyper_parameters.sparse_feature_number", type=int),
+            sparse_feature_dim=config.get("hyper_parameters.sparse_feature_dim", type=int),
+            num_field=config.get("hyper_parameters.num_field", type=int),
+            max_len=config.get("hyper_parameters.max_len", 3, type=int),
+            **sizes,
+        )
+
+    def create_loss(self, pred: Sequence[torch.Tensor], label: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``BCE(pCTR, click) + BCE(pCTCVR, click & conversion)``, both over every exposure (pCVR has no loss)."""
+        ctr, ctcvr = pred[0], pred[1]
+        return F.binary_cross_entropy(ctr, label[0]) + F.binary_cross_entropy(ctcvr, label[1])
+
+    def create_metrics(self) -> tuple[list[Metric], list[str]]:
+        return [AUC(), AUC(), AUC()], ["auc_ctr", "auc_ctcvr", "auc_cvr"]
+
+    def update_metrics(self, metrics_list: list[Metric], pred: Sequence[torch.Tensor],
+                       labels: Sequence[torch.Tensor]) -> None:
+        ctr, ctcvr, cvr = pred
+        click, conversion = labels
+        metrics_list[0].update(ctr, click)
+        metrics_list[1].update(ctcvr, conversion)
+        metrics_list[2].update(cvr, conversion, mask=click)  # CVR is defined on clicked samples only

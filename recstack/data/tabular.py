@@ -1,0 +1,215 @@
+"""Config-driven reader of delimited text with named columns (EasyRec's ``CSVInput``).
+
+The columns, their types and defaults, the labels, the features built from the
+columns and the feature groups come from the config (``hyper_parameters.data_config``,
+``feature_config``, ``model_config.feature_groups``; see :mod:`recstack.features`),
+not from a fixed format. One line is one sample, fields separated by
+``data_config.separator`` (no quoting, as EasyRec's ``CSVInput``), exactly
+``len(input_fields)`` fields per line.
+
+Per block (pyarrow's CSV parser over the whole chunk, then numpy):
+
+* empty fields take the field's ``default_val`` (0, 0.0 or "" when not set);
+* labels -> ``<label>`` float32 ``(n, 1)``, finite;
+* ``IdFeature`` with ``hash_bucket_size``: CRC-32 of the value's UTF-8 text (an
+  integer field's canonical decimal text) modulo the bucket count
+  (:func:`recstack.data.hashing.stable_hash`: the same id in every process and on
+  every machine); each distinct value of a block is hashed once;
+* ``IdFeature`` with ``num_buckets``: the integer itself, which must lie in ``[0, num_buckets)``;
+* ``RawFeature``: the number, normalised when ``max_val > min_val``, finite; with
+  ``boundaries`` its bucket index ``i`` such that ``boundaries[i-1] <= x < boundaries[i]``;
+* feature group ``g`` -> ``g.ids`` int64 ``(n, k)`` and ``g.values`` float32 ``(n, m)``.
+
+Only the columns that labels and features use are converted; the others are
+counted but not type-checked. A malformed line is an error naming the file,
+the line and the field, e.g.
+``/data/train/part-0.txt:7: field 'fans_num' (INT64) is not an integer: 'abc': '1,3.5,...'``.
+"""
+
+from __future__ import annotations
+
+import io
+import zlib
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from recstack.config import Config
+from recstack.data.base import Block, BlockReader, DataFormatError, bad_line, row_error
+from recstack.features import INT_RANGES, Feature, InputField, TabularSpec
+from recstack.registry import READERS
+
+_ARROW_TYPES = {"INT32": pa.int32(), "INT64": pa.int64(), "FLOAT": pa.float32(), "DOUBLE": pa.float64(),
+                "STRING": pa.string()}
+
+
+def hash_ids(values: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
+    """Stable hashed ids of a string column: ``crc32(utf8(value)) % buckets``, one hash per distinct value.
+
+    The same rule as :func:`recstack.data.hashing.stable_hash`.
+    """
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    encoded = pc.dictionary_encode(values)
+    table = np.fromiter((zlib.crc32(v.encode("utf-8")) % buckets for v in encoded.dictionary.to_pylist()),
+                        dtype=np.int64, count=len(encoded.dictionary))
+    return table[encoded.indices.to_numpy(zero_copy_only=False)]
+
+
+@READERS.register("tabular")
+class TabularReader(BlockReader):
+    """Reader of delimited text described by ``data_config`` / ``feature_config`` / ``feature_groups``.
+
+    Config keys (``hyper_parameters``): ``data_config`` (``input_fields``,
+    ``label_fields``, ``separator``), ``feature_config.features`` and
+    ``model_config.feature_groups``; see :mod:`recstack.features` and ``doc/yaml.md``.
+
+    Blocks: one float32 ``(n, 1)`` array per label field; per feature group ``g``,
+    ``g.ids`` int64 ``(n, k)`` and ``g.values`` float32 ``(n, m)`` (when ``k``, ``m`` > 0).
+
+    Args:
+        file_list: data files.
+        config: the run's config.
+    """
+
+    def __init__(self, file_list: Sequence[str], config: Config) -> None:
+        super().__init__(file_list, config)
+        self.spec = spec = TabularSpec.from_config(config)
+        self.columns = {name: (np.dtype(dtype), width) for name, (dtype, width) in spec.block_columns().items()}
+        used = list(spec.label_fields)
+        for group in spec.groups:
+            for name in group.feature_names:
+                if spec.feature(name).input_name not in used:
+                    used.append(spec.feature(name).input_name)
+        self.used = [f for f in spec.input_fields if f.name in used]
+        self.width = len(spec.input_fields)
+        self._read_options = dict(column_names=[f.name for f in spec.input_fields], use_threads=False)
+        self._parse_options = pacsv.ParseOptions(delimiter=spec.separator, quote_char=False, ignore_empty_lines=True)
+        self._convert_options = pacsv.ConvertOptions(
+            include_columns=[f.name for f in self.used],
+            column_types={f.name: _ARROW_TYPES[f.type] for f in self.used},
+            null_values=[""], strings_can_be_null=False, quoted_strings_can_be_null=False)
+
+    def signature(self) -> str:
+        return f"{super().signature()}|{self.spec!r}"
+
+    # ------------------------------------------------------------------ parsing
+    def parse_block(self, chunk: bytes, path: str, first_line: int) -> Block:
+        try:
+            table = pacsv.read_csv(io.BytesIO(chunk),
+                                   read_options=pacsv.ReadOptions(block_size=len(chunk) + 1, **self._read_options),
+                                   parse_options=self._parse_options, convert_options=self._convert_options)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+            raise self._first_bad_line(chunk, path, first_line, err) from None
+        columns = {f.name: self._with_default(table.column(f.name), f) for f in self.used}
+        spec = self.spec
+        block: Block = {}
+        for name in spec.label_fields:
+            label = np.array(columns[name], dtype=np.float32).reshape(-1, 1)  # a copy: arrow's buffers are read-only
+            bad = ~np.isfinite(label[:, 0])
+            if bad.any():
+                raise row_error(chunk, path, first_line, int(np.argmax(bad)), f"label '{name}' is not a finite number")
+            block[name] = label
+        cache: dict[str, np.ndarray] = {}
+        for group in spec.groups:
+            ids = [self._feature_array(f, columns, cache, chunk, path, first_line) for f in spec.id_features(group.name)]
+            values = [self._feature_array(f, columns, cache, chunk, path, first_line)
+                      for f in spec.value_features(group.name)]
+            n = table.num_rows
+            if ids:
+                block[f"{group.name}.ids"] = np.stack(ids, axis=1) if n else np.zeros((0, len(ids)), np.int64)
+            if values:
+                block[f"{group.name}.values"] = (np.stack(values, axis=1).astype(np.float32) if n
+                                                 else np.zeros((0, len(values)), np.float32))
+        return block
+
+    @staticmethod
+    def _with_default(column: pa.ChunkedArray, field: InputField) -> pa.ChunkedArray | np.ndarray:
+        """The column with empty fields replaced by the default; numbers as a numpy array."""
+        if field.type == "STRING":
+            if field.default != "":
+                column = pc.if_else(pc.equal(column, ""), pa.scalar(field.default, pa.string()), column)
+            return column
+        column = pc.fill_null(column, pa.scalar(field.default, _ARROW_TYPES[field.type]))
+        return column.to_numpy()
+
+    def _feature_array(self, feature: Feature, columns: dict, cache: dict[str, np.ndarray], chunk: bytes,
+                       path: str, first_line: int) -> np.ndarray:
+        """One feature's column: int64 ids or float64 values (computed once per block)."""
+        if feature.name in cache:
+            return cache[feature.name]
+        field = self.spec.input_field(feature.input_name)
+        column = columns[feature.input_name]
+        if feature.feature_type == "IdFeature":
+            if feature.hash_bucket_size:
+                text = column if field.type == "STRING" else pa.array(column).cast(pa.string())
+                out = hash_ids(text, feature.hash_bucket_size)
+            else:
+                out = column.astype(np.int64)
+                bad = (out < 0) | (out >= feature.num_buckets)
+                if bad.any():
+                    raise row_error(chunk, path, first_line, int(np.argmax(bad)),
+                                    f"field '{field.name}' (feature '{feature.name}'): id {int(out[np.argmax(bad)])} "
+                                    f"outside [0, num_buckets={feature.num_buckets})")
+        else:
+            values = column.astype(np.float64)
+            bad = ~np.isfinite(values)
+            if bad.any():
+                raise row_error(chunk, path, first_line, int(np.argmax(bad)),
+                                f"field '{field.name}' (feature '{feature.name}') is not a finite number")
+            if feature.normalized:
+                values = (values - feature.min_val) / (feature.max_val - feature.min_val)
+            if feature.boundaries:
+                out = np.searchsorted(np.asarray(feature.boundaries), values, side="right").astype(np.int64)
+            else:
+                out = values
+        cache[feature.name] = out
+        return out
+
+    def _first_bad_line(self, chunk: bytes, path: str, first_line: int, err: Exception) -> DataFormatError:
+        """Slow path, only after the fast path failed: name the first bad line and field."""
+        sep = self.spec.separator.encode()
+        used = {i: f for i, f in enumerate(self.spec.input_fields) if f in self.used}
+        for offset, line in enumerate(chunk.split(b"\n")):
+            line = line.rstrip(b"\r")
+            if not line:
+                continue
+            fields = line.split(sep)
+            if len(fields) != self.width:
+                return bad_line(path, first_line + offset, line,
+                                f"expected {self.width} {self.spec.separator!r}-separated fields "
+                                f"({', '.join(f.name for f in self.spec.input_fields[:4])}"
+                                f"{', ...' if self.width > 4 else ''}), got {len(fields)}")
+            for i, field in used.items():
+                problem = _field_problem(fields[i], field)
+                if problem:
+                    return bad_line(path, first_line + offset, line, problem)
+        return DataFormatError(f"{path}:{first_line}: cannot parse the block starting here: {err}")
+
+
+def _field_problem(raw: bytes, field: InputField) -> str | None:
+    """What is wrong with one field's text, or ``None``."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"field '{field.name}' is not valid UTF-8"
+    if field.type == "STRING" or text == "":
+        return None
+    shown = text if len(text) <= 40 else text[:37] + "..."
+    if field.type in INT_RANGES:
+        try:
+            value = int(text)
+        except ValueError:
+            return f"field '{field.name}' ({field.type}) is not an integer: {shown!r}"
+        low, high = INT_RANGES[field.type]
+        if not low <= value <= high:
+            return f"field '{field.name}' ({field.type}) is out of range [{low}, {high}]: {shown!r}"
+        return None
+    try:
+        float(text)
+    except ValueError:
+        return f"field '{field.name}' ({field.type}) is not a number: {shown!r}"
+    return None
