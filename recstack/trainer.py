@@ -119,6 +119,9 @@ def train(config: Config) -> TrainResult:
     interval = config.get("runner.print_interval")
     result = TrainResult(wrapper, model, optimizer)
     metrics, names = wrapper.create_metrics()
+    # BatchNorm cannot normalise one row in training mode (torch raises); such a batch (the
+    # last of an epoch, when the data size leaves one row over) is skipped with a warning
+    has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     step = 0
     for epoch in range(config.get("runner.epochs")):
         if epoch > 0 and config.get("runner.use_auc"):
@@ -132,6 +135,10 @@ def train(config: Config) -> TrainResult:
         epoch_start = tick = time.perf_counter()
         for batch_id, batch in enumerate(_progress(config, loader, epoch)):
             got = time.perf_counter()
+            if has_batch_norm and batch_size_of(batch) == 1:
+                logger.warning("epoch %d: skipped batch %d of one row (BatchNorm cannot train on a single row); "
+                               "choose train_batch_size so that no batch of one row is left over", epoch, batch_id)
+                continue
             batch = move_batch(batch, device)
             loss, print_dict = train_step(wrapper, model, optimizer, metrics, batch, config)
             loss_sum += loss

@@ -307,3 +307,14 @@ def test_cli_errors_are_one_line(tmp_path):
         bad = run_tool(str(REPO / "tools/trainer.py"), "-m", config, "-o", *opts, cwd=tmp_path)
         assert bad.returncode == 2 and message in bad.stdout, bad.stdout + bad.stderr
         assert "Traceback" not in bad.stdout + bad.stderr
+
+
+def test_batch_norm_model_skips_a_last_batch_of_one_row(tmp_path, caplog):
+    """4,000 sample lines at batch 3,999 leave one row over: a BatchNorm model must not crash on it."""
+    config = load_config(REPO / "models/rank/dcn/config.yaml",
+                         ["hyper_parameters.dnn_use_bn=True", "runner.train_batch_size=3999", "runner.epochs=1",
+                          f"runner.model_save_path={tmp_path}", "runner.save_optimizer=False"])
+    with caplog.at_level(logging.WARNING, logger="recstack.trainer"):
+        result = train(config)
+    assert len(result.epochs) == 1 and math.isfinite(result.epochs[0].loss)
+    assert any("skipped batch 1 of one row" in r.getMessage() for r in caplog.records)
