@@ -33,6 +33,23 @@ from recstack.registry import OPTIMIZERS
 Batch = dict[str, torch.Tensor]
 
 
+def slot_format_args(config: Config) -> dict[str, int]:
+    """The model arguments every Criteo slot-format model takes, from PaddleRec's keys.
+
+    ``sparse_feature_number`` (table rows), ``sparse_feature_dim`` (embedding size),
+    ``dense_input_dim`` (dense values) and ``sparse_inputs_slots`` (PaddleRec counts the
+    label among them, so the sparse fields are one fewer), as the keyword arguments
+    ``sparse_feature_number``, ``sparse_feature_dim``, ``dense_feature_dim`` and
+    ``num_sparse_fields`` of the rank models' constructors.
+    """
+    return {
+        "sparse_feature_number": config.get("hyper_parameters.sparse_feature_number", type=int),
+        "sparse_feature_dim": config.get("hyper_parameters.sparse_feature_dim", type=int),
+        "dense_feature_dim": config.get("hyper_parameters.dense_input_dim", type=int),
+        "num_sparse_fields": config.get("hyper_parameters.sparse_inputs_slots", type=int) - 1,
+    }
+
+
 def as_tasks(pred: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """A model output as a list of per-task tensors."""
     return [pred] if isinstance(pred, torch.Tensor) else list(pred)

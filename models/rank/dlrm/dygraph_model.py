@@ -5,6 +5,7 @@ from __future__ import annotations
 from recstack.config import Config, ConfigError
 from recstack.metrics import AUC, Accuracy
 from recstack.wrapper import DygraphModel as BaseModel
+from recstack.wrapper import slot_format_args
 
 from .net import DLRM
 
@@ -25,11 +26,7 @@ class DygraphModel(BaseModel):
             raise ConfigError(f"{config.source('hyper_parameters.top_layer_sizes')}: the last size is the output "
                               f"layer and must be 1 (one logit) or 2 (two-class logits, PaddleRec), got {top}")
         return DLRM(
-            sparse_feature_number=config.get("hyper_parameters.sparse_feature_number", type=int),
-            sparse_feature_dim=dim,
-            dense_feature_dim=config.get("hyper_parameters.dense_input_dim", type=int),
-            # PaddleRec counts the label among sparse_inputs_slots
-            num_sparse_fields=config.get("hyper_parameters.sparse_inputs_slots", type=int) - 1,
+            **slot_format_args(config),
             bot_layer_sizes=bot,
             top_layer_sizes=top,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from recstack.config import Config
 from recstack.wrapper import DygraphModel as BaseModel
+from recstack.wrapper import slot_format_args
 
 from .net import WideDeep
 
@@ -14,10 +15,6 @@ class DygraphModel(BaseModel):
 
     def create_model(self, config: Config) -> WideDeep:
         return WideDeep(
-            sparse_feature_number=config.get("hyper_parameters.sparse_feature_number", type=int),
-            sparse_feature_dim=config.get("hyper_parameters.sparse_feature_dim", type=int),
-            dense_feature_dim=config.get("hyper_parameters.dense_input_dim", type=int),
-            # PaddleRec counts the label among sparse_inputs_slots
-            num_sparse_fields=config.get("hyper_parameters.sparse_inputs_slots", type=int) - 1,
+            **slot_format_args(config),
             fc_sizes=config.get("hyper_parameters.fc_sizes", type=list),
         )
