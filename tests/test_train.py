@@ -97,6 +97,8 @@ def test_every_model_folder_is_complete():
         for name in ("net.py", "dygraph_model.py", "config.yaml", "config_bigdata.yaml", "README.md"):
             assert (folder / name).is_file(), f"{folder} lacks {name}"
         assert any((folder / "data" / "sample_data").rglob("*.txt")), f"{folder} lacks data/sample_data"
+        reader = load_config(config).get("runner.train_reader_path")
+        assert (folder / f"{reader}.py").is_file(), f"{folder} lacks its reader module {reader}.py"
         assert model_id(config) in THRESHOLDS, f"add an AUC threshold for {model_id(config)}"
     for variant in VARIANT_CONFIGS:
         assert variant.with_name("config.yaml") in CONFIGS, f"{variant} has no config.yaml beside it"
