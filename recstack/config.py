@@ -95,7 +95,11 @@ RUNNER_KEYS: dict[str, Key] = {
     "visual_log_path": Key(_OPT_STR, None, "TensorBoard folder (defaults to <model_save_path>/visual_log)"),
     "progress_bar": Key((bool, type(None)), None, "tqdm progress bar (null = only when stderr is a terminal)"),
     # --- distributed
-    "use_fleet": Key(_BOOL, False, "multi-process training (PaddleRec's fleet); not available yet"),
+    "use_fleet": Key(_BOOL, False, "multi-process data-parallel training (PaddleRec's fleet) on torch.distributed: start with torchrun --nproc_per_node=N tools/trainer.py -m ...; without torchrun (WORLD_SIZE unset) the job runs as one process, with a warning (doc/distributed.md)"),
+    "dist_backend": Key(_OPT_STR, None, "torch.distributed backend with use_fleet: gloo (CPU) or nccl (GPU); null = nccl when use_gpu finds a GPU, gloo otherwise"),
+    "dist_timeout_s": Key((int, float), 1800, "process-group timeout in seconds with use_fleet: a collective waiting longer (a hung or lost rank) fails the job"),
+    "dist_comm_hook": Key(_OPT_STR, None, "DDP gradient compression with use_fleet: fp16 or bf16 (dense gradients only: refused with sparse embedding gradients); null = none"),
+    "embedding_sharding": Key(_OPT_STR, None, "with use_fleet: shard the id table of the slot-format rank models on TorchRec (optional extra, tools/install_torchrec.sh): table_wise, column_wise, row_wise, table_row_wise, data_parallel or auto (TorchRec's planner chooses); null = plain DDP (doc/distributed.md)"),
     # --- PaddleRec keys accepted so that PaddleRec configs load unchanged; they have no effect here
     "use_inference": Key(_BOOL, False, "PaddleRec: save an inference model each epoch; recstack exports once, after training: tools/to_static.py", compat_only=True),
     "save_inference_feed_varnames": Key((list, type(None)), None, "PaddleRec inference feed names", compat_only=True),

@@ -54,6 +54,10 @@ def move_batch(batch: Batch, device: torch.device) -> Batch:
 
 
 def batch_size_of(batch: Batch) -> int:
+    """Samples in a batch: the rows of its first column; in a grouped batch (GroupRTPInput, whose
+    ``sample_num`` column maps each sample to its group) the samples, not the groups."""
+    if "sample_num" in batch:
+        return len(batch["sample_num"])
     return len(next(iter(batch.values())))
 
 
@@ -86,7 +90,14 @@ def evaluate(wrapper: DygraphModel, model: nn.Module, batches: Iterable[Batch], 
             logger.info("epoch: %d, batch_id: %d, %s%s", epoch, batch_id, format_metrics(names, metrics), stats.line())
             stats.reset()
     elapsed = time.perf_counter() - start
-    if batch_id < 0:
+    batches = batch_id + 1
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # runner.use_fleet: every rank evaluated its shard; the figures are global (recstack.dist)
+        from recstack import dist
+
+        batches, samples = (int(v) for v in dist.all_sum([batches, samples]))
+        metrics = dist.reduce_metrics(metrics)
+    if batches == 0:
         raise ValueError("evaluation data produced no batches")
     if log:
         logger.info("epoch: %d done, %sepoch time: %.2f s, samples: %d, ips: %.1f ins/s", epoch,
@@ -112,15 +123,23 @@ def infer(config: Config) -> dict[int, dict[str, float]]:
     from recstack.utils import seed_everything, select_device, set_cpu_threads, thread_settings
     from recstack.wrapper import model_name
 
+    ctx = None
+    if config.get("runner.use_fleet"):  # each rank evaluates its shard; metrics are global, rank 0 logs
+        from recstack import dist
+
+        ctx = dist.init_distributed(config)
     log_config(config)
     seed_everything(config.get("runner.seed"))
     set_cpu_threads(config.get("runner.cpu_threads"))
-    device = select_device(config.get("runner.use_gpu"))
+    device = select_device(config.get("runner.use_gpu")) if ctx is None else ctx.device
     logger.info("threads: %s", thread_settings())
     wrapper, model = build_model(config, device)
     reader = create_reader(config, "infer")
     check_hyper_parameters(config, model_name(config))
     loader = create_loader(config, "infer", reader)
+    if ctx is not None:
+        loader.set_shard(ctx.rank, ctx.world_size)
+        logger.info("data: rank %d of %d reads %s", ctx.rank, ctx.world_size, loader.shard_description())
     root = Path(config.get("runner.infer_load_path"))
     start, end = config.get("runner.infer_start_epoch"), config.get("runner.infer_end_epoch")
     if end <= start:
@@ -138,4 +157,7 @@ def infer(config: Config) -> dict[int, dict[str, float]]:
         load_checkpoint(root / str(epoch), model, map_location=device)
         logger.info("loaded checkpoint %s", root / str(epoch))
         results[epoch] = evaluate(wrapper, model, loader, config, epoch=epoch, device=device)
+    if ctx is not None:
+        del model
+        dist.teardown()
     return results

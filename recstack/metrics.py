@@ -26,6 +26,9 @@ class Metric:
 
     #: True for metrics whose ``update`` also takes the batch's group keys (``groups=``, e.g. :class:`GAUC`)
     needs_groups: bool = False
+    #: True when ``state()`` tensors add up across processes (histograms, sums, counts); False when they
+    #: concatenate (:class:`GAUC`), which :meth:`load_state` then takes back (see :mod:`recstack.dist`)
+    additive_state: bool = True
 
     def __init__(self) -> None:
         self.reset()
@@ -181,6 +184,8 @@ class GAUC(Metric):
 
     #: the wrapper passes the batch's group keys to ``update`` (``groups=``)
     needs_groups = True
+    #: the state is per-sample: ranks' states concatenate (distributed training gathers them)
+    additive_state = False
 
     def reset(self) -> None:
         self._parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
@@ -209,6 +214,11 @@ class GAUC(Metric):
         if len(self._parts) > 1:  # merge, so later calls do not concatenate again
             self._parts = [tuple(torch.cat(column) for column in zip(*self._parts))]
         return list(self._parts[0])
+
+    def load_state(self, state: list[torch.Tensor]) -> None:
+        """Replace the state by ``[groups, preds, labels]`` (e.g. the concatenation of several ranks' states)."""
+        groups, preds, labels = state
+        self._parts = [(groups.to(torch.int64), preds.to(torch.float32), labels.to(torch.bool))]
 
     def compute(self) -> float:
         groups, preds, labels = (t.numpy() for t in self.state())

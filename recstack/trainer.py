@@ -7,6 +7,7 @@ for each batch: ``train_forward`` → backward → step, log every
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -94,27 +95,62 @@ def _format_print_dict(print_dict: dict[str, Any] | None) -> str:
 
 
 def train(config: Config) -> TrainResult:
-    """Train the model of ``config`` for ``runner.epochs`` epochs, saving a checkpoint per epoch."""
-    log_config(config)
+    """Train the model of ``config`` for ``runner.epochs`` epochs, saving a checkpoint per epoch.
+
+    With ``runner.use_fleet: True`` under torchrun, every process trains its shard of the data in one
+    data-parallel job (:mod:`recstack.dist`, doc/distributed.md); rank 0 alone writes checkpoints,
+    TensorBoard and log lines, and the epoch metrics are global. The returned :class:`TrainResult` then
+    holds the unwrapped network (``None`` for a sharded one) on every rank.
+    """
+    ctx = None
     if config.get("runner.use_fleet"):
-        raise ConfigError(f"{config.source('runner.use_fleet')}: multi-process training is not available in "
-                          "this version of recstack; set runner.use_fleet: False")
+        from recstack import dist
+
+        ctx = dist.init_distributed(config)  # None (one process, with a warning) without torchrun
+    elif config.get("runner.embedding_sharding"):
+        raise ConfigError(f"{config.source('runner.embedding_sharding')}: sharding needs runner.use_fleet: True and "
+                          "torchrun (doc/distributed.md); remove it to train on one process")
+    if ctx is None:
+        return _train(config, None)
+    # on an error the group is left as it is: other ranks may be blocked in a collective, and torchrun
+    # stops them when this process exits with the error (doc/distributed.md, "Errors")
+    result = _train(config, ctx)
+    dist.teardown()
+    return result
+
+
+def _train(config: Config, ctx: Any) -> TrainResult:
+    log_config(config)
     seed_everything(config.get("runner.seed"))
     set_cpu_threads(config.get("runner.cpu_threads"))
-    device = select_device(config.get("runner.use_gpu"))
+    device = select_device(config.get("runner.use_gpu")) if ctx is None else ctx.device
     logger.info("threads: %s", thread_settings())
 
     wrapper, model = build_model(config, device)
-    optimizer = wrapper.create_optimizer(model, config)
+    init_path = config.get("runner.model_init_path")
+    if ctx is None:
+        optimizer = wrapper.create_optimizer(model, config)
+    else:
+        from recstack import dist
+
+        if init_path:  # every rank loads it before wrapping (sharding needs the full weights first)
+            load_checkpoint(init_path, model, map_location=device)
+            logger.info("warm start: loaded model parameters from %s", init_path)
+            init_path = None
+        model, optimizer = dist.prepare_model(model, config, ctx, lambda module: wrapper.create_optimizer(module,
+                                                                                                          config))
     reader = create_reader(config, "train")
     check_hyper_parameters(config, model_name(config))
     loader = create_loader(config, "train", reader)
-    init_path = config.get("runner.model_init_path")
+    if ctx is not None:
+        loader.set_shard(ctx.rank, ctx.world_size)
+        logger.info("data: rank %d of %d reads %s", ctx.rank, ctx.world_size, loader.shard_description())
     if init_path:
         load_checkpoint(init_path, model, map_location=device)
         logger.info("warm start: loaded model parameters from %s", init_path)
 
-    writer = _summary_writer(config)
+    main = ctx is None or ctx.is_main
+    writer = _summary_writer(config) if main else None
     save_root = Path(config.get("runner.model_save_path"))
     interval = config.get("runner.print_interval")
     result = TrainResult(wrapper, model, optimizer)
@@ -133,45 +169,74 @@ def train(config: Config) -> TrainResult:
         interval_loss = torch.zeros((), dtype=torch.float64, device=device)
         samples = batches = 0
         epoch_start = tick = time.perf_counter()
-        for batch_id, batch in enumerate(_progress(config, loader, epoch)):
-            got = time.perf_counter()
-            if has_batch_norm and batch_size_of(batch) == 1:
-                logger.warning("epoch %d: skipped batch %d of one row (BatchNorm cannot train on a single row); "
-                               "choose train_batch_size so that no batch of one row is left over", epoch, batch_id)
-                continue
-            batch = move_batch(batch, device)
-            loss, print_dict = train_step(wrapper, model, optimizer, metrics, batch, config)
-            loss_sum += loss
-            interval_loss += loss
-            n = batch_size_of(batch)
-            samples += n
-            batches += 1
-            step += 1
-            done = time.perf_counter()
-            stats.add(got - tick, done - tick, n)
-            tick = done
-            if batch_id % interval == 0:
-                avg_loss = float(interval_loss) / stats.batches
-                logger.info("epoch: %d, batch_id: %d, %sloss: %.6f, %s%s", epoch, batch_id,
-                            format_metrics(names, metrics), avg_loss, _format_print_dict(print_dict), stats.line())
-                if writer is not None:
-                    writer.add_scalar("train/loss", avg_loss, step)
-                    writer.add_scalar("train/ips", stats.samples / max(stats.batch_cost, 1e-9), step)
-                    for name, metric in zip(names, metrics):
-                        writer.add_scalar(f"train/{name}", metric.compute(), step)
-                stats.reset()
-                interval_loss.zero_()
+        batch_iter: Iterable = _progress(config, loader, epoch) if main else loader
+        joined = contextlib.nullcontext()
+        if ctx is not None:
+            joined = dist.join_context(model)  # ranks with fewer batches wait for the others
+            if dist.is_sharded(model):
+                batch_iter = dist.equal_batches(batch_iter, device)
+        with joined:
+            for batch_id, batch in enumerate(batch_iter):
+                got = time.perf_counter()
+                if has_batch_norm and batch_size_of(batch) == 1:
+                    logger.warning("epoch %d: skipped batch %d of one row (BatchNorm cannot train on a single row); "
+                                   "choose train_batch_size so that no batch of one row is left over", epoch, batch_id)
+                    continue
+                if ctx is not None:
+                    dist.ddp.maybe_inject_failure(batch_id)
+                batch = move_batch(batch, device)
+                loss, print_dict = train_step(wrapper, model, optimizer, metrics, batch, config)
+                loss_sum += loss
+                interval_loss += loss
+                n = batch_size_of(batch)
+                samples += n
+                batches += 1
+                step += 1
+                done = time.perf_counter()
+                stats.add(got - tick, done - tick, n)
+                tick = done
+                if batch_id % interval == 0:  # rank 0's own batches (the epoch line below is global)
+                    avg_loss = float(interval_loss) / stats.batches
+                    logger.info("epoch: %d, batch_id: %d, %sloss: %.6f, %s%s", epoch, batch_id,
+                                format_metrics(names, metrics), avg_loss, _format_print_dict(print_dict), stats.line())
+                    if writer is not None:
+                        writer.add_scalar("train/loss", avg_loss, step)
+                        writer.add_scalar("train/ips", stats.samples / max(stats.batch_cost, 1e-9), step)
+                        for name, metric in zip(names, metrics):
+                            writer.add_scalar(f"train/{name}", metric.compute(), step)
+                    stats.reset()
+                    interval_loss.zero_()
         seconds = time.perf_counter() - epoch_start
+        if epoch == 0:
+            train_peak = _memory()[0]  # before any checkpoint is gathered or written
+        epoch_metrics_list = metrics
+        if ctx is not None:  # global figures: summed losses, samples and metric states of every rank
+            loss_total, batches, samples, seconds = dist.all_sum([float(loss_sum), batches, samples, seconds])
+            batches, samples, seconds = int(batches), int(samples), seconds / ctx.world_size
+            loss_sum = torch.tensor(loss_total, dtype=torch.float64)
+            epoch_metrics_list = dist.reduce_metrics(metrics)
         if batches == 0:
             raise ValueError(f"{config.source('runner.train_data_dir')}: training data produced no batches")
-        epoch_metrics = {name: metric.compute() for name, metric in zip(names, metrics)}
+        epoch_metrics = {name: metric.compute() for name, metric in zip(names, epoch_metrics_list)}
         epoch_loss = float(loss_sum) / batches
         logger.info("epoch: %d done, %sloss: %.6f, epoch time: %.2f s, samples: %d, ips: %.1f ins/s", epoch,
-                    format_metrics(names, metrics), epoch_loss, seconds, samples, samples / max(seconds, 1e-9))
-        checkpoint = save_checkpoint(
-            save_root / str(epoch), model, optimizer if config.get("runner.save_optimizer") else None,
-            {"epoch": epoch, "metrics": epoch_metrics, "loss": epoch_loss, "model": model_name(config),
-             "config": str(config.path)})
+                    format_metrics(names, epoch_metrics_list), epoch_loss, seconds, samples,
+                    samples / max(seconds, 1e-9))
+        meta = {"epoch": epoch, "metrics": epoch_metrics, "loss": epoch_loss, "model": model_name(config),
+                "config": str(config.path)}
+        checkpoint = save_root / str(epoch)
+        if ctx is None:
+            checkpoint = save_checkpoint(checkpoint, model,
+                                         optimizer if config.get("runner.save_optimizer") else None, meta)
+        else:  # rank 0 writes the unwrapped model's state (a sharded model gathers it on every rank)
+            state = dist.model_state_dict(model)
+            if ctx.is_main:
+                meta["world_size"] = ctx.world_size
+                save_checkpoint(checkpoint, _StateHolder(state),
+                                optimizer if config.get("runner.save_optimizer") and not dist.is_sharded(model)
+                                else None, meta)
+            del state
+            dist.barrier()  # the checkpoint is complete before any rank goes on
         logger.info("saved checkpoint %s", checkpoint)
         if writer is not None:
             writer.add_scalar("epoch/loss", epoch_loss, epoch)
@@ -181,7 +246,46 @@ def train(config: Config) -> TrainResult:
         result.epochs.append(EpochResult(epoch, epoch_metrics, epoch_loss, samples, seconds, checkpoint))
     if writer is not None:
         writer.close()
+    if config.get("runner.epochs") > 0:
+        _log_memory(ctx, train_peak)
+    if ctx is not None:
+        # the DDP wrapper (its reducer) and sharded modules must be released before the process group
+        dist.ddp.maybe_dump_state(model)
+        sharded = dist.is_sharded(model)
+        result.model = None if sharded else dist.unwrap(model)
+        result.optimizer = None if sharded else optimizer
+        del model, optimizer
     return result
+
+
+def _memory() -> tuple[float, float]:
+    from recstack.dist.ddp import memory_mib
+
+    return memory_mib()
+
+
+def _log_memory(ctx: Any, train_peak: float) -> None:
+    """``memory (RSS): training peak ... MiB, peak ... MiB, now ... MiB`` (every rank's, on rank 0, under
+    use_fleet). The training peak is taken at the end of epoch 0, before a checkpoint is gathered or written."""
+    peak, now = _memory()
+    values = [[train_peak, peak, now]]
+    if ctx is not None:
+        from recstack import dist
+
+        values = dist.all_gather_floats(values[0])
+    text = "; ".join(f"{'' if ctx is None else f'rank {r}: '}training peak {t:.0f} MiB, peak {p:.0f} MiB, "
+                     f"now {n:.0f} MiB" for r, (t, p, n) in enumerate(values))
+    logger.info("memory (RSS)%s: %s", "" if ctx is None else " per rank", text)
+
+
+class _StateHolder:
+    """Gives ``save_checkpoint`` a ready ``state_dict`` (the unwrapped or gathered one)."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self._state = state
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._state
 
 
 def _summary_writer(config: Config):

@@ -9,6 +9,11 @@ behaviour history) are padded per batch: each batch's rows are padded with 0 to 
 length of its own longest row, never to a global maximum. With ``bucket_by_length`` the rows of each block are grouped by
 length into batches (whose order is then shuffled with the training shuffle), so a
 batch holds rows of similar length and pads little.
+
+Grouped blocks (rows are groups of samples, per-sample columns are
+:class:`~recstack.data.base.GroupedRows`, e.g. GroupRTPInput) are cut, shuffled and
+joined by rows like any block, so ``batch_size`` counts groups, a group is never split
+across batches, and a batch holds the concatenated samples of its groups.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from recstack.data.base import Block, BlockReader, RaggedArray
+from recstack.data.base import BatchColumn, Block, BlockReader, RaggedArray
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +41,8 @@ class BatchLoader:
 
     Args:
         reader: the block reader (its ``file_list`` is read in order).
-        batch_size: samples per batch; the last batch may be smaller unless ``drop_last``.
+        batch_size: rows per batch (samples, or groups for grouped blocks); the last batch may be smaller
+            unless ``drop_last``.
         shuffle: shuffle file order and rows within each block, differently each epoch.
         seed: base seed of the shuffling (combined with the epoch from :meth:`set_epoch`).
         drop_last: drop a final incomplete batch.
@@ -58,26 +64,62 @@ class BatchLoader:
         self.num_workers, self.cache_dir, self.prefetch = num_workers, cache_dir, prefetch
         self.bucket_by_length = bucket_by_length
         self.epoch = 0
+        self.shard_rank, self.shard_count = 0, 1
 
     def set_epoch(self, epoch: int) -> None:
         """Select the shuffling of an epoch (same seed + epoch → same order)."""
         self.epoch = epoch
+
+    def set_shard(self, rank: int, count: int) -> None:
+        """Read only shard ``rank`` of ``count`` (distributed training, :mod:`recstack.dist`).
+
+        With at least ``count`` files, shard ``r`` reads files ``r, r + count, ...`` of the (epoch-shuffled)
+        file list; with fewer files, every shard reads all files and keeps rows ``r, r + count, ...`` of the
+        (shuffled) row stream, so the ranks' batches ``k`` together are the rows of one process's batch ``k``
+        with ``count`` times the batch size. Every rank shuffles with the same seed, so the shards are disjoint.
+        """
+        if not 0 <= rank < count:
+            raise ValueError(f"shard {rank} of {count}")
+        self.shard_rank, self.shard_count = rank, count
+
+    def _shard_by_file(self) -> bool:
+        return self.shard_count > 1 and len(self.reader.file_list) >= self.shard_count
+
+    def shard_description(self) -> str:
+        """What this shard reads, for the log."""
+        if self.shard_count == 1:
+            return "all data"
+        if self._shard_by_file():
+            return (f"files {self.shard_rank}, {self.shard_rank} + {self.shard_count}, ... of "
+                    f"{len(self.reader.file_list)} (file sharding)")
+        return (f"rows {self.shard_rank}, {self.shard_rank} + {self.shard_count}, ... of all "
+                f"{len(self.reader.file_list)} file(s) (row sharding: fewer files than ranks)")
 
     # ------------------------------------------------------------------ blocks
     def _files(self, rng: np.random.Generator | None) -> list[str]:
         files = list(self.reader.file_list)
         if rng is not None:
             rng.shuffle(files)
+        if self._shard_by_file():
+            files = files[self.shard_rank::self.shard_count]
         return files
 
     def _batches(self, pool: ThreadPoolExecutor | None) -> Iterator[Batch]:
         rng = np.random.default_rng([self.seed, self.epoch]) if self.shuffle else None
         bs = self.batch_size
         carry: Block | None = None
+        by_row, rows_seen = self.shard_count > 1 and not self._shard_by_file(), 0
         for block in self.reader.iter_blocks(self._files(rng), self.cache_dir, pool):
             if rng is not None:
                 perm = rng.permutation(len(next(iter(block.values()))))
                 block = {k: v[perm] for k, v in block.items()}
+            if by_row:  # this shard's rows of the global row stream (see set_shard)
+                n = len(next(iter(block.values())))
+                keep = np.arange((self.shard_rank - rows_seen) % self.shard_count, n, self.shard_count)
+                rows_seen += n
+                block = {k: v[keep] for k, v in block.items()}
+                if len(keep) == 0:
+                    continue
             if carry is not None:
                 block = {k: self._join(k, carry[k], v) for k, v in block.items()}
                 carry = None
@@ -96,8 +138,8 @@ class BatchLoader:
     @staticmethod
     def _join(name: str, a: np.ndarray | RaggedArray, b: np.ndarray | RaggedArray) -> np.ndarray | RaggedArray:
         """Rows of ``a`` then ``b``."""
-        if isinstance(a, RaggedArray):
-            return RaggedArray.concatenate([a, b])
+        if isinstance(a, (RaggedArray, BatchColumn)):
+            return type(a).concatenate([a, b])
         return np.concatenate([a, b])
 
     @staticmethod
@@ -123,8 +165,10 @@ class BatchLoader:
 
     @staticmethod
     def _tensors(batch: Block) -> Batch:
-        """Torch tensors of a batch; a :class:`RaggedArray` padded with 0 to the batch's longest row."""
-        return {k: torch.from_numpy(v.to_padded() if isinstance(v, RaggedArray) else np.ascontiguousarray(v))
+        """Torch tensors of a batch; a :class:`RaggedArray` padded with 0 to the batch's longest row; a
+        :class:`~recstack.data.base.BatchColumn` (grouped rows) as its :meth:`to_batch` array."""
+        return {k: torch.from_numpy(v.to_padded() if isinstance(v, RaggedArray)
+                                    else np.ascontiguousarray(v.to_batch() if isinstance(v, BatchColumn) else v))
                 for k, v in batch.items()}
 
     # ------------------------------------------------------------------ iteration

@@ -1,0 +1,427 @@
+"""Sharded embedding tables on TorchRec: ``runner.embedding_sharding``.
+
+The slot-format rank models (the Criteo family: DeepFM, DLRM, DNN, DCN, DCN-V2,
+Wide&Deep, xDeepFM, DeepFEFM, FFM, GateNet) look up all ``S`` sparse slots in one
+shared ``nn.Embedding`` (directly or inside :class:`recstack.layers.FieldEmbedding`).
+:func:`shard_model` swaps that table for a :class:`SlotEmbeddingBag` — a TorchRec
+``EmbeddingBagCollection`` with one table and one feature per slot (one id per bag,
+sum pooling, so the output equals the plain lookup) — and hands the model to
+TorchRec's ``DistributedModelParallel`` with a sharding plan constrained to the
+chosen sharding type. The dense layers are replicated (DDP, gradients averaged).
+
+Traps handled here (measured with torchrec 1.8.0 / fbgemm-gpu-cpu 1.8.0, torch 2.13 CPU):
+
+- A sharded collection returns its pooled outputs in shard order, not in the
+  order of the features: :class:`SlotEmbeddingBag` indexes them by feature key.
+- DDP averages the dense gradients over ranks; TorchRec's collectives divide the
+  table gradients by the world size too (its ``comm_ops`` gradient division, which
+  :func:`shard_model` keeps on), so N ranks on N batches equal one process on the
+  combined batch.
+- The planner offers row-wise and table-row-wise sharding only for CUDA; on CPU
+  :class:`_CPUShardingSharder` reports the CUDA sharding choices (the fused
+  kernel only), and the CPU kernels of fbgemm-gpu-cpu run them.
+- Sharded tables train with TorchRec's fused optimizer (applied in the backward
+  pass): ``hyper_parameters.optimizer.class`` SGD or Adagrad (Adam on CUDA only:
+  fbgemm-gpu-cpu has no CPU Adam kernel), the same learning rate as the dense
+  layers. ``data_parallel`` tables are not fused (TorchRec ignores fused optimizer
+  settings there): they get dense, all-reduced gradients and the config's optimizer
+  steps them with the dense parameters (a warning says so).
+- Sharded lookups exchange equal-sized blocks: a smaller batch on one rank (an
+  epoch's last) is padded to the ranks' largest (:class:`SlotEmbeddingBag`).
+- Checkpoints: :func:`full_state_dict` gathers the shards into full tensors under
+  the plain model's parameter names, so a checkpoint loads into the unsharded
+  model (``tools/infer.py``, ``tools/to_static.py``).
+- FBGEMM's kernels need a table width divisible by 4 (DeepFM's ``1 + 9`` is 10): the
+  collection's table is padded with zero columns that the lookup drops (they get no
+  gradient, so they stay zero) and :func:`full_state_dict` cuts them off.
+- Teardown: the model and optimizer must be released (``del``, ``gc.collect()``)
+  before ``destroy_process_group`` (a crash at exit otherwise); the trainer's
+  ``recstack.dist.teardown`` does so.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from recstack.config import Config, ConfigError
+from recstack.wrapper import model_name, slot_format_args
+
+logger = logging.getLogger(__name__)
+
+#: values of ``runner.embedding_sharding`` (``auto``: TorchRec's planner chooses per table)
+SHARDING_TYPES = ("table_wise", "column_wise", "row_wise", "table_row_wise", "data_parallel", "auto")
+
+#: model folders whose one shared id table :func:`shard_model` converts (each checked equal
+#: to the plain model in tests/test_sharding.py)
+SHARDABLE_MODELS = ("deepfm", "dlrm", "dnn", "dcn", "dcn_v2", "wide_deep", "xdeepfm", "deepfefm", "ffm", "gatenet")
+
+#: recstack optimizer name -> torch optimizer class that TorchRec fuses into its embedding kernel
+_FUSED_OPTIMIZERS = {"sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam}
+#: the ones fbgemm-gpu-cpu's CPU kernels implement
+_CPU_FUSED_OPTIMIZERS = ("sgd", "adagrad")
+
+TABLE_NAME = "table"
+INSTALL_HINT = "install the optional extra with tools/install_torchrec.sh (requirements-torchrec.txt)"
+
+
+def torchrec_available() -> bool:
+    """Whether TorchRec and fbgemm-gpu(-cpu) import (their import-time deprecation notices silenced)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import fbgemm_gpu  # noqa: F401
+            import torchrec  # noqa: F401
+    except Exception:  # ImportError, or an fbgemm library that does not load
+        return False
+    return True
+
+
+def _require_torchrec(config: Config) -> None:
+    if not torchrec_available():
+        raise ConfigError(f"{config.source('runner.embedding_sharding')}: sharded embedding tables need TorchRec; "
+                          f"{INSTALL_HINT}")
+
+
+class SlotEmbeddingBag(nn.Module):
+    """``S`` slots of ids looked up in one table, as a TorchRec ``EmbeddingBagCollection``.
+
+    Feature ``slot<i>`` holds slot ``i``'s id (one per bag, sum pooling), so the output
+    equals ``nn.Embedding(ids)``. The collection's pooled outputs are read by feature
+    key (a sharded collection returns them in shard order).
+
+    Sharded, every rank must look up the same number of rows: with ``common_batch``
+    (set by :func:`shard_model`) a batch smaller than another rank's (the last of an
+    epoch) is padded with id 0 rows whose outputs are dropped (one small all-reduce per
+    batch; the padding rows get zero gradient).
+
+    The collection's table is ``(N, D')`` with ``D'`` the next multiple of 4 (FBGEMM's
+    kernels need it); the extra columns start at zero, are dropped from the output and
+    so never change.
+
+    Args:
+        weight: the table ``(N, D)`` whose values the collection starts from.
+        num_slots: ``S``.
+
+    Shapes:
+        ids ``(B, S)`` int64 → ``(B, S, D)``.
+    """
+
+    def __init__(self, weight: torch.Tensor, num_slots: int) -> None:
+        super().__init__()
+        from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, PoolingType
+
+        num_embeddings, dim = weight.shape
+        self.dim = dim
+        self.common_batch = False  # set by shard_model: pad every rank's batch to the largest
+        self.keys = [f"slot{i}" for i in range(num_slots)]
+        width = padded_width(dim)
+        # built on the meta device, then given the table (no second copy when the width needs no padding)
+        self.ebc = EmbeddingBagCollection(
+            tables=[EmbeddingBagConfig(name=TABLE_NAME, embedding_dim=width, num_embeddings=num_embeddings,
+                                       feature_names=list(self.keys), pooling=PoolingType.SUM)],
+            device=torch.device("meta"))
+        with torch.no_grad():
+            table = weight.detach() if width == dim else nn.functional.pad(weight.detach(), (0, width - dim))
+        self.ebc.embedding_bags[TABLE_NAME].weight = nn.Parameter(table)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+        if ids.dim() != 2 or ids.shape[1] != len(self.keys):
+            raise ValueError(f"SlotEmbeddingBag takes ids of shape (B, {len(self.keys)}), got {tuple(ids.shape)}")
+        batch = ids.shape[0]
+        if self.common_batch and dist.is_initialized():
+            # sharded lookups exchange equal-sized blocks: pad to the largest batch of the ranks
+            size = torch.tensor([batch], device=ids.device)
+            dist.all_reduce(size, op=dist.ReduceOp.MAX)
+            if int(size) > batch:
+                ids = torch.cat([ids, ids.new_zeros(int(size) - batch, ids.shape[1])])
+        kjt = KeyedJaggedTensor.from_lengths_sync(
+            keys=self.keys, values=ids.t().reshape(-1),
+            lengths=torch.ones(ids.numel(), dtype=torch.int32, device=ids.device))
+        pooled = self.ebc(kjt).to_dict()                                # feature key -> (B, D')
+        return torch.stack([pooled[k][:batch, :self.dim] for k in self.keys], dim=1)  # (B, S, D), slot order
+
+
+def padded_width(dim: int) -> int:
+    """``dim`` rounded up to a multiple of 4 (FBGEMM's table width requirement)."""
+    return (dim + 3) // 4 * 4
+
+
+def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    path, _, attr = name.rpartition(".")
+    return (model.get_submodule(path) if path else model), attr
+
+
+def to_embedding_bags(model: nn.Module, num_slots: int, name: str = "model") -> tuple[nn.Module, dict[str, str]]:
+    """Replace the model's one id table (``nn.Embedding``) by a :class:`SlotEmbeddingBag`, in place.
+
+    Returns the model and ``{plain parameter name: converted parameter name}``.
+
+    Raises:
+        ConfigError: the model does not hold exactly one plain ``nn.Embedding``.
+    """
+    tables = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Embedding)]
+    if len(tables) != 1 or tables[0][1].padding_idx is not None or tables[0][1].max_norm is not None:
+        raise ConfigError(f"{name}: sharding needs exactly one plain nn.Embedding id table, found "
+                          f"{[n for n, _ in tables]}")
+    table_name, table = tables[0]
+    parent, attr = _parent(model, table_name)
+    setattr(parent, attr, SlotEmbeddingBag(table.weight.detach(), num_slots))
+    new = f"{table_name}.ebc.embedding_bags.{TABLE_NAME}.weight"
+    return model, {f"{table_name}.weight": new}
+
+
+def _check_config(config: Config) -> tuple[str, str, float]:
+    """The sharding type, the optimizer name and its learning rate, after checking what sharding supports."""
+    sharding = config.get("runner.embedding_sharding")
+    if sharding not in SHARDING_TYPES:
+        raise ConfigError(f"{config.source('runner.embedding_sharding')}: unknown sharding type '{sharding}' "
+                          f"(known: {', '.join(SHARDING_TYPES)})")
+    name = model_name(config)
+    if name not in SHARDABLE_MODELS:
+        raise ConfigError(f"{config.source('runner.embedding_sharding')}: model '{name}' cannot be sharded: "
+                          f"sharding converts the one shared id table of the slot-format rank models "
+                          f"({', '.join(SHARDABLE_MODELS)}); remove runner.embedding_sharding (plain DDP "
+                          f"with runner.use_fleet still works)")
+    optimizer = config.get("hyper_parameters.optimizer.class", "Adam", type=str).lower()
+    lr = config.get("hyper_parameters.optimizer.learning_rate", 0.001, type=float)
+    if sharding != "data_parallel":
+        if optimizer not in _FUSED_OPTIMIZERS:
+            raise ConfigError(f"{config.source('hyper_parameters.optimizer.class')}: sharded tables train with "
+                              f"TorchRec's fused optimizers; supported: SGD, Adagrad, Adam (got '{optimizer}')")
+        for key in ("hyper_parameters.reg", "hyper_parameters.clip_by_norm",
+                    "hyper_parameters.optimizer.lr_schedule", "hyper_parameters.optimizer.weight_decay"):
+            if config.get(key, None):
+                raise ConfigError(f"{config.source(key)}: not supported with sharded embedding tables (the fused "
+                                  f"table optimizer does not apply it); remove it or use "
+                                  f"runner.embedding_sharding: data_parallel")
+    return sharding, optimizer, lr
+
+
+class _CPUShardingSharder:
+    """Builds an ``EmbeddingBagCollectionSharder`` that reports CUDA's sharding types on CPU (row-wise
+    included) with the fused kernel only; the CPU kernels of fbgemm-gpu-cpu run them."""
+
+    @staticmethod
+    def create(fused_params: dict[str, Any] | None = None):
+        from torchrec.distributed.embedding_types import EmbeddingComputeKernel
+        from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
+
+        class Sharder(EmbeddingBagCollectionSharder):
+            def sharding_types(self, compute_device_type: str) -> list[str]:
+                return super().sharding_types("cuda")
+
+            def compute_kernels(self, sharding_type: str, compute_device_type: str) -> list[str]:
+                kernels = super().compute_kernels(sharding_type, compute_device_type)
+                if compute_device_type == "cpu":
+                    kernels = [k for k in kernels if k in (EmbeddingComputeKernel.FUSED.value,
+                                                           EmbeddingComputeKernel.DENSE.value)]
+                return kernels
+
+        return Sharder(fused_params=fused_params)
+
+
+class ShardedOptimizer:
+    """The dense optimizer (recstack's, over the replicated layers) plus TorchRec's fused table optimizer.
+
+    The fused optimizer steps inside the backward pass; :meth:`step` steps the dense
+    part. ``state_dict`` holds the dense part only (the fused state stays sharded and
+    is not checkpointed).
+    """
+
+    def __init__(self, dense: Any, fused: Any | None) -> None:
+        self.dense, self.fused = dense, fused
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self.dense.param_groups if self.dense is not None else []
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        if self.dense is not None:
+            self.dense.zero_grad(set_to_none=set_to_none)
+
+    def step(self, closure: Callable[[], float] | None = None) -> None:
+        if self.dense is not None:
+            self.dense.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"dense": self.dense.state_dict() if self.dense is not None else {}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.dense is not None and state.get("dense"):
+            self.dense.load_state_dict(state["dense"])
+
+    def __repr__(self) -> str:
+        return f"ShardedOptimizer(dense={self.dense!r}, fused={type(self.fused).__name__})"
+
+
+class _Params(nn.Module):
+    """A module holding a list of parameters (for recstack's optimizer builder)."""
+
+    def __init__(self, params: list[nn.Parameter]) -> None:
+        super().__init__()
+        self.params = nn.ParameterList(params)
+
+
+def _copy_into_shards(dmp: nn.Module, full: dict[str, torch.Tensor]) -> None:
+    """Copy full tables into the local shards of ``dmp`` (the sharder starts tables from its own init)."""
+    from torch.distributed._shard.sharded_tensor import ShardedTensor
+
+    state = dmp.state_dict()
+    with torch.no_grad():
+        for key, value in full.items():
+            target = state[key]
+            if isinstance(target, ShardedTensor):
+                for shard in target.local_shards():
+                    (r0, c0), (nr, nc) = shard.metadata.shard_offsets, shard.metadata.shard_sizes
+                    shard.tensor.copy_(value[r0:r0 + nr, c0:c0 + nc])
+            elif hasattr(target, "full_tensor"):  # DTensor
+                raise NotImplementedError("DTensor table states are not supported")
+            else:
+                target.copy_(value)
+
+
+def shard_model(model: nn.Module, config: Config, device: torch.device,
+                make_optimizer: Callable[[nn.Module], Any]) -> tuple[nn.Module, ShardedOptimizer]:
+    """Shard the model's id table with TorchRec; the process group must be initialised.
+
+    Args:
+        model: the plain network (same initial weights on every rank).
+        config: its config (``runner.embedding_sharding``, ``hyper_parameters.optimizer``).
+        device: this rank's device.
+        make_optimizer: builds recstack's optimizer over a module's parameters (used for
+            the dense layers, and for the table under ``data_parallel``).
+
+    Returns:
+        ``(DistributedModelParallel, ShardedOptimizer)``; call :func:`full_state_dict` on all
+        ranks for a checkpoint of the plain model.
+
+    Raises:
+        ConfigError: TorchRec not installed, an unknown sharding type, a model that cannot be
+            sharded, or optimizer settings the fused table optimizer cannot honour.
+    """
+    _require_torchrec(config)
+    sharding, optimizer_name, lr = _check_config(config)
+    from torchrec.distributed.model_parallel import DistributedModelParallel
+    from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+    from torchrec.distributed.types import ShardingEnv
+
+    name = model_name(config)
+    fused = sharding != "data_parallel"
+    if fused and optimizer_name not in _CPU_FUSED_OPTIMIZERS and device.type != "cuda":
+        raise ConfigError(f"{config.source('hyper_parameters.optimizer.class')}: the fused {optimizer_name} of sharded "
+                          f"tables runs on CUDA only (fbgemm-gpu-cpu: 'not supported in CPU mode'); on CPU use SGD "
+                          f"or Adagrad, or runner.embedding_sharding: data_parallel")
+    if not dist.is_initialized():
+        raise RuntimeError("shard_model needs an initialised process group (torchrun, runner.use_fleet: True)")
+    world = dist.get_world_size()
+    from torchrec.distributed import comm_ops
+
+    # table gradients averaged over ranks like DDP's dense ones (TorchRec's default; a global flag)
+    comm_ops.set_gradient_division(True)
+    model, names = to_embedding_bags(model, slot_format_args(config)["num_sparse_fields"], name=name)
+    for module in model.modules():
+        if isinstance(module, SlotEmbeddingBag):
+            module.common_batch = True
+    model = model.to(device)
+    full = {new: model.get_parameter(new).detach() for new in names.values()}
+    widths = {new: model.get_submodule(new.partition(".ebc.")[0]).dim for new in names.values()}
+    (table_param,) = [model.get_parameter(new) for new in names.values()]
+    if fused:
+        from torch.distributed.optim import _apply_optimizer_in_backward
+
+        # torch's defaults where FBGEMM's differ (Adagrad eps 1e-10 against 1e-8)
+        kwargs = {"lr": lr, "eps": 1e-10} if optimizer_name == "adagrad" else {"lr": lr}
+        _apply_optimizer_in_backward(_FUSED_OPTIMIZERS[optimizer_name], [table_param], kwargs)
+    else:
+        logger.warning("runner.embedding_sharding: data_parallel replicates the table on every rank and TorchRec "
+                       "ignores fused optimizer settings there: the table gets dense, all-reduced gradients and "
+                       "the dense optimizer (%s) updates every row each step; use it for small tables only",
+                       optimizer_name)
+    compute = "cuda" if device.type == "cuda" else "cpu"
+    if sharding == "auto":
+        # the planner's choice among the model-parallel types (its data_parallel would drop the fused optimizer)
+        constraints = {TABLE_NAME: ParameterConstraints(sharding_types=[t for t in SHARDING_TYPES
+                                                                        if t not in ("auto", "data_parallel")])}
+    else:
+        # column-wise: shards of at least 4 columns (TorchRec's default minimum keeps a narrow table whole)
+        constraints = {TABLE_NAME: ParameterConstraints(
+            sharding_types=[sharding], min_partition=4 if "column" in sharding else None)}
+    planner = EmbeddingShardingPlanner(topology=Topology(world_size=world, compute_device=compute),
+                                       constraints=constraints)
+    if compute == "cpu":
+        sharders = [_CPUShardingSharder.create()]
+    else:
+        from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
+
+        sharders = [EmbeddingBagCollectionSharder()]
+    plan = planner.collective_plan(model, sharders, dist.GroupMember.WORLD)
+    dmp = DistributedModelParallel(model, env=ShardingEnv.from_process_group(dist.GroupMember.WORLD),
+                                   device=device, plan=plan, sharders=sharders)
+    _copy_into_shards(dmp, full)
+    if not any(p is table_param for p in dmp.parameters()):
+        # the plain table now lives in the shards: free it now rather than at the next garbage collection
+        for attr in ("_in_backward_optimizers", "_optimizer_classes", "_optimizer_kwargs"):
+            if hasattr(table_param, attr):
+                delattr(table_param, attr)
+        table_param.data = torch.empty(0, device=table_param.device)
+    del full
+    # converted name -> (plain name, plain width): full_state_dict renames and cuts the padding
+    dmp._recstack_param_names = {new: (old, widths[new]) for old, new in names.items()}
+    dmp._recstack_sharded = True
+    dmp._recstack_plan = {}  # "<module path>.<table>" -> (sharding type, ranks)
+    for path, options in plan.plan.items():
+        for table, option in options.items():
+            dmp._recstack_plan[f"{path}.{table}"] = (option.sharding_type, option.ranks)
+            logger.info("sharding %s.%s: %s, %s, ranks %s", path, table, option.sharding_type, option.compute_kernel,
+                        option.ranks)
+    if fused:
+        from torchrec.optim.optimizers import in_backward_optimizer_filter
+
+        dense_params = [p for _, p in in_backward_optimizer_filter(dmp.named_parameters())]
+    else:
+        dense_params = list(dmp.parameters())
+    dense = make_optimizer(_Params(dense_params)) if dense_params else None
+    return dmp, ShardedOptimizer(dense, getattr(dmp, "fused_optimizer", None) if fused else None)
+
+
+def _plain(dmp: nn.Module, key: str, value: torch.Tensor) -> tuple[str, torch.Tensor]:
+    """The plain model's name for a state key of ``dmp``, and the value without padding columns."""
+    key = key[len("module."):] if key.startswith("module.") else key
+    names = getattr(dmp, "_recstack_param_names", {})
+    if key in names:
+        plain, width = names[key]
+        return plain, value[:, :width]
+    return key, value
+
+
+def full_state_dict(dmp: nn.Module) -> dict[str, torch.Tensor]:
+    """The unsharded model's ``state_dict`` from a sharded one; all ranks must call it.
+
+    Sharded tables are gathered into full tensors on rank 0; other ranks get an empty
+    dict. Keys are the plain model's (``embedding.embedding.weight``), so the result
+    loads into the model built from the config without TorchRec.
+    """
+    from torch.distributed._shard.sharded_tensor import ShardedTensor
+
+    rank = dist.get_rank()
+    out: dict[str, torch.Tensor] = {}
+    for key, value in dmp.state_dict().items():
+        if isinstance(value, ShardedTensor):
+            rows, cols = value.size()
+            full = torch.empty(rows, cols, dtype=value.dtype) if rank == 0 else None
+            value.gather(dst=0, out=full)
+            value = full
+        elif hasattr(value, "full_tensor"):  # DTensor
+            value = value.full_tensor()
+        if rank == 0:
+            plain, value = _plain(dmp, key, value)
+            out[plain] = value.detach().cpu().clone()
+    return out

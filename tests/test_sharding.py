@@ -1,0 +1,120 @@
+"""Sharded embedding tables on TorchRec (recstack/dist/sharding.py); skipped without the extra.
+
+The two-process test starts ``python -m torch.distributed.run --nproc_per_node=2
+tests/sharding_worker.py`` once for several sharding types and compares, on 2 CPU
+processes: outputs and, after training steps (equal and unequal batches), all weights
+gathered from the shards with those of one process trained on the combined batch from
+the same initial weights; then exports the checkpoint rank 0 wrote with tools/to_static.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from recstack.config import ConfigError, load_config
+from recstack.dist.sharding import SHARDABLE_MODELS, shard_model, to_embedding_bags, torchrec_available
+from recstack.wrapper import load_wrapper, slot_format_args
+
+pytestmark = pytest.mark.skipif(not torchrec_available(),
+                                reason="TorchRec not installed (optional extra: tools/install_torchrec.sh)")
+
+ROOT = Path(__file__).resolve().parents[1]
+DEEPFM = ROOT / "models" / "rank" / "deepfm" / "config.yaml"
+TOLERANCE = 1e-6
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sharding")
+    runs = ["table_wise:SGD", "column_wise:Adagrad:1000", "row_wise:SGD:1000", "data_parallel:Adagrad:1000"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={_free_port()}", str(ROOT / "tests" / "sharding_worker.py"), "--out", str(out),
+           "--runs", *runs]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    return out, {r["sharding"]: r for r in json.loads((out / "results.json").read_text())}
+
+
+@pytest.mark.parametrize("sharding", ["table_wise", "column_wise", "row_wise", "data_parallel"])
+def test_sharded_deepfm_equals_unsharded(two_process_run, sharding):
+    _, results = two_process_run
+    r = results[sharding]
+    (planned, ranks), = r["plan"].values()
+    assert planned == sharding
+    if sharding != "table_wise":
+        assert sorted(set(ranks)) == [0, 1]          # the table really is spread over both ranks
+    assert r["forward_max_abs_diff"] <= TOLERANCE
+    assert r["keys_equal"]                           # gathered state has the plain model's keys
+    assert r["table_change"] > 1e-3                  # training moved the table ...
+    assert r["weights_max_abs_diff"] <= TOLERANCE    # ... exactly as one process on the combined batch
+    assert r["checkpoint_max_abs_diff"] <= TOLERANCE  # the checkpoint loads into the plain model
+
+
+def test_sharded_checkpoint_exports(two_process_run, tmp_path):
+    out, _ = two_process_run
+    export_dir = tmp_path / "export"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "to_static.py"), "-m", str(DEEPFM), "-o",
+         f"runner.model_init_path={out / 'table_wise' / '0'}", f"runner.model_save_path={export_dir}",
+         "hyper_parameters.fc_sizes=[16,8]"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert (export_dir / "tostatic.pt").is_file() and (export_dir / "tostatic.onnx").is_file()
+
+
+@pytest.mark.parametrize("folder", SHARDABLE_MODELS)
+def test_embedding_bags_equal_plain_table(folder):
+    """The converted model (one TorchRec collection, unsharded) gives the plain model's outputs."""
+    config = load_config(ROOT / "models" / "rank" / folder / "config.yaml",
+                         ["hyper_parameters.sparse_feature_number=500"])
+    torch.manual_seed(0)
+    model = load_wrapper(config).create_model(config).eval()
+    args = slot_format_args(config)
+    sparse = torch.randint(0, 500, (6, args["num_sparse_fields"]))
+    dense = torch.rand(6, args["dense_feature_dim"])
+    with torch.no_grad():
+        want = model(sparse, dense)
+        converted, names = to_embedding_bags(model, args["num_sparse_fields"], folder)
+        got = converted(sparse, dense)
+    assert len(names) == 1
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
+def _config(path, *overrides):
+    return load_config(path, ["runner.use_fleet=True", *overrides])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["runner.embedding_sharding=diagonal"], "unknown sharding type 'diagonal'"),
+    (["runner.embedding_sharding=table_wise", "hyper_parameters.optimizer.class=Adam"],
+     "runs on CUDA only"),
+    (["runner.embedding_sharding=table_wise", "hyper_parameters.optimizer.class=AdamW"],
+     "supported: SGD, Adagrad, Adam"),
+    (["runner.embedding_sharding=row_wise", "hyper_parameters.optimizer.class=SGD", "hyper_parameters.reg=0.001"],
+     "hyper_parameters.reg"),
+])
+def test_bad_sharding_configs(overrides, message):
+    config = _config(DEEPFM, *overrides)
+    with pytest.raises(ConfigError, match=message):
+        shard_model(torch.nn.Linear(1, 1), config, torch.device("cpu"), lambda m: None)
+
+
+def test_unsupported_model_names_model_and_supported_ones():
+    config = _config(ROOT / "models" / "multitask" / "mmoe" / "config.yaml", "runner.embedding_sharding=table_wise")
+    with pytest.raises(ConfigError, match=r"model 'mmoe' cannot be sharded.*deepfm, dlrm"):
+        shard_model(torch.nn.Linear(1, 1), config, torch.device("cpu"), lambda m: None)
