@@ -18,7 +18,8 @@
 4. run eager, the saved TorchScript file and ONNX Runtime on the batch, on its first row alone
    and, for models with variable-length inputs, on a batch of other lengths: every output must
    agree with eager within :data:`TOLERANCE` (max abs difference), else :class:`ExportError`;
-5. write ``<prefix>.json`` (inputs, outputs, their meaning, the resolved config, the parity
+5. write ``<prefix>.json`` (inputs, outputs, their meaning, the embedding table size each id input
+   indexes (``embedding_tables``, :func:`embedding_tables`), the resolved config, the parity
    figures). Every file is written under a temporary name and renamed into place only after
    the checks pass, the JSON last, so a failed or interrupted export leaves the previous one intact.
 
@@ -165,9 +166,9 @@ def describe_inputs(wrapper: DygraphModel, config: Config, batch: dict[str, torc
         shape: list[int | str] = ["batch", *tensor.shape[1:]]
         axes = dict(wrapper.export_dynamic_axes.get(name, {}))
         if column is not None and reader_columns.get(column, (None, 1))[1] == 0 and tensor.dim() > 1:
-            axes.setdefault(1, f"{name}_length")
+            axes.setdefault(1, f"{name}_length")  # (an axis 0 listed in export_dynamic_axes renames the batch axis)
         for axis, axis_name in axes.items():
-            if not 0 < axis < tensor.dim():
+            if not 0 <= axis < tensor.dim():
                 raise ExportError(f"{type(wrapper).__module__}: export_dynamic_axes['{name}'] names axis {axis}, "
                                   f"but the input has shape {tuple(tensor.shape)}")
             shape[axis] = axis_name
@@ -239,6 +240,13 @@ def max_abs_diff(reference: Sequence[np.ndarray], other: Sequence[np.ndarray]) -
     return worst
 
 
+def scaled_diff(reference: Sequence[np.ndarray], other: Sequence[np.ndarray]) -> float:
+    """:func:`max_abs_diff` divided by ``max(1, largest |reference| value)``: absolute for outputs up to 1,
+    relative above."""
+    scale = max([1.0] + [float(np.abs(np.asarray(a, dtype=np.float64)).max()) for a in reference if np.size(a)])
+    return max_abs_diff(reference, other) / scale
+
+
 def _verification_batches(example: dict[str, torch.Tensor], rest: Iterator[dict[str, torch.Tensor]],
                           specs: Sequence[TensorSpec], wrapper: DygraphModel, config: Config
                           ) -> list[tuple[str, list[torch.Tensor]]]:
@@ -277,6 +285,48 @@ def _report_trace_warnings(caught: Sequence[warnings.WarningMessage]) -> None:
         logger.info("trace note (the parity checks below cover it): %s", note)
 
 
+def embedding_tables(module: nn.Module, inputs: Sequence[torch.Tensor],
+                     names: Sequence[str]) -> dict[str, int | list[int]]:
+    """Rows of the embedding table(s) each integer input indexes (ids must be in ``[0, rows)``).
+
+    One eager forward pass records every ``embedding`` / ``embedding_bag`` call whose indices are the
+    input or a view of it (same storage); an input looked up in several tables gets the smallest.
+    Inputs transformed before the lookup (offsets added) are listed when a submodule declares them in
+    an ``id_bounds`` dict (input name -> one bound per column, as
+    :class:`recstack.layers.feature_embedding.FeatureEmbedding` does). Servers check ids against these
+    bounds (:mod:`recstack.serving`).
+    """
+    import torch.nn.functional as F
+    from torch.overrides import TorchFunctionMode
+
+    probes = [t.clone() if isinstance(t, torch.Tensor) else t for t in inputs]
+    storages = {t.untyped_storage().data_ptr(): name for name, t in zip(names, probes)
+                if isinstance(t, torch.Tensor) and not t.is_floating_point() and t.numel()}
+    found: dict[str, int] = {}
+    lookups = {F.embedding, torch.embedding, F.embedding_bag, torch.embedding_bag}
+
+    class Lookups(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func in lookups and len(args) >= 2:
+                # F.embedding(input, weight); torch.embedding(weight, input); F.embedding_bag(input, weight)
+                first, second = args[0], args[1]
+                weight, ids = (first, second) if func is torch.embedding or func is torch.embedding_bag \
+                    else (second, first)
+                name = storages.get(ids.untyped_storage().data_ptr()) if isinstance(ids, torch.Tensor) else None
+                if name is not None and isinstance(weight, torch.Tensor) and weight.dim() == 2:
+                    found[name] = min(found.get(name, weight.shape[0]), int(weight.shape[0]))
+            return func(*args, **kwargs)
+
+    with torch.no_grad(), Lookups():
+        module(*probes)
+    declared: dict[str, list[int]] = {}
+    for sub in module.modules():
+        for name, bounds in (getattr(sub, "id_bounds", None) or {}).items():
+            declared.setdefault(name, [int(b) for b in bounds])
+    return {n: found.get(n, declared.get(n)) for n in names if n in found or n in declared}
+
+
 def _numpy(outputs: Sequence[torch.Tensor]) -> list[np.ndarray]:
     return [t.detach().cpu().numpy() for t in outputs]
 
@@ -291,6 +341,58 @@ class ExportResult:
     spec_file: Path
     spec: dict[str, Any]
     max_abs_diff: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to export: its wrapper, the eval-mode network with the checkpoint loaded, and its data."""
+
+    name: str
+    checkpoint: Path
+    wrapper: DygraphModel
+    model: nn.Module
+    reader: Any
+    batches: Iterator[dict[str, torch.Tensor]]
+    example: dict[str, torch.Tensor]
+
+
+def load_for_export(config: Config, checkpoint: str | Path | None = None) -> LoadedModel:
+    """Build the config's model, load the checkpoint (default :func:`resolve_checkpoint`), switch to eval
+    and read the first batch of the infer reader (``test_data_dir``; ``train_data_dir`` without one).
+
+    Raises:
+        ExportError: the data gives no batch.
+        FileNotFoundError, CheckpointError, ConfigError, DataFormatError: bad checkpoint, config or data.
+    """
+    from recstack.config import check_hyper_parameters, log_config
+    from recstack.data import create_loader, create_reader
+    from recstack.trainer import build_model
+    from recstack.utils import seed_everything, set_cpu_threads, thread_settings
+
+    log_config(config)
+    seed_everything(config.get("runner.seed"))
+    set_cpu_threads(config.get("runner.cpu_threads"))
+    logger.info("threads: %s", thread_settings())
+    if config.get("runner.use_gpu"):
+        logger.info("runner.use_gpu is True; export runs on CPU (the exported files run on either, see doc/inference.md)")
+    name = model_name(config)
+    checkpoint = Path(checkpoint) if checkpoint is not None else resolve_checkpoint(config)
+    wrapper, model = build_model(config, torch.device("cpu"))
+    mode = "infer" if config.get("runner.test_data_dir") else "train"
+    if mode == "train":
+        logger.warning("runner.test_data_dir is not set; the export is verified on a batch of train_data_dir")
+    reader = create_reader(config, mode)
+    check_hyper_parameters(config, name)
+    load_checkpoint(checkpoint, model)
+    logger.info("loaded checkpoint %s", checkpoint)
+    model.eval()
+    batches = iter(create_loader(config, mode, reader))
+    try:
+        example = next(batches)
+    except StopIteration:
+        raise ExportError(f"{config.source('runner.test_data_dir' if mode == 'infer' else 'runner.train_data_dir')}: "
+                          "the data produced no batch to export with") from None
+    return LoadedModel(name, checkpoint, wrapper, model, reader, batches, example)
 
 
 def export_model(config: Config, out_dir: str | Path | None = None, prefix: str = PREFIX,
@@ -312,51 +414,70 @@ def export_model(config: Config, out_dir: str | Path | None = None, prefix: str 
         ExportError: an export disagrees with eager beyond ``tolerance``, or inputs/outputs cannot be described.
         FileNotFoundError, CheckpointError, ConfigError, DataFormatError: bad checkpoint, config or data.
     """
-    import onnx
-    import onnxruntime as ort
-
-    from recstack.config import check_hyper_parameters, log_config
-    from recstack.data import create_loader, create_reader
-    from recstack.trainer import build_model
-    from recstack.utils import seed_everything, set_cpu_threads, thread_settings
-
     start = time.perf_counter()
-    log_config(config)
-    seed_everything(config.get("runner.seed"))
-    set_cpu_threads(config.get("runner.cpu_threads"))
-    logger.info("threads: %s", thread_settings())
-    if config.get("runner.use_gpu"):
-        logger.info("runner.use_gpu is True; export runs on CPU (the exported files run on either, see doc/inference.md)")
-    name = model_name(config)
-    checkpoint = Path(checkpoint) if checkpoint is not None else resolve_checkpoint(config)
+    loaded = load_for_export(config, checkpoint)
+    name, checkpoint, wrapper, model, reader, batches, example = (
+        loaded.name, loaded.checkpoint, loaded.wrapper, loaded.model, loaded.reader, loaded.batches, loaded.example)
     out_dir = Path(out_dir if out_dir is not None else config.get("runner.model_save_path"))
-    wrapper, model = build_model(config, torch.device("cpu"))
-    mode = "infer" if config.get("runner.test_data_dir") else "train"
-    if mode == "train":
-        logger.warning("runner.test_data_dir is not set; the export is verified on a batch of train_data_dir")
-    reader = create_reader(config, mode)
-    check_hyper_parameters(config, name)
-    load_checkpoint(checkpoint, model)
-    logger.info("loaded checkpoint %s", checkpoint)
-    model.eval()
     module = ExportModule(model).eval()
 
-    batches = iter(create_loader(config, mode, reader))
-    try:
-        example = next(batches)
-    except StopIteration:
-        raise ExportError(f"{config.source('runner.test_data_dir' if mode == 'infer' else 'runner.train_data_dir')}: "
-                          "the data produced no batch to export with") from None
     inputs_spec, inputs = describe_inputs(wrapper, config, example, getattr(reader, "columns", None))
     input_names = [s.name for s in inputs_spec]
     with torch.no_grad():
         reference = module(*inputs)
     batch_size = len(inputs[0])
     outputs_spec = describe_outputs(wrapper, reference, batch_size, input_names)
-    output_names = [s.name for s in outputs_spec]
-    dynamic_axes = {s.name: s.dynamic_axes for s in inputs_spec + outputs_spec}
+    tables = embedding_tables(module, inputs, input_names)
     checks = _verification_batches(example, batches, inputs_spec, wrapper, config)
 
+    head = {
+        "model_name": name,
+        "config": str(config.path) if config.path else None,
+        "config_dir": str(config.config_dir),
+        "resolved_config": config.to_dict(),
+        "checkpoint": str(checkpoint.resolve()),
+    }
+    result = write_export(module, inputs, checks, inputs_spec, outputs_spec, out_dir, prefix, head,
+                          {"embedding_tables": tables}, tolerance,
+                          relative=getattr(wrapper, "export_relative_tolerance", False))
+    logger.info("exported %s in %.1f s", name, time.perf_counter() - start)
+    return result
+
+
+def write_export(module: nn.Module, inputs: Sequence[torch.Tensor], checks: Sequence[tuple[str, list[torch.Tensor]]],
+                 inputs_spec: Sequence[TensorSpec], outputs_spec: Sequence[TensorSpec], out_dir: str | Path,
+                 prefix: str, head: dict[str, Any], extra: dict[str, Any] | None = None,
+                 tolerance: float = TOLERANCE, relative: bool = False) -> ExportResult:
+    """Trace ``module`` on ``inputs`` (TorchScript) and export it to ONNX, check both against eager on each of
+    ``checks`` (``(label, inputs)``), then write ``<prefix>.pt``, ``.onnx`` and ``.json`` atomically.
+
+    Args:
+        module: the eval-mode module returning a tuple of ``(B, ...)`` tensors.
+        inputs: the example inputs of the trace.
+        checks: the parity batches (label for messages, inputs).
+        inputs_spec, outputs_spec: names, dtypes and shapes (dynamic axes) of the inputs and outputs.
+        out_dir: output folder.
+        prefix: file name prefix.
+        head: JSON keys after ``format_version`` (``model_name`` required; ``config``, ``config_dir``,
+            ``resolved_config``, ``checkpoint``: what :mod:`recstack.inference` reads).
+        extra: JSON keys after ``outputs``.
+        tolerance: max abs difference allowed between eager and each export.
+        relative: compare :func:`scaled_diff` (the difference over ``max(1, max |eager|)``) with ``tolerance``
+            instead of the absolute difference: for outputs far from 1 (image embeddings of 0-255 pixels),
+            where float32 round-off alone exceeds an absolute 1e-5.
+
+    Raises:
+        ExportError: an export disagrees with eager beyond ``tolerance`` (nothing is written).
+    """
+    import onnx
+    import onnxruntime as ort
+
+    extra = extra or {}
+    name = head["model_name"]
+    out_dir = Path(out_dir)
+    input_names = [s.name for s in inputs_spec]
+    output_names = [s.name for s in outputs_spec]
+    dynamic_axes = {s.name: s.dynamic_axes for s in list(inputs_spec) + list(outputs_spec)}
     pt_path, onnx_path, json_path = (out_dir / f"{prefix}.{ext}" for ext in ("pt", "onnx", "json"))
     with atomic_path(json_path) as json_tmp, atomic_path(onnx_path) as onnx_tmp, atomic_path(pt_path) as pt_tmp:
         # contexts exit in reverse order: the .pt, then the .onnx, then the .json is renamed into place
@@ -393,7 +514,7 @@ def export_model(config: Config, out_dir: str | Path | None = None, prefix: str 
                                                               if n in onnx_inputs}),
                 }
                 for backend, got in results.items():
-                    diff = max_abs_diff(eager, got)
+                    diff = scaled_diff(eager, got) if relative else max_abs_diff(eager, got)
                     diffs[backend] = max(diffs[backend], diff)
                     if not diff <= tolerance:
                         raise ExportError(f"{name}: {backend} differs from eager by {diff:.3g} (> {tolerance:g}) on "
@@ -407,27 +528,90 @@ def export_model(config: Config, out_dir: str | Path | None = None, prefix: str 
 
         spec = {
             "format_version": FORMAT_VERSION,
-            "model_name": name,
-            "config": str(config.path) if config.path else None,
-            "config_dir": str(config.config_dir),
-            "resolved_config": config.to_dict(),
-            "checkpoint": str(checkpoint.resolve()),
+            **head,
             "files": {"torchscript": pt_path.name, "onnx": onnx_path.name},
             "sizes_bytes": {pt_path.name: pt_tmp.stat().st_size, onnx_path.name: onnx_tmp.stat().st_size},
             "opset": OPSET,
             "inputs": [s.to_dict() for s in inputs_spec],
             "onnx_inputs": onnx_inputs,
             "outputs": [s.to_dict() for s in outputs_spec],
-            "parity": {"tolerance": tolerance, "max_abs_diff": diffs, "checked": checked},
+            **extra,
+            "parity": {"tolerance": tolerance, "max_abs_diff": diffs, "checked": checked,
+                       **({"relative": True} if relative else {})},
             "versions": _versions(),
             "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         json_tmp.write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
     sizes = ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in spec["sizes_bytes"].items())
-    logger.info("exported %s to %s (%s) in %.1f s; inputs %s; outputs %s", name, out_dir, sizes,
-                time.perf_counter() - start, ", ".join(f"{s.name} {s.dtype} {s.shape}" for s in inputs_spec),
+    logger.info("exported %s to %s (%s); inputs %s; outputs %s", name, out_dir, sizes,
+                ", ".join(f"{s.name} {s.dtype} {s.shape}" for s in inputs_spec),
                 ", ".join(f"{s.name} ({s.kind})" for s in outputs_spec))
     return ExportResult(pt_path, onnx_path, json_path, spec, diffs)
+
+
+def export_parts(config: Config, out_dirs: dict[str, str | Path], checkpoint: str | Path | None = None,
+                 tolerance: float = TOLERANCE, prefix: str = PREFIX) -> dict[str, ExportResult]:
+    """Export several networks cut from one checkpoint (E2E_MM_DBMTL's image / rec / total models), each as
+    :func:`export_model` does (TorchScript + ONNX + JSON, eager / TorchScript / ONNX Runtime parity).
+
+    The wrapper names its parts (``export_parts``), builds each part's module from the network
+    (``export_module(net, kind)``), gives each part's input names and tensors for a batch of its reader
+    (``export_feeds(net, batch, kind) -> (names, tensors)``) and, optionally, describes the outputs
+    (``export_outputs(kind, outputs)``, else :func:`describe_outputs`) and checks the parts against the
+    training graph and each other (``check_parts(net, batch, tolerance) -> {check: max abs diff}``, raising
+    :class:`ExportError`) before anything is written. Each part's JSON records ``export_part`` (its kind).
+    The parity batches: the first batch, its first row alone and the second batch (when there is one).
+
+    Args:
+        config: the model's config.
+        out_dirs: output folder of each part to export, by kind.
+        checkpoint: checkpoint folder (default :func:`resolve_checkpoint`).
+        tolerance: max abs difference allowed.
+        prefix: file name prefix in each folder.
+
+    Returns:
+        The result of each part, by kind (its JSON holds the cross checks under ``part_checks``).
+    """
+    loaded = load_for_export(config, checkpoint)
+    wrapper, net = loaded.wrapper, loaded.model
+    kinds = tuple(getattr(wrapper, "export_parts", ()))
+    unknown = [k for k in out_dirs if k not in kinds]
+    if unknown or not out_dirs:
+        raise ExportError(f"{loaded.name}: exportable parts are {list(kinds) or 'none'}, asked for {list(out_dirs)}")
+    batches = [loaded.example]
+    second = next(loaded.batches, None)
+    if second is not None:
+        batches.append(second)
+    cross = {}
+    if hasattr(wrapper, "check_parts"):
+        for batch in batches:
+            for key, value in wrapper.check_parts(net, batch, tolerance).items():
+                cross[key] = max(cross.get(key, 0.0), value)
+    head = {"model_name": loaded.name, "config": str(config.path) if config.path else None,
+            "config_dir": str(config.config_dir), "resolved_config": config.to_dict(),
+            "checkpoint": str(loaded.checkpoint.resolve())}
+    results = {}
+    for kind, out_dir in out_dirs.items():
+        module = wrapper.export_module(net, kind).eval()
+        names, inputs = wrapper.export_feeds(net, loaded.example, kind)
+        checks = [(f"batch of {len(inputs[0])}", list(inputs))]
+        if len(inputs[0]) > 1:
+            checks.append(("first row alone", [t[:1] for t in inputs]))
+        for batch in batches[1:]:
+            other = wrapper.export_feeds(net, batch, kind)[1]
+            checks.append((f"second batch of {len(other[0])}", list(other)))
+        inputs_spec = [TensorSpec(n, numpy_dtype(t), ["batch", *t.shape[1:]],
+                                  n if n in loaded.example and loaded.example[n] is t else None)
+                       for n, t in zip(names, inputs)]
+        with torch.no_grad():
+            outputs = as_tasks(module(*inputs))
+        describe = getattr(wrapper, "export_outputs", None)
+        outputs_spec = describe(kind, outputs) if describe is not None else \
+            describe_outputs(wrapper, outputs, len(inputs[0]), names)
+        results[kind] = write_export(module, inputs, checks, inputs_spec, outputs_spec, out_dir, prefix,
+                                     {**head, "export_part": kind}, {"part_checks": cross}, tolerance,
+                                     relative=getattr(wrapper, "export_relative_tolerance", False))
+    return results
 
 
 def _versions() -> dict[str, str]:

@@ -36,11 +36,20 @@ Layout of a feature group ``g`` in a batch (see :meth:`TabularSpec.block_columns
   (normalised with ``min_val`` / ``max_val`` when ``max_val > min_val``).
 
 An array is present only when its width is positive.
+
+Grouped input (``data_config.input_type: GroupRTPInput``, EasyRec's end-to-end
+multimodal DBMTL; read by :mod:`recstack.data.group_rtp`): one line per item group,
+``ImgFeature`` (the item image) and ``SampleNumFeature`` (the group size) in feature
+groups named ``img`` and ``sample_num`` that hold only that feature; see
+:class:`GroupInput` and ``doc/yaml.md``. A grouped batch adds ``img`` float32
+``(n, H, W, C)``, ``sample_num`` int64 ``(N,)`` (each sample's group) and
+``group_size`` int64 ``(n,)`` to the per-sample arrays above.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -52,6 +61,9 @@ INPUT_TYPES = ("INT32", "INT64", "FLOAT", "DOUBLE", "STRING")
 NUMERIC_TYPES = ("INT32", "INT64", "FLOAT", "DOUBLE")
 INT_RANGES = {"INT32": (-2**31, 2**31 - 1), "INT64": (-2**63, 2**63 - 1)}
 FEATURE_TYPES = ("IdFeature", "RawFeature")
+#: feature types of grouped input only (``input_type: GroupRTPInput``), each alone in its fixed-name group
+GROUP_FEATURE_TYPES = {"ImgFeature": "img", "SampleNumFeature": "sample_num"}
+INPUT_KINDS = ("CSVInput", "GroupRTPInput")
 
 DATA_CONFIG = "hyper_parameters.data_config"
 FEATURE_CONFIG = "hyper_parameters.feature_config"
@@ -114,6 +126,12 @@ class Feature:
     boundaries: tuple[float, ...] = ()
     min_val: float = 0.0
     max_val: float = 0.0
+    img_shape: tuple[int, int, int] = ()  # ImgFeature: (width, height, channel), EasyRec's order
+
+    @property
+    def is_group_input(self) -> bool:
+        """``ImgFeature`` or ``SampleNumFeature``: read by the grouped reader, not embedded."""
+        return self.feature_type in GROUP_FEATURE_TYPES
 
     @property
     def is_id(self) -> bool:
@@ -147,6 +165,30 @@ class FeatureGroup:
 
 
 @dataclass(frozen=True)
+class GroupInput:
+    """``data_config`` of ``input_type: GroupRTPInput`` (one line per group of samples of one item).
+
+    Attributes:
+        rtp_separator: column separator of a line (``rtp_separator``, default ``;``).
+        group_sample_separator: separates the samples' values inside a per-sample column (default ``,``).
+        selected_cols: 0-based column indices: the labels (``label_fields`` order), the feature
+            column, the image column, the group-size column.
+        img_field: the image path field (second-last input field).
+        size_field: the group-size field (last input field).
+        max_group_size: a line with more samples is an error (0: no limit).
+        image_root: folder relative image paths resolve against (``None``: the data file's folder).
+    """
+
+    rtp_separator: str
+    group_sample_separator: str
+    selected_cols: tuple[int, ...]
+    img_field: str
+    size_field: str
+    max_group_size: int = 0
+    image_root: str | None = None
+
+
+@dataclass(frozen=True)
 class TabularSpec:
     """Everything the tabular reader and the feature-embedding layer need.
 
@@ -163,6 +205,7 @@ class TabularSpec:
     label_fields: tuple[str, ...]
     features: tuple[Feature, ...]
     groups: tuple[FeatureGroup, ...]
+    group_input: GroupInput | None = None
     _by_name: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -184,7 +227,58 @@ class TabularSpec:
 
     def value_features(self, group: str) -> list[Feature]:
         """Raw features (no boundaries) of a group, in group order: the columns of ``<group>.values``."""
-        return [self.feature(n) for n in self.group(group).feature_names if not self.feature(n).is_id]
+        return [self.feature(n) for n in self.group(group).feature_names
+                if not self.feature(n).is_id and not self.feature(n).is_group_input]
+
+    # ----------------------------------------------------------------- grouped input
+    def _group_feature(self, feature_type: str) -> Feature | None:
+        name = GROUP_FEATURE_TYPES[feature_type]
+        if not any(g.name == name for g in self.groups):
+            return None
+        return self.feature(self.group(name).feature_names[0])
+
+    @property
+    def img_feature(self) -> Feature | None:
+        """The ``ImgFeature`` of group ``img`` (``None`` without that group)."""
+        return self._group_feature("ImgFeature")
+
+    @property
+    def has_img(self) -> bool:
+        """Whether the batches hold ``img`` (a feature group ``img`` exists)."""
+        return self.img_feature is not None
+
+    @property
+    def has_sample_num(self) -> bool:
+        """Whether a feature group ``sample_num`` exists (the batches of grouped input always hold ``sample_num``)."""
+        return self._group_feature("SampleNumFeature") is not None
+
+    @property
+    def img_shape(self) -> tuple[int, int, int] | None:
+        """``(height, width, channel)`` of the ``img`` batch tensor ``(n, H, W, C)`` (``None`` without ``img``)."""
+        feature = self.img_feature
+        if feature is None:
+            return None
+        width, height, channel = feature.img_shape
+        return height, width, channel
+
+    @property
+    def sample_groups(self) -> list[str]:
+        """Feature groups of per-sample features (all but ``img`` and ``sample_num``)."""
+        return [g.name for g in self.groups if g.name not in GROUP_FEATURE_TYPES.values()]
+
+    def sample_spec(self) -> "TabularSpec":
+        """The per-sample part of a grouped spec as a plain spec (what :class:`recstack.data.tabular.TabularReader`
+        parses): the labels (``label_fields`` order) then the per-sample input fields, separated by ``separator``;
+        the features and groups other than ``img`` / ``sample_num``."""
+        grouped = self.group_input
+        if grouped is None:
+            return self
+        labels = [self.input_field(name) for name in self.label_fields]
+        rest = [f for f in self.input_fields if f.name not in self.label_fields
+                and f.name not in (grouped.img_field, grouped.size_field)]
+        return TabularSpec(self.separator, tuple(labels + rest), self.label_fields,
+                           tuple(f for f in self.features if not f.is_group_input),
+                           tuple(g for g in self.groups if g.name in self.sample_groups))
 
     def group_inputs(self, group: str) -> list[str]:
         """Batch keys of a group, in the order the embedding layer takes them."""
@@ -204,6 +298,11 @@ class TabularSpec:
                 columns[f"{g.name}.ids"] = ("int64", len(ids))
             if values:
                 columns[f"{g.name}.values"] = ("float32", len(values))
+        if self.group_input is not None:  # grouped input: per-sample group index, per-group size and image
+            columns["sample_num"] = ("int64", 1)
+            columns["group_size"] = ("int64", 1)
+            if self.img_shape is not None:
+                columns["img"] = ("float32", math.prod(self.img_shape))
         return columns
 
     # ----------------------------------------------------------------- parsing
@@ -218,13 +317,10 @@ class TabularSpec:
         """
         data = Node.at(config, DATA_CONFIG, hints=_DATA_HINTS)
         input_type = data.get("input_type", "CSVInput", type=str)
-        if input_type != "CSVInput":
-            raise ConfigError(f"{data.where('input_type')}: only CSVInput (text files) is supported, got {input_type!r}")
-        separator = data.get("separator", ",", type=str)
-        separator = separator.encode().decode("unicode_escape") if "\\" in separator else separator
-        if len(separator) != 1 or separator in ("\n", "\r", '"'):
-            raise ConfigError(f"{data.where('separator')}: expected one character (e.g. ',', '\\t', '\\x01'), "
-                              f"got {separator!r}")
+        if input_type not in INPUT_KINDS:
+            raise ConfigError(f"{data.where('input_type')}: supported input types are CSVInput (text files, one "
+                              f"sample a line) and GroupRTPInput (one group a line), got {input_type!r}")
+        separator = _separator(data, "separator", ",")
         fields = [_parse_field(node) for node in data.nodes("input_fields")]
         if not fields:
             raise ConfigError(f"{data.where('input_fields')}: expected at least one input field")
@@ -237,10 +333,11 @@ class TabularSpec:
                 raise ConfigError(f"{data.where(f'label_fields[{i}]')}: label '{label}' must be a numeric field "
                                   "(INT32, INT64, FLOAT, DOUBLE), not STRING")
         _no_duplicates(list(labels), data.where("label_fields"), "label field")
+        group_input = _parse_group_input(data, fields, labels, separator) if input_type == "GroupRTPInput" else None
         data.finish()
 
         feature_node = Node.at(config, FEATURE_CONFIG)
-        features = [_parse_feature(node, fields, labels) for node in feature_node.nodes("features")]
+        features = [_parse_feature(node, fields, labels, group_input) for node in feature_node.nodes("features")]
         feature_node.finish()
         _no_duplicates([f.name for f in features], feature_node.where("features"), "feature name")
 
@@ -264,10 +361,20 @@ class TabularSpec:
                 raise ConfigError(f"{node.where('wide_deep')}: only DEEP groups are supported, got {wide_deep!r}")
             if "." in name or not name:
                 raise ConfigError(f"{node.where('group_name')}: expected a name without '.', got {name!r}")
+            for j, member in enumerate(members):  # ImgFeature / SampleNumFeature: alone in their fixed-name group
+                kind = next(f.feature_type for f in features if f.name == member)
+                fixed = GROUP_FEATURE_TYPES.get(kind)
+                if fixed is not None and (name != fixed or len(members) != 1):
+                    raise ConfigError(f"{node.where(f'feature_names[{j}]')}: {'an' if kind[0] in 'AEIOU' else 'a'} {kind} goes alone in the feature "
+                                      f"group named '{fixed}', got it in group {name!r} with {members}")
+                if fixed is None and name in GROUP_FEATURE_TYPES.values():
+                    wanted = next(k for k, v in GROUP_FEATURE_TYPES.items() if v == name)
+                    raise ConfigError(f"{node.where(f'feature_names[{j}]')}: group '{name}' holds only the "
+                                      f"{wanted}; '{member}' is a {kind} (put it in group 'all')")
             node.finish()
             groups.append(FeatureGroup(name, tuple(members), wide_deep))
         _no_duplicates([g.name for g in groups], source(config, group_key), "group name")
-        spec = cls(separator, tuple(fields), labels, tuple(features), tuple(groups))
+        spec = cls(separator, tuple(fields), labels, tuple(features), tuple(groups), group_input)
         clash = set(spec.label_fields) & {k for k in spec.block_columns() if k not in spec.label_fields}
         if clash:
             raise ConfigError(f"{source(config, DATA_CONFIG + '.label_fields')}: label {sorted(clash)[0]!r} clashes "
@@ -276,6 +383,86 @@ class TabularSpec:
 
 
 # --------------------------------------------------------------------- helpers
+def _separator(node: Node, key: str, default: str) -> str:
+    """A one-character separator key; ``\\x01``-style escapes are decoded."""
+    value = node.get(key, default, type=str)
+    value = value.encode().decode("unicode_escape") if "\\" in value else value
+    if len(value) != 1 or value in ("\n", "\r", '"'):
+        raise ConfigError(f"{node.where(key)}: expected one character (e.g. ',', '\\t', '\\x01'), got {value!r}")
+    return value
+
+
+def _parse_group_input(data: Node, fields: Sequence[InputField], labels: Sequence[str], separator: str) -> GroupInput:
+    """The GroupRTPInput keys of ``data_config`` (see :class:`GroupInput`)."""
+    rtp = _separator(data, "rtp_separator", ";")
+    sample = _separator(data, "group_sample_separator", ",")
+    seps = {"rtp_separator": rtp, "group_sample_separator": sample, "separator": separator}
+    for a, b in (("rtp_separator", "group_sample_separator"), ("rtp_separator", "separator"),
+                 ("group_sample_separator", "separator")):
+        if seps[a] == seps[b]:
+            raise ConfigError(f"{data.where(b)}: GroupRTPInput needs different column ({rtp!r}), sample and feature "
+                              f"separators; {a} and {b} are both {seps[a]!r} (EasyRec's sample config uses "
+                              "rtp_separator ';', group_sample_separator '\\x01', separator '\\x02')")
+    if len(fields) < len(labels) + 3:
+        raise ConfigError(f"{data.where('input_fields')}: GroupRTPInput needs the labels, at least one feature field, "
+                          f"then the image path field and the group size field; got {[f.name for f in fields]}")
+    img_field, size_field = fields[-2], fields[-1]
+    if img_field.name in labels or size_field.name in labels:
+        raise ConfigError(f"{data.where('input_fields')}: the last two input fields of GroupRTPInput are the image "
+                          f"path and the group size, not labels; got {img_field.name!r}, {size_field.name!r}")
+    if img_field.type != "STRING":
+        raise ConfigError(f"{data.where('input_fields')}: the image path field '{img_field.name}' (second-last input "
+                          f"field) must be STRING, got {img_field.type}")
+    if size_field.type not in INT_RANGES:
+        raise ConfigError(f"{data.where('input_fields')}: the group size field '{size_field.name}' (last input field) "
+                          f"must be INT32 or INT64, got {size_field.type}")
+    raw = data.get("selected_cols", type=(str, list))
+    want = len(labels) + 3
+    try:
+        if isinstance(raw, list) and not all(type(c) is int for c in raw):
+            raise ValueError
+        cols = [int(c) for c in (raw.split(",") if isinstance(raw, str) else raw)]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{data.where('selected_cols')}: expected 0-based column indices (a list or "
+                          f"'0,1,2'), got {raw!r}") from None
+    if len(cols) != want or min(cols) < 0 or len(set(cols)) != len(cols):
+        raise ConfigError(f"{data.where('selected_cols')}: expected {want} distinct indices >= 0 (the {len(labels)} "
+                          f"label column(s) {list(labels)}, the feature column, the image column, the group size "
+                          f"column), got {raw!r}")
+    max_group_size = data.get("max_group_size", 0, type=int)
+    if max_group_size < 0:
+        raise ConfigError(f"{data.where('max_group_size')}: must be >= 0 (0: no limit), got {max_group_size}")
+    image_root = data.get("image_root", None, type=(str, type(None)))
+    if image_root is not None and data.config is not None and getattr(data.config, "config_dir", None) is not None:
+        image_root = os.path.join(str(data.config.config_dir), os.path.expanduser(image_root))
+    return GroupInput(rtp, sample, tuple(cols), img_field.name, size_field.name, max_group_size, image_root)
+
+
+def _parse_img_feature(node: Node, name: str, input_name: str, group_input: GroupInput | None,
+                       feature_type: str) -> Feature:
+    """``ImgFeature`` (``img_shape {width, height, channel}``) or ``SampleNumFeature`` of grouped input."""
+    if group_input is None:
+        raise ConfigError(f"{node.where('feature_type')}: a {feature_type} needs data_config.input_type "
+                          "GroupRTPInput (one line per group of samples)")
+    field_name = group_input.img_field if feature_type == "ImgFeature" else group_input.size_field
+    if input_name != field_name:
+        what = "image path" if feature_type == "ImgFeature" else "group size"
+        raise ConfigError(f"{node.where('input_names[0]')}: a {feature_type} reads the {what} field '{field_name}' "
+                          f"(GroupRTPInput's {'second-' if feature_type == 'ImgFeature' else ''}last input field), "
+                          f"got '{input_name}'")
+    shape: tuple[int, int, int] = ()
+    if feature_type == "ImgFeature":
+        dims = node.node("img_shape", {})
+        shape = tuple(dims.get(k, d, type=int) for k, d in (("width", 224), ("height", 224), ("channel", 3)))
+        dims.finish()
+        if min(shape) < 1:
+            raise ConfigError(f"{node.where('img_shape')}: width, height and channel must be >= 1, got {shape}")
+        if shape[2] != 3:
+            raise ConfigError(f"{node.where('img_shape.channel')}: images decode to 3 channels (BGR), got {shape[2]}")
+    node.finish()
+    return Feature(name, input_name, feature_type, img_shape=shape)
+
+
 def _field(fields: Sequence[InputField], name: str) -> InputField:
     return next(f for f in fields if f.name == name)
 
@@ -335,7 +522,8 @@ def _parse_field(node: Node) -> InputField:
     return InputField(name, input_type, default)
 
 
-def _parse_feature(node: Node, fields: Sequence[InputField], labels: Sequence[str]) -> Feature:
+def _parse_feature(node: Node, fields: Sequence[InputField], labels: Sequence[str],
+                   group_input: GroupInput | None = None) -> Feature:
     inputs = node.get_list("input_names", str, scalar_ok=True)
     if len(inputs) != 1:
         raise ConfigError(f"{node.where('input_names')}: expected one input field name, got {inputs!r}")
@@ -347,9 +535,16 @@ def _parse_feature(node: Node, fields: Sequence[InputField], labels: Sequence[st
     field_type = _field(fields, input_name).type
     name = node.get("feature_name", input_name, type=str)
     feature_type = node.get("feature_type", "IdFeature", type=str)
+    if feature_type in GROUP_FEATURE_TYPES:
+        return _parse_img_feature(node, name, input_name, group_input, feature_type)
     if feature_type not in FEATURE_TYPES:
+        known = (*FEATURE_TYPES, *GROUP_FEATURE_TYPES)
         raise ConfigError(f"{node.where('feature_type')}: unsupported feature type {feature_type!r}"
-                          f"{did_you_mean(feature_type, FEATURE_TYPES)} (supported: {', '.join(FEATURE_TYPES)})")
+                          f"{did_you_mean(feature_type, known)} (supported: {', '.join(known)})")
+    if group_input is not None and input_name in (group_input.img_field, group_input.size_field):
+        raise ConfigError(f"{node.where('input_names[0]')}: '{input_name}' is GroupRTPInput's "
+                          f"{'image path' if input_name == group_input.img_field else 'group size'} field; only an "
+                          f"{'ImgFeature' if input_name == group_input.img_field else 'SampleNumFeature'} reads it")
     embedding_dim = node.get("embedding_dim", 0, type=int)
     if embedding_dim < 0:
         raise ConfigError(f"{node.where('embedding_dim')}: must be >= 0, got {embedding_dim}")
@@ -385,12 +580,14 @@ def _parse_feature(node: Node, fields: Sequence[InputField], labels: Sequence[st
                    min_val=min_val, max_val=max_val)
 
 
-def easyrec_model_config(config: Config, model_class: str) -> tuple[TabularSpec, Node, float]:
+def easyrec_model_config(config: Config, model_class: str,
+                         optional_groups: Sequence[str] = ()) -> tuple[TabularSpec, Node, float]:
     """The common part of an EasyRec-configured model folder's ``create_model``.
 
     Parses ``data_config`` / ``feature_config`` / ``model_config.feature_groups`` into a
     :class:`TabularSpec`, checks ``model_config.model_class`` (default ``model_class``) and that the
-    one feature group is ``all`` (EasyRec's multi-task models read that group), and reads
+    one feature group is ``all`` (EasyRec's multi-task models read that group; ``optional_groups``, e.g.
+    ``("img", "sample_num")`` for E2E_MM_DBMTL, may also appear), and reads
     ``model_config.embedding_regularization`` (>= 0).
 
     Returns:
@@ -404,9 +601,10 @@ def easyrec_model_config(config: Config, model_class: str) -> tuple[TabularSpec,
     if name != model_class:
         raise ConfigError(f"{model.where('model_class')}: this folder is {model_class}, got {name!r}")
     groups = [g.name for g in spec.groups]
-    if groups != ["all"]:
+    if "all" not in groups or any(g != "all" and g not in optional_groups for g in groups):
+        extra = f" and optionally {list(optional_groups)}" if optional_groups else ""
         raise ConfigError(f"{model.where('feature_groups')}: {model_class} reads one feature group named 'all' "
-                          f"(EasyRec's), got {groups}")
+                          f"(EasyRec's){extra}, got {groups}")
     embedding_regularization = float(model.get("embedding_regularization", 0.0, type=float))
     if embedding_regularization < 0:
         raise ConfigError(f"{model.where('embedding_regularization')}: must be >= 0, got {embedding_regularization}")

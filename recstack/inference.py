@@ -193,12 +193,22 @@ def load_batches(model: ExportedModel, batch_size: int, data_dir: str | os.PathL
         reader_cls = resolve_reader(config, "runner.infer_reader_path")
         reader_name = config.get("runner.infer_reader_path")
     reader = reader_cls(files, config)
-    loader = BatchLoader(reader, batch_size, num_workers=config.get("runner.num_workers"),
-                         bucket_by_length=config.get("runner.bucket_by_length", False))
+    # never bucketed by length: deployed predictions (--save_predictions, serving checks) keep the file's row order
+    loader = BatchLoader(reader, batch_size, num_workers=config.get("runner.num_workers"))
     inputs_spec, outputs_spec = model.spec["inputs"], model.spec["outputs"]
     computed = [s["name"] for s in inputs_spec if not s.get("column")]
     feeds = None
-    if computed:  # a wrapper computes some inputs in create_feeds: use it (create_model configures some wrappers)
+    part = model.spec.get("export_part")
+    if part is not None:  # one of several parts cut from a checkpoint (recstack.export.export_parts)
+        from recstack.checkpoint import load_checkpoint
+        from recstack.trainer import build_model
+
+        wrapper, net = build_model(config, torch.device("cpu"))
+        load_checkpoint(model.spec["checkpoint"], net)
+        net.eval()
+        feeds = lambda b: wrapper.export_feeds(net, b, part)[1]  # noqa: E731
+        logger.info("inputs of the %s part come from the wrapper's export_feeds", part)
+    elif computed:  # a wrapper computes some inputs in create_feeds: use it (create_model configures some wrappers)
         from recstack.trainer import build_model
 
         wrapper, _ = build_model(config, torch.device("cpu"))
@@ -216,7 +226,7 @@ def load_batches(model: ExportedModel, batch_size: int, data_dir: str | os.PathL
                 raise ConfigError(f"the reader {reader_name} gives columns {sorted(batch)}, the model needs {missing}")
             inputs = {s["name"]: batch[s["column"]] for s in inputs_spec}
         labels = {c: batch[c] for c in label_columns if c in batch}
-        batches.append(Batch(inputs, labels, len(next(iter(batch.values())))))
+        batches.append(Batch(inputs, labels, len(next(iter(inputs.values())))))
         if max_batches and len(batches) >= max_batches:
             break
     if not batches:
@@ -624,3 +634,34 @@ def build_report(model: ExportedModel, backend: Backend, settings: InferenceSett
         ("Metrics", [*metrics, *extra]),
     ]
     return format_report(sections)
+
+
+# ---------------------------------------------------------------------- embeddings as text
+def format_embeddings(embeddings: np.ndarray | torch.Tensor) -> list[str]:
+    """Rows of a ``(B, D)`` float array as EasyRec's ``img_emb`` strings: ``"%f"`` values (6 decimals)
+    joined by commas (what EasyRec's image model outputs and its rec model's ``img_emb`` input reads)."""
+    array = embeddings.detach().cpu().numpy() if isinstance(embeddings, torch.Tensor) else np.asarray(embeddings)
+    if array.ndim != 2:
+        raise ValueError(f"expected a (batch, dim) array of embeddings, got shape {array.shape}")
+    return [",".join("%f" % v for v in row) for row in array]
+
+
+def parse_embeddings(texts: Sequence[str], dim: int) -> np.ndarray:
+    """EasyRec's comma-separated ``img_emb`` strings as a float32 ``(B, dim)`` array.
+
+    Raises:
+        ValueError: a row with another number of values than ``dim``, or a value that is not a
+            finite number (naming the row).
+    """
+    out = np.empty((len(texts), dim), dtype=np.float32)
+    for i, text in enumerate(texts):
+        parts = text.split(",")
+        if len(parts) != dim:
+            raise ValueError(f"img_emb row {i}: expected {dim} comma-separated values, got {len(parts)}")
+        try:
+            out[i] = [float(p) for p in parts]
+        except ValueError:
+            raise ValueError(f"img_emb row {i}: not a list of numbers: {text[:80]!r}") from None
+        if not np.isfinite(out[i]).all():
+            raise ValueError(f"img_emb row {i}: non-finite value in {text[:80]!r}")
+    return out

@@ -68,7 +68,8 @@ class DygraphModel:
         output_names: names of the model's outputs for export (:mod:`recstack.export`), in output
             order, when they are not :attr:`task_names` (e.g. a model with an extra output).
         export_dynamic_axes: axes of model inputs that vary from batch to batch besides the batch
-            axis 0, ``{feed name: {axis: axis name}}``. Inputs read from variable-length reader
+            axis 0, ``{feed name: {axis: axis name}}``; axis 0 listed here names an input whose rows are not
+            the batch's samples (E2E_MM_DBMTL's images, one per group: ``{"img": {0: "groups"}}``). Inputs read from variable-length reader
             columns (width 0 in the reader's ``columns``) get axis 1 without being listed here.
     """
 

@@ -97,6 +97,9 @@ case "${MODE}" in
         link_whole "${whole[1]}" "${DATA}/infer"
         ;;
 esac
+# item images of grouped input (GroupRTPInput lines name ../images/<file>, relative to their data file's folder;
+# linked whole files resolve to their real folder): the lite copies see the sample data's images through a link
+if [ -d "${lite[0]}/../images" ]; then ln -s "$(cd "${lite[0]}/../images" && pwd)" "${DATA}/images"; fi
 
 if [ "${MODE}" = "whole_infer" ]; then
     pretrained=$(func_mode_value "$(func_get "${FILENAME}" infer_model)" "${MODE}")

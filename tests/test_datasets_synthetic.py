@@ -180,8 +180,12 @@ def test_bundled_sample_data_is_what_make_samples_sh_generates(tmp_path):
         hash_dim = int(extra[extra.index("--hash-dim") + 1]) if "--hash-dim" in extra else 1000001
         for split, rows, seed in (("train", int(train_rows), 1), ("test", int(test_rows), 2)):
             bundled = repo / "models" / folder / "data" / (sub or "sample_data") / split / "part-0.txt"
-            fresh = gen.generate(dataset, rows, seed, tmp_path / f"{folder.replace('/', '_')}_{sub}_{split}.txt", 0,
-                                 hash_dim=hash_dim)
+            fresh = gen.generate(dataset, rows, seed, tmp_path / f"{folder.replace('/', '_')}_{sub}" / split /
+                                 "part-0.txt", 0, hash_dim=hash_dim)
             assert fresh.read_bytes() == bundled.read_bytes(), f"{bundled} differs; run make_samples.sh"
             checked += 1
+        if dataset == "e2e_mm":  # and the item images
+            images = sorted((bundled.parents[1] / "images").iterdir())
+            assert [p.read_bytes() for p in images] == [(fresh.parents[1] / "images" / p.name).read_bytes()
+                                                        for p in images] and images
     assert checked == 2 * len(table.splitlines()) >= 4

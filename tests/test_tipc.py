@@ -62,6 +62,19 @@ def lite_runs(tmp_path_factory):
     return work, done
 
 
+def lite_samples(folder: Path, tipc_config: Path) -> int:
+    """Samples in the lite test split: one per line (lite_lines), or, for grouped lines (GroupRTPInput:
+    the last column is the group size), the sum of the group sizes."""
+    from recstack.config import load_config
+
+    model_config = load_config(REPO / read_config(tipc_config)["config"].split("|")[0].split("=", 1)[1])
+    lines = [line for f in sorted(folder.iterdir()) for line in f.read_text().splitlines() if line]
+    if model_config.get("hyper_parameters.data_config.input_type", None) == "GroupRTPInput":
+        separator = model_config.get("hyper_parameters.data_config.rtp_separator", ";")
+        return sum(int(line.rsplit(separator, 1)[1]) for line in lines)
+    return len(lines)
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.parent.name)
 def test_lite_train_lite_infer(lite_runs, config):
     work, done = lite_runs
@@ -83,7 +96,7 @@ def test_lite_train_lite_infer(lite_runs, config):
     assert max(spec["parity"]["max_abs_diff"].values()) <= 1e-5
     report = (out / f"{name}.log").read_text()
     assert re.search(r"inference_time\(ms/batch\): mean \d+\.\d+", report)
-    assert re.search(r"samples: 200 in \d+ batch", report)  # lite_lines of the test split
+    assert re.search(rf"samples: {lite_samples(work / 'data' / name / 'infer', config)} in \d+ batch", report)
     assert re.search(r"(auc|mse)\w*: (\d\.\d{6}|nan)", report)
 
 

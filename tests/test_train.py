@@ -67,6 +67,10 @@ THRESHOLDS = {
     # MMoE configured the EasyRec way on the same sample (config_easyrec.yaml): auc_is_valid_play 0.736 / 0.735 /
     # 0.735, mse_play_time 0.131 / 0.134 / 0.133 with seeds 2024 / 1 / 7 (models/multitask/mmoe/README.md).
     "mmoe_easyrec": {"auc_is_valid_play": 0.68, "mse_play_time": 0.150},
+    # E2E_MM_DBMTL (grouped short-video lines with 64x64 item images, part of the signal only in the images):
+    # test auc_is_valid_play 0.784 / 0.792, mse_play_time 0.215 / 0.260 with seeds 2024 / 7 (its README); the
+    # test file's play_time variance is 0.264 (its mean differs from the train file's), so the MSE bound is loose.
+    "e2e_mm_dbmtl": {"auc_is_valid_play": 0.73, "mse_play_time": 0.29},
 }
 
 
@@ -251,10 +255,7 @@ def test_visual_logs_gpu_fallback_and_log_lines(tmp_path, caplog):
     assert len(events.Scalars("train/loss")) == 7  # batches 0, 10, ..., 60 of 63
 
 
-def test_use_fleet_is_refused_clearly():
-    config = load_config(REPO / "models/rank/deepfm/config.yaml", ["runner.use_fleet=True"])
-    with pytest.raises(ConfigError, match="use_fleet.*not available"):
-        train(config)
+# runner.use_fleet (multi-process training under torchrun): tests/test_distributed.py
 
 
 def run_tool(*args, cwd):

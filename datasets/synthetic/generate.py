@@ -14,6 +14,10 @@ Used for the models' bundled sample data, for tests and for benchmarks::
 * ``video_play``: EasyRec-style CSV of short-video impressions for DBMTL
   (``is_valid_play,play_time,user_id,city,...``, 17 named fields, see ``VideoPlayWorld``);
   ``play_time`` depends on ``is_valid_play``; ``--emit-proba`` writes p(is_valid_play).
+* ``e2e_mm``: grouped short-video impressions with item images for E2E_MM_DBMTL (EasyRec's
+  GroupRTPInput: one line per item visit, ``--rows`` visits, ``--mean-group-size``,
+  ``--ungrouped`` for the same samples one per line; 64x64 PNGs in ``--image-dir``;
+  see ``E2EMMWorld``).
 * ``amazon``: PaddleRec's DIN format (Amazon Electronics) with a user id field,
   ``hist_items;hist_cats;target_item;target_cat;label;user_id`` (see ``AmazonWorld``).
 
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -663,6 +668,135 @@ WORLDS = {"criteo": CriteoWorld, "criteo_lr": CriteoLRWorld, "census": CensusWor
           "video_play": VideoPlayWorld, "amazon": AmazonWorld}
 
 
+# ----------------------------------------------------------------------------- e2e_mm (E2E_MM_DBMTL)
+E2E_MM_ITEMS = 300  # items (one image each)
+E2E_MM_IMAGE = 64  # image width = height (pixels)
+E2E_MM_VALID_QUALITY = 1.2  # is_valid_play logit per unit of the hidden item quality (std 1)
+E2E_MM_COMPLETION_QUALITY = 0.5  # completion logit per unit of quality
+E2E_MM_SEPARATORS = (";", "\x01", "\x02")  # rtp_separator, group_sample_separator, separator
+
+
+class E2EMMWorld:
+    """Ground truth of the synthetic grouped short-video data with item images (E2E_MM_DBMTL).
+
+    The :class:`VideoPlayWorld` impressions (same fields, labels ``is_valid_play`` and
+    ``play_time``, same tabular signal), grouped by item: ``E2E_MM_ITEMS`` items, each with a
+    fixed ``video_category`` and ``video_duration`` (repeated in its samples), a hidden
+    *quality* ``q ~ N(0, 1)`` and a 64x64 RGB PNG. The quality is visible only through the
+    image: a centred square whose colour goes from blue (low q) to red (high q),
+    ``(40 + 200 t, 60, 240 - 200 t)`` with ``t = sigmoid(1.5 q)``, on a random background
+    colour with random stripes (period, direction, colour: no signal). It adds
+    ``1.2 q`` to the ``is_valid_play`` logit and ``0.5 q`` to the completion logit of
+    ``play_time``. No item id is written, so only the image tower can learn ``q``.
+    """
+
+    def __init__(self, world_seed: int, items: int = E2E_MM_ITEMS) -> None:
+        self.video = VideoPlayWorld(world_seed)
+        rng = world_rng(world_seed, "e2e_mm")
+        self.items = items
+        self.category = draw(rng, self.video.category_cdf, items)
+        self.duration = np.clip(np.exp(rng.normal(0.0, 0.7, items)), 0.1, 10.0).round(3)
+        self.quality = rng.standard_normal(items)
+        self.background = rng.integers(60, 200, (items, 3))
+        self.stripe_period = rng.choice([6, 8, 12, 16], items)
+        self.stripe_direction = rng.integers(0, 3, items)  # rows, columns, diagonals
+        self.stripe_shift = rng.integers(-50, 51, (items, 3))
+        self.offset = rng.integers(-6, 7, (items, 2))
+
+    def image(self, item: int) -> np.ndarray:
+        """``(64, 64, 3)`` uint8 RGB of an item."""
+        size = E2E_MM_IMAGE
+        y, x = np.mgrid[0:size, 0:size]
+        coord = (y, x, x + y)[self.stripe_direction[item]]
+        stripe = (coord // (self.stripe_period[item] // 2)) % 2 == 1
+        image = np.broadcast_to(self.background[item], (size, size, 3)).copy()
+        image[stripe] = np.clip(self.background[item] + self.stripe_shift[item], 0, 255)
+        t = sigmoid(1.5 * self.quality[item])
+        cy, cx = size // 2 + self.offset[item]
+        image[cy - 12:cy + 12, cx - 12:cx + 12] = (40 + 200 * t, 60, 240 - 200 * t)
+        return image.astype(np.uint8)
+
+    def quality_class(self, item: int) -> int:
+        """The item's quality as one of 16 equally likely classes: ``floor(16 Phi(q))``."""
+        import math
+
+        return min(15, int(16 * 0.5 * (1.0 + math.erf(self.quality[item] / math.sqrt(2.0)))))
+
+    def write_images(self, folder: Path) -> None:
+        """``item_<i>.png`` of every item (unchanged files are not rewritten)."""
+        import io
+
+        from PIL import Image
+
+        folder.mkdir(parents=True, exist_ok=True)
+        for item in range(self.items):
+            buffer = io.BytesIO()
+            Image.fromarray(self.image(item), "RGB").save(buffer, format="PNG", optimize=True)
+            path = folder / f"item_{item:04d}.png"
+            if not path.is_file() or path.read_bytes() != buffer.getvalue():
+                path.write_bytes(buffer.getvalue())
+
+    def samples(self, rng: np.random.Generator, visits: int, mean_group_size: float) -> list[dict]:
+        """Flat per-sample rows of ``visits`` item visits of ``1 + Poisson(mean - 1)`` impressions each:
+        ``{"visit", "item", "labels": [is_valid_play, play_time], "fields": [15 feature texts], "proba"}``
+        (``proba``: the true p(is_valid_play) and the one without the image part, sigmoid(tabular logit))."""
+        items = rng.integers(0, self.items, visits)
+        sizes = 1 + rng.poisson(mean_group_size - 1.0, visits)
+        item = np.repeat(items, sizes)
+        features = self.video.sample(rng, len(item))
+        features["category"], features["duration"] = self.category[item], self.duration[item]
+        q = self.quality[item]
+        features["completion_noise"] = features["completion_noise"] + E2E_MM_COMPLETION_QUALITY * q
+        tabular = self.video.logits(features)
+        p = sigmoid(tabular + E2E_MM_VALID_QUALITY * q)
+        labels = rng.random(len(p)) < p
+        lines = self.video.render(features, labels).splitlines()
+        visit = np.repeat(np.arange(visits), sizes)
+        return [{"visit": v, "item": i, "labels": line.split(",", 2)[:2], "fields": line.split(",")[2:],
+                 "proba": (a, b)} for v, i, line, a, b in zip(visit.tolist(), item.tolist(), lines, p.tolist(),
+                                                               sigmoid(tabular).tolist())]
+
+
+def generate_e2e_mm(visits: int, seed: int, output: Path, image_dir: Path, world_seed: int = 0,
+                    mean_group_size: float = 4.0, max_group_size: int = 0, ungrouped: bool = False,
+                    items: int = E2E_MM_ITEMS, proba: Path | None = None, cate_label: bool = False) -> Path:
+    """Write GroupRTPInput lines of ``visits`` item visits (see :class:`E2EMMWorld`) and the item images.
+
+    Each visit's impressions form one group, split into lines of at most ``max_group_size`` samples
+    (:func:`recstack.data.group_rtp.group_by_item`; 0: no limit). With ``ungrouped`` every sample is
+    its own line (group size 1, the image path repeated): the same samples, in the same order.
+    Columns: ``is_valid_play;play_time;<features>;<image path>;<group size>``, samples separated by
+    ``\\x01``, the 15 features of a sample (the video_play fields after the labels) by ``\\x02``; image
+    paths relative to the data file's folder. With ``cate_label`` a third label column follows ``play_time``:
+    ``cate_label``, the item's quality class (``floor(16 Phi(q))`` in 0..15, a target the image shows, for the
+    auxiliary image loss), so ``selected_cols`` is ``0,1,2,3,4,5``. ``proba`` receives one line per sample, in file order:
+    ``p,p_tabular`` (the true p(is_valid_play), and the one an image-blind model could reach at best).
+    """
+    from recstack.data.group_rtp import group_by_item
+
+    if mean_group_size < 1:
+        raise ValueError(f"mean_group_size must be >= 1, got {mean_group_size}")
+    world = E2EMMWorld(world_seed, items)
+    world.write_images(image_dir)
+    path = output_file(output)
+    rows = world.samples(np.random.default_rng(seed), visits, mean_group_size)
+    groups = [[row] for row in rows] if ungrouped else group_by_item(rows, lambda r: r["visit"], max_group_size)
+    rtp, sample_sep, feature_sep = E2E_MM_SEPARATORS
+    prefix = Path(os.path.relpath(image_dir.resolve(), path.parent.resolve())).as_posix()
+    with atomic_open(path) as out:
+        for group in groups:
+            columns = [sample_sep.join(row["labels"][j] for row in group) for j in range(2)]
+            if cate_label:
+                columns.append(sample_sep.join([str(world.quality_class(group[0]["item"]))] * len(group)))
+            columns.append(sample_sep.join(feature_sep.join(row["fields"]) for row in group))
+            columns += [f"{prefix}/item_{group[0]['item']:04d}.png", str(len(group))]
+            out.write(rtp.join(columns) + "\n")
+    if proba is not None:
+        with atomic_open(proba) as out:
+            out.write("".join(f"{row['proba'][0]:.6g},{row['proba'][1]:.6g}\n" for group in groups for row in group))
+    return path
+
+
 # ----------------------------------------------------------------------------- driver
 def output_file(output: Path) -> Path:
     """``output`` itself if it ends with ``.txt``, else ``output/part-0.txt``."""
@@ -681,7 +815,7 @@ def generate(
     """Write ``rows`` rows of ``dataset`` (see the module docstring); return the data file.
 
     Args:
-        dataset: ``"criteo"`` or ``"census"``.
+        dataset: a name of :data:`WORLDS`, or ``"e2e_mm"`` (``rows`` item visits; see :func:`generate_e2e_mm`).
         rows: number of rows.
         seed: seed of the rows (different files of one world use different seeds).
         output: a ``.txt`` file, or a folder that receives ``part-0.txt``.
@@ -689,6 +823,8 @@ def generate(
         proba: optional file for the true probabilities (one line per row).
         hash_dim: id space of the criteo formats (ids in ``[0, hash_dim)``).
     """
+    if dataset == "e2e_mm":  # grouped lines + images (defaults of generate_e2e_mm; images/ beside the output's folder)
+        return generate_e2e_mm(rows, seed, output, output_file(output).parent.parent / "images", world_seed)
     world: World = WORLDS[dataset](world_seed, hash_dim) if dataset != "census" else CensusWorld(world_seed)
     rng = np.random.default_rng(seed)
     path = output_file(output)
@@ -708,8 +844,8 @@ def generate(
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("dataset", choices=sorted(WORLDS))
-    parser.add_argument("--rows", type=int, required=True, help="number of rows")
+    parser.add_argument("dataset", choices=sorted([*WORLDS, "e2e_mm"]))
+    parser.add_argument("--rows", type=int, required=True, help="number of rows (e2e_mm: item visits = groups)")
     parser.add_argument("--seed", type=int, required=True, help="seed of the rows")
     parser.add_argument(
         "--output", type=Path, required=True, help="a .txt file, or a folder (-> part-0.txt)"
@@ -718,12 +854,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--emit-proba", type=Path, help="also write the true probabilities here")
     parser.add_argument("--hash-dim", type=int, default=CRITEO_HASH_DIM,
                         help=f"criteo formats: ids in [0, hash-dim) (default {CRITEO_HASH_DIM})")
+    e2e = parser.add_argument_group("e2e_mm (grouped lines + item images)")
+    e2e.add_argument("--image-dir", type=Path, help="folder of the item PNGs (default: images/ beside the output's folder)")
+    e2e.add_argument("--mean-group-size", type=float, default=4.0, help="mean samples per item visit (>= 1; default 4)")
+    e2e.add_argument("--max-group-size", type=int, default=0, help="split larger groups into lines (0: no limit)")
+    e2e.add_argument("--ungrouped", action="store_true", help="the same samples one per line (group size 1)")
+    e2e.add_argument("--items", type=int, default=E2E_MM_ITEMS, help=f"items / images (default {E2E_MM_ITEMS})")
+    e2e.add_argument("--cate-label", action="store_true",
+                     help="add a third label column cate_label (the item's quality class 0..15, for the image loss)")
     args = parser.parse_args(argv)
     if args.rows < 0:
         parser.error("--rows must be >= 0")
     if args.seed < 0 or args.world_seed < 0:
         parser.error("--seed and --world-seed must be >= 0")
     start = time.perf_counter()
+    if args.dataset == "e2e_mm":
+        path = output_file(args.output)
+        image_dir = args.image_dir or path.parent.parent / "images"
+        generate_e2e_mm(args.rows, args.seed, args.output, image_dir, args.world_seed, args.mean_group_size,
+                        args.max_group_size, args.ungrouped, args.items, args.emit_proba, args.cate_label)
+        print(f"wrote {args.rows} e2e_mm item visits to {path} (images in {image_dir}) in "
+              f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
+        return 0
     path = generate(
         args.dataset, args.rows, args.seed, args.output, args.world_seed, args.emit_proba, args.hash_dim
     )

@@ -11,6 +11,7 @@ PYTHON="${PYTHON:-python}"
 GEN="datasets/synthetic/generate.py"
 
 # dataset  model folder[:data subfolder, default sample_data]  train rows  test rows  [extra generate.py flags]
+# (e2e_mm: rows are item visits = grouped lines, mean group size 4; the item PNGs go to <data subfolder>/images)
 while read -r dataset folder train_rows test_rows extra; do
     sub=sample_data
     if [[ "$folder" == *:* ]]; then sub="${folder#*:}"; folder="${folder%%:*}"; fi
@@ -39,6 +40,7 @@ video_play multitask/dbmtl 4000 1000
 video_play multitask/mmoe:easyrec_sample_data 4000 1000
 aliccp multitask/esmm 6000 3000
 amazon rank/din 8000 2000
+e2e_mm multitask/e2e_mm_dbmtl 600 200
 SAMPLES
 
 # Short-video data (datasets/video, PaddleRec's multi-task tutorial): each census sample above with its

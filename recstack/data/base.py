@@ -11,6 +11,13 @@ A column of variable-length rows (DIN's behaviour histories) is a :class:`Ragged
 (values and row boundaries, unpadded); the loader pads each batch of it to the batch's
 longest row.
 
+A block of *grouped* rows (one row per group of samples, e.g. GroupRTPInput's one line
+per item with its ``group_size`` impressions) holds per-group arrays (``(n, ...)``)
+and :class:`BatchColumn` columns: :class:`GroupedRows` (each group's samples, concatenated
+in a batch, never padded) and :class:`GroupIndex` (each sample's group within the
+batch). The loader cuts, shuffles and joins such blocks by groups, so a group is
+never split across batches.
+
 The loader (:mod:`recstack.data.loader`) cuts blocks into batches.
 """
 
@@ -117,6 +124,8 @@ class BlockReader:
 
     #: column name → (numpy dtype, row width; 0 for a variable-length :class:`RaggedArray` column); filled by subclasses
     columns: dict[str, tuple[np.dtype, int]] = {}
+    #: whether :class:`BinaryCache` can store the blocks (readers whose blocks hold :class:`BatchColumn` columns set False)
+    cacheable: bool = True
 
     def __init__(self, file_list: Sequence[str], config: Config) -> None:
         self.file_list = list(file_list)
@@ -136,9 +145,13 @@ class BlockReader:
         return f"{type(self).__module__}.{type(self).__qualname__}:{sorted(self.columns.items())}"
 
     # -------------------------------------------------------------- iteration
+    def chunks(self, path: str) -> Iterator[tuple[bytes, int]]:
+        """``(chunk, first_line_number)`` of complete lines to parse (default :func:`read_chunks`)."""
+        return read_chunks(path)
+
     def iter_file(self, path: str, pool: Executor | None = None) -> Iterator[Block]:
         """Blocks of one file parsed from text, in order; ``pool`` parses chunks in parallel."""
-        chunks = read_chunks(path)
+        chunks = self.chunks(path)
         if pool is None:
             blocks: Iterator[Block] = (self.parse_block(chunk, path, line) for chunk, line in chunks)
         else:
@@ -154,6 +167,10 @@ class BlockReader:
     def iter_blocks(self, files: Sequence[str] | None = None, cache_dir: str | None = None,
                     pool: Executor | None = None) -> Iterator[Block]:
         """Blocks of all files in order, through the binary cache when ``cache_dir`` is set."""
+        if cache_dir and not self.cacheable:
+            logger.warning("%s: runner.cache_dir is ignored (this reader's blocks are not cacheable)",
+                           type(self).__name__)
+            cache_dir = None
         for path in self.file_list if files is None else files:
             if cache_dir:
                 yield from BinaryCache(cache_dir, self).blocks(path, pool)
@@ -354,3 +371,112 @@ def _memmap_1d(path: Path, dtype: str, count: int) -> np.ndarray:
     if count == 0:
         return np.zeros(0, dtype=np.dtype(dtype))
     return np.memmap(path, dtype=np.dtype(dtype), mode="r", shape=(count,))
+
+
+class BatchColumn:
+    """A per-row column whose batch tensor is not the rows stacked (see :class:`GroupedRows`, :class:`GroupIndex`).
+
+    Like :class:`RaggedArray` it supports what the loader does to a block's columns
+    (``len`` in rows, slicing and integer-array indexing of rows, :meth:`concatenate`);
+    :meth:`to_batch` gives the array the batch holds.
+    """
+
+    __slots__ = ()
+
+    def to_batch(self) -> np.ndarray:
+        raise NotImplementedError
+
+
+class GroupedRows(BatchColumn):
+    """Per-sample values of grouped rows: row ``i`` (a group) owns samples ``offsets[i]:offsets[i + 1]``.
+
+    In a batch of groups the samples are concatenated (``(N, ...)``, N = the sum of the
+    batch's group sizes), in group order, never padded.
+
+    Args:
+        values: ``(N, ...)`` array, the samples of group 0, then group 1, ...
+        offsets: int64 ``(n + 1,)`` from 0 to ``N``.
+    """
+
+    __slots__ = ("values", "offsets")
+
+    def __init__(self, values: np.ndarray, offsets: np.ndarray) -> None:
+        self.values = np.asarray(values)
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        if self.values.ndim < 1 or self.offsets.ndim != 1 or not len(self.offsets) or self.offsets[0] != 0 \
+                or self.offsets[-1] != len(self.values):
+            raise ValueError("GroupedRows: expected values of >= 1 dimension and offsets from 0 to len(values)")
+
+    @classmethod
+    def from_lengths(cls, values: np.ndarray, lengths: np.ndarray) -> "GroupedRows":
+        return cls(values, np.concatenate([[0], np.cumsum(np.asarray(lengths, dtype=np.int64))]))
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Group sizes, int64 ``(n,)``."""
+        return np.diff(self.offsets)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.values.dtype
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, index: slice | np.ndarray) -> "GroupedRows":
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step == 1:
+                stop = max(start, stop)
+                lo, hi = self.offsets[start], self.offsets[stop]
+                return GroupedRows(self.values[lo:hi], self.offsets[start:stop + 1] - lo)
+            index = np.arange(start, stop, step)
+        index = np.asarray(index)
+        if index.dtype == bool:
+            index = np.flatnonzero(index)
+        starts = self.offsets[:-1][index]
+        lengths = self.offsets[1:][index] - starts
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        positions = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+        return GroupedRows(self.values[positions], offsets)
+
+    @staticmethod
+    def concatenate(parts: Sequence["GroupedRows"]) -> "GroupedRows":
+        return GroupedRows.from_lengths(np.concatenate([p.values for p in parts]),
+                                        np.concatenate([p.lengths for p in parts]))
+
+    def to_batch(self) -> np.ndarray:
+        """``(N, ...)``: the samples of all rows, in order."""
+        return self.values
+
+    def __repr__(self) -> str:
+        return f"GroupedRows({len(self)} groups, {len(self.values)} samples, dtype={self.dtype})"
+
+
+class GroupIndex(BatchColumn):
+    """Each sample's group within its batch: ``repeat(arange(n), group_sizes)``, int64 ``(N,)`` in a batch.
+
+    Args:
+        lengths: the group sizes, ``(n,)``.
+    """
+
+    __slots__ = ("lengths",)
+
+    def __init__(self, lengths: np.ndarray) -> None:
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, index: slice | np.ndarray) -> "GroupIndex":
+        return GroupIndex(self.lengths[index])
+
+    @staticmethod
+    def concatenate(parts: Sequence["GroupIndex"]) -> "GroupIndex":
+        return GroupIndex(np.concatenate([p.lengths for p in parts]))
+
+    def to_batch(self) -> np.ndarray:
+        return np.repeat(np.arange(len(self.lengths), dtype=np.int64), self.lengths)
+
+    def __repr__(self) -> str:
+        return f"GroupIndex({len(self)} groups, {int(self.lengths.sum())} samples)"

@@ -8,6 +8,7 @@ from recstack.config import Config, ConfigError, did_you_mean
 from recstack.data import aliccp as _aliccp  # noqa: F401
 from recstack.data import csv as _csv  # noqa: F401  (registers core readers)
 from recstack.data import din as _din  # noqa: F401
+from recstack.data import group_rtp as _group_rtp  # noqa: F401
 from recstack.data import slot as _slot  # noqa: F401
 from recstack.data import tabular as _tabular  # noqa: F401
 from recstack.data.base import BlockReader, list_data_files

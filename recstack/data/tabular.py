@@ -37,9 +37,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from recstack.config import Config
+from recstack.config import Config, ConfigError
 from recstack.data.base import Block, BlockReader, DataFormatError, bad_line, row_error
-from recstack.features import INT_RANGES, Feature, InputField, TabularSpec
+from recstack.features import DATA_CONFIG, INT_RANGES, Feature, InputField, TabularSpec
+from recstack.schema import source
 from recstack.registry import READERS
 
 _ARROW_TYPES = {"INT32": pa.int32(), "INT64": pa.int64(), "FLOAT": pa.float32(), "DOUBLE": pa.float64(),
@@ -73,11 +74,15 @@ class TabularReader(BlockReader):
     Args:
         file_list: data files.
         config: the run's config.
+        spec: the spec to read (default: parsed from ``config``; the grouped reader passes its per-sample part).
     """
 
-    def __init__(self, file_list: Sequence[str], config: Config) -> None:
+    def __init__(self, file_list: Sequence[str], config: Config, spec: TabularSpec | None = None) -> None:
         super().__init__(file_list, config)
-        self.spec = spec = TabularSpec.from_config(config)
+        self.spec = spec = TabularSpec.from_config(config) if spec is None else spec
+        if spec.group_input is not None:
+            raise ConfigError(f"{source(config, DATA_CONFIG + '.input_type')}: GroupRTPInput (one line per group) is "
+                              "read by the core reader group_rtp, not tabular")
         self.columns = {name: (np.dtype(dtype), width) for name, (dtype, width) in spec.block_columns().items()}
         used = list(spec.label_fields)
         for group in spec.groups:

@@ -42,3 +42,36 @@ class HiddenGate(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return hidden * torch.sigmoid(self.linear(hidden))
+
+
+class Highway(nn.Module):
+    """EasyRec's ``highway_dnn`` (one highway layer after a projection; Srivastava, Greff, Schmidhuber,
+    "Highway Networks", 2015, https://arxiv.org/abs/1505.00387)::
+
+        h = relu(W_p x + b_p);  T = sigmoid(W_t h + b_t);  H = relu(W_h h + b_h)
+        out = H * T + h * (1 - T)
+
+    No dropout; Linears Glorot-uniform with zero bias (TensorFlow's ``dense``).
+
+    Args:
+        input_dim: width of ``x``.
+        emb_size: width of the output (EasyRec's ``highway_dnn.emb_size``).
+
+    Shapes:
+        ``(B, input_dim)`` -> ``(B, emb_size)``.
+    """
+
+    def __init__(self, input_dim: int, emb_size: int) -> None:
+        super().__init__()
+        self.project = nn.Linear(input_dim, emb_size)
+        self.gate = nn.Linear(emb_size, emb_size)
+        self.transform = nn.Linear(emb_size, emb_size)
+        for layer in (self.project, self.gate, self.transform):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        self.output_dim = emb_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.project(x))
+        t = torch.sigmoid(self.gate(h))
+        return torch.relu(self.transform(h)) * t + h * (1 - t)
