@@ -60,6 +60,9 @@ class FeatureEmbedding(nn.Module):
             if name not in known:
                 raise ValueError(f"FeatureEmbedding: unknown feature group '{name}' (known: {', '.join(known)})")
         self.input_names: list[str] = [key for g in self.group_names for key in spec.group_inputs(g)]
+        # per column of each ``<group>.ids`` input: ids must lie in [0, bound) (row offsets are added inside)
+        self.id_bounds: dict[str, list[int]] = {f"{g}.ids": [f.num_embeddings for f in spec.id_features(g)]
+                                                for g in self.group_names if spec.id_features(g)}
         # one fused table per embedding width over the id features of the selected groups
         used: list[Feature] = []
         for g in self.group_names:

@@ -1,0 +1,14 @@
+"""HTTP prediction service over exported models (``tools/serve.py``; doc/serving.md).
+
+- :mod:`recstack.serving.app`: the FastAPI application (endpoints, error format, body limits);
+- :mod:`recstack.serving.model`: the served export (backend from :mod:`recstack.inference`, uploads
+  parsed by the model's own reader);
+- :mod:`recstack.serving.batcher`: micro-batching of concurrent requests;
+- :mod:`recstack.serving.validation`: request checks that name the field / row / line.
+"""
+
+from recstack.serving.app import ServingOptions, create_app
+from recstack.serving.batcher import BatchStats, MicroBatcher
+from recstack.serving.validation import RequestError
+
+__all__ = ["ServingOptions", "create_app", "MicroBatcher", "BatchStats", "RequestError"]

@@ -1,0 +1,99 @@
+"""Serve an exported model over HTTP (FastAPI + uvicorn): /health, /metadata, /stats, /predict, /upload.
+
+    python tools/serve.py --model_dir output_model_deepfm [--host 127.0.0.1] [--port 8867] \\
+        [--backend onnxruntime|torchscript] [--cpu_threads 1] [--use_gpu] \\
+        [--no_batching] [--max_batch_size 256] [--max_wait_ms 0] [--max_body_bytes 8388608] [--max_rows 4096]
+
+The export is the folder ``tools/to_static.py`` wrote (``tostatic.{onnx,pt,json}``). SIGTERM or
+Ctrl-C stops the server gracefully: it stops accepting connections, finishes the requests in flight,
+and exits with status 0. See doc/serving.md.
+"""
+
+import os
+import sys
+
+# Before torch / onnxruntime load: OpenMP waits passively (a spinning pool collapses under a busy
+# co-process, ../shared/BENCHMARKS.md), and its pool has --cpu_threads threads in every thread.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+for _i, _arg in enumerate(sys.argv):
+    if _arg == "--cpu_threads" and _i + 1 < len(sys.argv):
+        os.environ.setdefault("OMP_NUM_THREADS", sys.argv[_i + 1])
+    elif _arg.startswith("--cpu_threads="):
+        os.environ.setdefault("OMP_NUM_THREADS", _arg.split("=", 1)[1])
+
+import argparse  # noqa: E402
+import signal  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model_dir", required=True, help="the folder tools/to_static.py wrote")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8867, help="port (default 8867; 0: any free port)")
+    parser.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torchscript"])
+    parser.add_argument("--cpu_threads", type=int, default=1, help="intra-op threads of ONNX Runtime / torch")
+    parser.add_argument("--use_gpu", action="store_true", help="ONNX Runtime's CUDA provider / torch on CUDA")
+    parser.add_argument("--gpu_id", type=int, default=0)
+    parser.add_argument("--no_batching", action="store_true", help="one inference call per request")
+    parser.add_argument("--max_batch_size", type=int, default=256, help="most rows of one merged inference call")
+    parser.add_argument("--max_wait_ms", type=float, default=0.0,
+                        help="longest wait for more requests after the first of a batch (0: take what is queued)")
+    parser.add_argument("--max_body_bytes", type=int, default=8 << 20, help="largest request body (413 beyond)")
+    parser.add_argument("--max_rows", type=int, default=4096, help="most samples in one request (413 beyond)")
+    parser.add_argument("--threads", type=int, default=4, help="inference threads when batching is off")
+    parser.add_argument("--timeout_graceful_shutdown", type=int, default=30,
+                        help="seconds to finish in-flight requests after SIGTERM")
+    parser.add_argument("--log_level", default="info")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    import logging
+
+    args = parse_args(argv)
+    from recstack.cli import USER_ERRORS
+    from recstack.inference import ExportedModel, InferenceSettings, UnavailableError
+    from recstack.utils import setup_logging
+
+    setup_logging()
+    logger = logging.getLogger("recstack")
+    try:
+        import uvicorn
+
+        from recstack.serving import ServingOptions, create_app
+        from recstack.serving.model import ServedModel
+
+        options = ServingOptions(batching=not args.no_batching, max_batch_size=args.max_batch_size,
+                                 max_wait_ms=args.max_wait_ms, max_body_bytes=args.max_body_bytes,
+                                 max_rows=args.max_rows, threads=args.threads)
+        if min(args.max_batch_size, args.max_body_bytes, args.max_rows, args.threads) < 1 or args.max_wait_ms < 0:
+            raise UnavailableError("--max_batch_size, --max_body_bytes, --max_rows and --threads must be positive, "
+                                   "--max_wait_ms >= 0")
+        settings = InferenceSettings(args.backend, use_gpu=args.use_gpu, gpu_id=args.gpu_id,
+                                     cpu_threads=args.cpu_threads)
+        model = ServedModel(ExportedModel.locate(args.model_dir), settings)
+    except UnavailableError as err:
+        logger.error("unavailable: %s", err)
+        return 2
+    except USER_ERRORS as err:
+        logger.error("%s", err)
+        return 2
+    app = create_app(lambda: model, options)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+                            timeout_graceful_shutdown=args.timeout_graceful_shutdown, log_config=None)
+    server = uvicorn.Server(config)
+    # uvicorn re-raises a caught SIGTERM after its graceful shutdown; a Python handler makes that a no-op,
+    # so a gracefully stopped server exits 0
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    server.run()
+    if not server.started:
+        logger.error("the server did not start (see above)")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
