@@ -51,12 +51,24 @@ class TrainResult:
     epochs: list[EpochResult] = field(default_factory=list)
 
 
-def build_model(config: Config, device: torch.device) -> tuple[DygraphModel, nn.Module]:
-    """The model folder's wrapper and its network on ``device``."""
+def build_model(config: Config, device: torch.device, meta_tables: bool = False) -> tuple[DygraphModel, nn.Module]:
+    """The model folder's wrapper and its network on ``device``.
+
+    ``meta_tables``: id tables made by ``recstack.layers.make_embedding`` stay on the ``meta``
+    device, unallocated (``runner.embedding_sharding``: each rank then fills its shards only).
+    """
     wrapper = load_wrapper(config)
-    model = wrapper.create_model(config)
+    if meta_tables:
+        from recstack.layers.embedding import meta_tables as on_meta
+
+        with on_meta():
+            model = wrapper.create_model(config)
+    else:
+        model = wrapper.create_model(config)
     if not isinstance(model, nn.Module):
         raise TypeError(f"create_model of {model_name(config)} returned {type(model).__name__}, not an nn.Module")
+    if meta_tables:
+        return wrapper, model._apply(lambda t: t if t.is_meta else t.to(device))
     return wrapper, model.to(device)
 
 
@@ -126,17 +138,20 @@ def _train(config: Config, ctx: Any) -> TrainResult:
     device = select_device(config.get("runner.use_gpu")) if ctx is None else ctx.device
     logger.info("threads: %s", thread_settings())
 
-    wrapper, model = build_model(config, device)
+    sharded = ctx is not None and bool(config.get("runner.embedding_sharding"))
+    wrapper, model = build_model(config, device, meta_tables=sharded)  # sharded: the table is never whole
     init_path = config.get("runner.model_init_path")
     if ctx is None:
         optimizer = wrapper.create_optimizer(model, config)
     else:
         from recstack import dist
 
-        if init_path:  # every rank loads it before wrapping (sharding needs the full weights first)
+        if init_path and not sharded:  # every rank loads it before wrapping
             load_checkpoint(init_path, model, map_location=device)
             logger.info("warm start: loaded model parameters from %s", init_path)
-            init_path = None
+        elif init_path:
+            logger.info("warm start: each rank loads its shards and the dense parameters from %s", init_path)
+        init_path = None  # sharded: shard_model reads it (memory-mapped, the local rows only)
         model, optimizer = dist.prepare_model(model, config, ctx, lambda module: wrapper.create_optimizer(module,
                                                                                                           config))
     reader = create_reader(config, "train")

@@ -1,17 +1,21 @@
 """One rank of tests/test_sharding.py (started by ``python -m torch.distributed.run --nproc_per_node=2``).
 
-For each sharding type given: builds the model folder's network twice from the same seed
-(a plain reference and one sharded by :func:`recstack.dist.sharding.shard_model`), compares
-their outputs on this rank's half of a batch, trains both for a few steps (the sharded
-one on its rank's half, the reference on the combined batch), gathers the sharded model
-with ``full_state_dict`` and, on rank 0, compares every tensor with the reference, saves a
-checkpoint and loads it into a fresh plain model. Rank 0 writes the results as JSON.
+For each sharding type given: builds the model folder's network as the trainer does under
+``runner.embedding_sharding`` (the id table on the ``meta`` device) and shards it with
+:func:`recstack.dist.sharding.shard_model` (each rank initialises its own shards), records
+what each rank holds (no full table), gathers the initial weights with ``full_state_dict``
+into a plain reference model, compares their outputs on this rank's half of a batch, trains
+both for a few steps (the sharded one on its rank's half, the reference on the combined
+batch), gathers again and, on rank 0, compares every tensor with the reference, saves a
+checkpoint and loads it into a fresh plain model; finally warm-starts a second sharded model
+from that checkpoint (``init_path``) and compares its gathered weights with the checkpoint's.
+Rank 0 writes the results as JSON and each run's first 1000 initial table rows as
+``<out>/<sharding>/init_rows.pt``.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import gc
 import json
 import sys
@@ -27,7 +31,8 @@ sys.path.insert(0, str(ROOT))
 from recstack.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from recstack.config import load_config  # noqa: E402
 from recstack.dist.sharding import full_state_dict, shard_model  # noqa: E402
-from recstack.wrapper import load_wrapper, slot_format_args  # noqa: E402
+from recstack.trainer import build_model  # noqa: E402
+from recstack.wrapper import slot_format_args  # noqa: E402
 
 
 def batches(config, steps: int, batch: int, seed: int = 7):
@@ -53,17 +58,30 @@ def run(model_dir: str, spec: str, lr: float, steps: int, out: Path) -> dict:
                          overrides + [f"hyper_parameters.sparse_feature_number={rows[0]}"] if rows else overrides)
     if "fc_sizes" in (config.get("hyper_parameters") or {}):
         config.set("hyper_parameters.fc_sizes", [16, 8])
-    wrapper = load_wrapper(config)
     torch.manual_seed(0)
-    plain = wrapper.create_model(config)
-    reference = copy.deepcopy(plain)
-    ref_opt = wrapper.create_optimizer(reference, config)
-    init = {k: v.clone() for k, v in reference.state_dict().items() if k.endswith("embedding.weight")}
+    wrapper, plain = build_model(config, torch.device("cpu"), meta_tables=True)  # as the trainer does
+    (table_name, table), = [(n, m) for n, m in plain.named_modules() if isinstance(m, torch.nn.Embedding)]
+    full_shape = tuple(table.weight.shape)
+    table_on_meta = table.weight.is_meta
     model, opt = shard_model(plain, config, torch.device("cpu"), lambda m: wrapper.create_optimizer(m, config))
+    holdings = _holdings(model, table_on_meta)
+    init_state = full_state_dict(model)  # the sharded model's initial weights, gathered on rank 0
+    shared = [init_state]
+    dist.broadcast_object_list(shared, src=0)
+    init_state = shared[0]
+    reference = _fresh(wrapper, config)
+    reference.load_state_dict(init_state)
+    ref_opt = wrapper.create_optimizer(reference, config)
+    init = {k: v.clone() for k, v in init_state.items() if k == f"{table_name}.weight"}
 
     global_batch = 8 * world
     lo, hi = rank * 8, (rank + 1) * 8
-    result: dict = {"sharding": sharding, "optimizer": optimizer, "plan": model._recstack_plan}
+    result: dict = {"sharding": sharding, "optimizer": optimizer, "plan": model._recstack_plan,
+                    "full_shape": full_shape, "holdings": [None] * world}
+    dist.all_gather_object(result["holdings"], holdings)
+    if rank == 0:
+        (out / sharding).mkdir(parents=True, exist_ok=True)
+        torch.save(init[f"{table_name}.weight"][:1000].clone(), out / sharding / "init_rows.pt")
     data = list(batches(config, steps, global_batch))
     sparse, dense, _ = data[0]
     with torch.no_grad():
@@ -106,7 +124,35 @@ def run(model_dir: str, spec: str, lr: float, steps: int, out: Path) -> dict:
     del model, opt
     gc.collect()
     dist.barrier()
+    # warm start from the checkpoint just written: each rank reads its rows of it (memory-mapped)
+    torch.manual_seed(1)  # other dense weights than the checkpoint's, so loading them is checked too
+    wrapper, plain = build_model(config, torch.device("cpu"), meta_tables=True)
+    model, opt = shard_model(plain, config, torch.device("cpu"), lambda m: wrapper.create_optimizer(m, config),
+                             init_path=str(out / sharding / "0"))
+    warm = full_state_dict(model)
+    if rank == 0:
+        result["warm_start_max_abs_diff"] = max(float((warm[k] - state[k]).abs().max()) for k in state)
+        result["warm_start_keys_equal"] = sorted(warm) == sorted(state)
+    del model, opt
+    gc.collect()
+    dist.barrier()
     return result
+
+
+def _holdings(model, table_on_meta: bool) -> dict:
+    """What this rank holds of the id table: the local shards' (rows, cols) and the largest plain
+    tensor among the sharded model's parameters and state (a full table would show up there)."""
+    from torch.distributed._shard.sharded_tensor import ShardedTensor
+
+    shards, largest = [], 0
+    for key, value in model.state_dict().items():
+        if isinstance(value, ShardedTensor):
+            shards += [list(s.tensor.shape) for s in value.local_shards()]
+        else:
+            largest = max(largest, value.numel())
+    for p in model.parameters():
+        largest = max(largest, p.numel() if not isinstance(p, ShardedTensor) else 0)
+    return {"table_on_meta": table_on_meta, "shards": shards, "largest_plain_numel": largest}
 
 
 def _fresh(wrapper, config):

@@ -4,7 +4,10 @@ The two-process test starts ``python -m torch.distributed.run --nproc_per_node=2
 tests/sharding_worker.py`` once for several sharding types and compares, on 2 CPU
 processes: outputs and, after training steps (equal and unequal batches), all weights
 gathered from the shards with those of one process trained on the combined batch from
-the same initial weights; then exports the checkpoint rank 0 wrote with tools/to_static.py.
+the same initial weights (the sharded model's, gathered before training); that no rank
+held the full table (built on the meta device, each rank initialising its shards); that
+the initial table does not depend on the sharding type; warm starts from a plain
+checkpoint; then exports the checkpoint rank 0 wrote with tools/to_static.py.
 """
 
 from __future__ import annotations
@@ -63,6 +66,44 @@ def test_sharded_deepfm_equals_unsharded(two_process_run, sharding):
     assert r["table_change"] > 1e-3                  # training moved the table ...
     assert r["weights_max_abs_diff"] <= TOLERANCE    # ... exactly as one process on the combined batch
     assert r["checkpoint_max_abs_diff"] <= TOLERANCE  # the checkpoint loads into the plain model
+    assert r["warm_start_keys_equal"] and r["warm_start_max_abs_diff"] == 0  # model_init_path: exact
+
+
+@pytest.mark.parametrize("sharding", ["table_wise", "column_wise", "row_wise", "data_parallel"])
+def test_no_rank_builds_the_full_table(two_process_run, sharding):
+    """The plain model's table stayed on the meta device; each rank holds its shards only."""
+    _, results = two_process_run
+    r = results[sharding]
+    rows, dim = r["full_shape"]
+    full = rows * ((dim + 3) // 4 * 4)                 # the padded TorchRec table
+    (_, ranks), = r["plan"].values()
+    for rank, held in enumerate(r["holdings"]):
+        assert held["table_on_meta"]
+        owned = sum(a * b for a, b in held["shards"])
+        if sharding == "data_parallel":
+            assert held["shards"] == [] and held["largest_plain_numel"] == full  # replicated by definition
+        elif sharding == "table_wise":
+            assert owned == (full if rank in ranks else 0)
+            if rank not in ranks:
+                assert held["largest_plain_numel"] < rows      # no table-sized tensor at all
+        else:                                          # split: every rank holds about half
+            assert 0 < owned < full and held["largest_plain_numel"] < full
+            if sharding == "column_wise":              # blocks of columns of every row
+                assert all(a == rows and b < dim for a, b in held["shards"])
+            else:                                      # blocks of rows of every column
+                assert sum(a for a, _ in held["shards"]) == rows // 2
+
+
+def test_initial_table_independent_of_sharding(two_process_run):
+    """Row-chunked seeded init: the first 1000 rows are the same whatever the sharding (and the
+    table's row count: table_wise runs with the config's 1,000,001 rows, the others with 1000)."""
+    out, _ = two_process_run
+    rows = {s: torch.load(out / s / "init_rows.pt") for s in ("table_wise", "column_wise", "row_wise",
+                                                             "data_parallel")}
+    first = rows["table_wise"]
+    assert first.shape == (1000, 10) and 0.01 < float(first.std()) < 0.05  # std 0.1/sqrt(10) truncated
+    for sharding, table in rows.items():
+        assert torch.equal(table, first), sharding
 
 
 def test_sharded_checkpoint_exports(two_process_run, tmp_path):

@@ -121,7 +121,7 @@ def main() -> int:
     parser.add_argument("--optimizer", default="Adagrad",
                         help="SGD, Adagrad or Adam: each works with sparse DDP gradients and as TorchRec's fused "
                              "optimizer (Adagrad keeps one state value per weight)")
-    parser.add_argument("--sharding", nargs="*", default=["table_wise", "column_wise"],
+    parser.add_argument("--sharding", nargs="*", default=["table_wise", "row_wise"],
                         help="runner.embedding_sharding values of the sharded rows")
     parser.add_argument("--timeout", type=float, default=1200, help="seconds per run")
     args = parser.parse_args()

@@ -42,6 +42,7 @@ from recstack.metrics import Metric
 logger = logging.getLogger(__name__)
 
 #: Test-only hook: ``RECSTACK_TEST_FAIL_RANK=1`` makes rank 1 raise at its second training batch
+#: (``RECSTACK_TEST_FAIL_RANK=1:kill``: rank 1 kills itself with SIGKILL there, as a lost process would)
 #: (``tests/test_distributed.py`` checks that the job then ends with an error naming the rank).
 FAIL_RANK_ENV = "RECSTACK_TEST_FAIL_RANK"
 #: Test-only hook: a folder where every rank saves its final model state as ``rank<N>.pt``.
@@ -228,7 +229,8 @@ def prepare_model(model: nn.Module, config: Config, ctx: DistContext,
         except ImportError as err:
             raise ConfigError(f"{config.source('runner.embedding_sharding')}: sharded embedding tables need "
                               f"recstack.dist.sharding and TorchRec ({err}); see doc/distributed.md") from None
-        return shard_model(model, config, ctx.device, make_optimizer)
+        return shard_model(model, config, ctx.device, make_optimizer,
+                           init_path=config.get("runner.model_init_path"))
     hook = config.get("runner.dist_comm_hook")
     if hook is not None and hook not in _COMM_HOOKS:
         raise ConfigError(f"{config.source('runner.dist_comm_hook')}: unknown hook '{hook}' "
@@ -379,10 +381,19 @@ def barrier() -> None:
 
 # ---------------------------------------------------------------------- test hooks, teardown
 def maybe_inject_failure(batch_id: int) -> None:
-    """Test-only: raise on the rank named by ``RECSTACK_TEST_FAIL_RANK`` at its second batch."""
+    """Test-only: raise on (or SIGKILL, with ``:kill``) the rank named by ``RECSTACK_TEST_FAIL_RANK`` at its
+    second batch."""
     target = os.environ.get(FAIL_RANK_ENV)
-    if target is not None and batch_id == 1 and int(target) == rank():
-        raise RuntimeError(f"injected failure on rank {rank()} ({FAIL_RANK_ENV}={target})")
+    if target is None or batch_id != 1:
+        return
+    failing, _, how = target.partition(":")
+    if int(failing) != rank():
+        return
+    if how == "kill":
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise RuntimeError(f"injected failure on rank {rank()} ({FAIL_RANK_ENV}={target})")
 
 
 def maybe_dump_state(model: nn.Module) -> None:

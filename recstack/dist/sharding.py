@@ -28,9 +28,17 @@ Traps handled here (measured with torchrec 1.8.0 / fbgemm-gpu-cpu 1.8.0, torch 2
   steps them with the dense parameters (a warning says so).
 - Sharded lookups exchange equal-sized blocks: a smaller batch on one rank (an
   epoch's last) is padded to the ranks' largest (:class:`SlotEmbeddingBag`).
-- Checkpoints: :func:`full_state_dict` gathers the shards into full tensors under
-  the plain model's parameter names, so a checkpoint loads into the unsharded
-  model (``tools/infer.py``, ``tools/to_static.py``).
+- Start-up without the full table: the trainer builds the model under
+  :func:`recstack.layers.embedding.meta_tables` (the id table's weight on the ``meta``
+  device, no memory); :func:`shard_model` then fills each rank's local shards only,
+  with :func:`init_table_block` (a row-chunked, seeded init: row ``i``'s values depend
+  on ``runner.seed`` and ``i`` only, not on the sharding type or the world size) or,
+  with ``runner.model_init_path``, from the checkpoint memory-mapped
+  (``torch.load(mmap=True)``), reading only the local rows and columns.
+- Checkpoints: :func:`full_state_dict` gathers the shards under the plain model's
+  parameter names into one preallocated full-size tensor on rank 0 (the other ranks
+  send their shards in blocks of at most 64 MiB), so a checkpoint loads into the
+  unsharded model (``tools/infer.py``, ``tools/to_static.py``).
 - FBGEMM's kernels need a table width divisible by 4 (DeepFM's ``1 + 9`` is 10): the
   collection's table is padded with zero columns that the lookup drops (they get no
   gradient, so they stay zero) and :func:`full_state_dict` cuts them off.
@@ -67,6 +75,10 @@ _FUSED_OPTIMIZERS = {"sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad, "ad
 _CPU_FUSED_OPTIMIZERS = ("sgd", "adagrad")
 
 TABLE_NAME = "table"
+#: rows per block of :func:`init_table_block` (each block drawn from its own generator)
+INIT_CHUNK_ROWS = 65536
+#: largest block one rank sends to rank 0 at a time in :func:`full_state_dict`
+GATHER_CHUNK_BYTES = 64 * 2**20
 INSTALL_HINT = "install the optional extra with tools/install_torchrec.sh (requirements-torchrec.txt)"
 
 
@@ -121,7 +133,8 @@ class SlotEmbeddingBag(nn.Module):
         self.common_batch = False  # set by shard_model: pad every rank's batch to the largest
         self.keys = [f"slot{i}" for i in range(num_slots)]
         width = padded_width(dim)
-        # built on the meta device, then given the table (no second copy when the width needs no padding)
+        # built on the meta device, then given the table (no second copy when the width needs no padding;
+        # a table on the meta device stays there: shard_model initialises the shards)
         self.ebc = EmbeddingBagCollection(
             tables=[EmbeddingBagConfig(name=TABLE_NAME, embedding_dim=width, num_embeddings=num_embeddings,
                                        feature_names=list(self.keys), pooling=PoolingType.SUM)],
@@ -173,7 +186,9 @@ def to_embedding_bags(model: nn.Module, num_slots: int, name: str = "model") -> 
                           f"{[n for n, _ in tables]}")
     table_name, table = tables[0]
     parent, attr = _parent(model, table_name)
-    setattr(parent, attr, SlotEmbeddingBag(table.weight.detach(), num_slots))
+    bags = SlotEmbeddingBag(table.weight.detach(), num_slots)
+    bags.init_std = getattr(table, "init_std", None)  # make_embedding's, for init_table_block
+    setattr(parent, attr, bags)
     new = f"{table_name}.ebc.embedding_bags.{TABLE_NAME}.weight"
     return model, {f"{table_name}.weight": new}
 
@@ -270,34 +285,96 @@ class _Params(nn.Module):
         self.params = nn.ParameterList(params)
 
 
-def _copy_into_shards(dmp: nn.Module, full: dict[str, torch.Tensor]) -> None:
-    """Copy full tables into the local shards of ``dmp`` (the sharder starts tables from its own init)."""
+def init_table_block(rows: tuple[int, int], cols: tuple[int, int], dim: int, std: float, seed: int) -> torch.Tensor:
+    """Rows ``rows[0]:rows[1]`` and columns ``cols[0]:cols[1]`` of a table initialised row chunk by row chunk.
+
+    Rows ``[k * INIT_CHUNK_ROWS, (k + 1) * INIT_CHUNK_ROWS)`` are drawn from a generator seeded
+    with ``(seed, k)`` as ``make_embedding`` draws a table: truncated normal N(0, std) at ±2 std,
+    ``dim`` columns; columns from ``dim`` on (FBGEMM's padding) are zero. A row's values depend
+    on ``seed``, its index, ``dim`` and ``std`` only: not on the table's row count, the sharding
+    type or the world size. Memory: the block plus one chunk.
+    """
+    from recstack.layers.init import truncated_normal_
+
+    (r0, r1), (c0, c1) = rows, cols
+    out = torch.zeros(r1 - r0, c1 - c0)
+    kept = min(c1, dim) - c0  # columns below dim
+    if kept <= 0 or r1 <= r0:
+        return out
+    for k in range(r0 // INIT_CHUNK_ROWS, (r1 - 1) // INIT_CHUNK_ROWS + 1):
+        g = torch.Generator().manual_seed((int(seed) % 2**31) * 2**32 + k)
+        chunk = truncated_normal_(torch.empty(INIT_CHUNK_ROWS, dim), std, generator=g)
+        lo, hi = max(r0, k * INIT_CHUNK_ROWS), min(r1, (k + 1) * INIT_CHUNK_ROWS)
+        out[lo - r0:hi - r0, :kept] = chunk[lo - k * INIT_CHUNK_ROWS:hi - k * INIT_CHUNK_ROWS, c0:c0 + kept]
+    return out
+
+
+def _fill_local_shards(dmp: nn.Module, key: str, block: Callable[[int, int, int, int], torch.Tensor]) -> None:
+    """Fill this rank's part of table ``key`` of ``dmp`` (the sharder starts tables from its own init)
+    with ``block(r0, nr, c0, nc)``: rows ``r0:r0+nr``, columns ``c0:c0+nc`` of the padded table."""
     from torch.distributed._shard.sharded_tensor import ShardedTensor
 
-    state = dmp.state_dict()
+    target = dmp.state_dict()[key]
     with torch.no_grad():
-        for key, value in full.items():
-            target = state[key]
-            if isinstance(target, ShardedTensor):
-                for shard in target.local_shards():
-                    (r0, c0), (nr, nc) = shard.metadata.shard_offsets, shard.metadata.shard_sizes
-                    shard.tensor.copy_(value[r0:r0 + nr, c0:c0 + nc])
-            elif hasattr(target, "full_tensor"):  # DTensor
-                raise NotImplementedError("DTensor table states are not supported")
-            else:
-                target.copy_(value)
+        if isinstance(target, ShardedTensor):
+            for shard in target.local_shards():
+                (r0, c0), (nr, nc) = shard.metadata.shard_offsets, shard.metadata.shard_sizes
+                for start in range(0, nr, INIT_CHUNK_ROWS):  # block by block: bounded temporary memory
+                    n = min(INIT_CHUNK_ROWS, nr - start)
+                    shard.tensor[start:start + n].copy_(block(r0 + start, n, c0, nc))
+        elif hasattr(target, "full_tensor"):  # DTensor
+            raise NotImplementedError("DTensor table states are not supported")
+        else:  # data_parallel: a replicated full table
+            rows, cols = target.shape
+            for start in range(0, rows, INIT_CHUNK_ROWS):
+                n = min(INIT_CHUNK_ROWS, rows - start)
+                target[start:start + n].copy_(block(start, n, 0, cols))
+
+
+def _load_init_checkpoint(path: str, model: nn.Module, names: dict[str, str]) -> dict[str, torch.Tensor]:
+    """``runner.model_init_path`` for a sharded model: the checkpoint memory-mapped; its dense
+    parameters loaded into ``model`` (converted, not yet sharded); returns the tables (still mapped:
+    only the pages of the rows read later are loaded)."""
+    from pathlib import Path
+
+    from recstack.checkpoint import MODEL_FILE, CheckpointError
+
+    model_file = Path(path) / MODEL_FILE
+    if not model_file.is_file():
+        raise FileNotFoundError(f"no checkpoint at '{path}' (missing {MODEL_FILE})")
+    state = torch.load(model_file, map_location="cpu", mmap=True, weights_only=True)
+    tables = {}
+    for old, new in names.items():
+        if old not in state:
+            raise CheckpointError(f"checkpoint '{path}' does not fit the model built from the config: no '{old}'")
+        tables[new] = state.pop(old)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k not in names.values()]
+    if missing or unexpected:
+        raise CheckpointError(f"checkpoint '{path}' does not fit the model built from the config: missing keys "
+                              f"{missing}, unexpected keys {unexpected}")
+    return tables
 
 
 def shard_model(model: nn.Module, config: Config, device: torch.device,
-                make_optimizer: Callable[[nn.Module], Any]) -> tuple[nn.Module, ShardedOptimizer]:
+                make_optimizer: Callable[[nn.Module], Any],
+                init_path: str | None = None) -> tuple[nn.Module, ShardedOptimizer]:
     """Shard the model's id table with TorchRec; the process group must be initialised.
 
+    The table's starting values: ``init_path``'s when given; otherwise the plain table's,
+    or, when its weight is on the ``meta`` device (built under
+    :func:`recstack.layers.embedding.meta_tables`, as the trainer does),
+    :func:`init_table_block`'s seeded with ``runner.seed``. Either way each rank writes
+    only its own shards: the full table is never materialised.
+
     Args:
-        model: the plain network (same initial weights on every rank).
+        model: the plain network (same initial dense weights on every rank).
         config: its config (``runner.embedding_sharding``, ``hyper_parameters.optimizer``).
         device: this rank's device.
         make_optimizer: builds recstack's optimizer over a module's parameters (used for
             the dense layers, and for the table under ``data_parallel``).
+        init_path: a checkpoint folder of the plain model (``runner.model_init_path``) to
+            start from; memory-mapped, each rank reads its rows only.
 
     Returns:
         ``(DistributedModelParallel, ShardedOptimizer)``; call :func:`full_state_dict` on all
@@ -330,9 +407,32 @@ def shard_model(model: nn.Module, config: Config, device: torch.device,
     for module in model.modules():
         if isinstance(module, SlotEmbeddingBag):
             module.common_batch = True
-    model = model.to(device)
-    full = {new: model.get_parameter(new).detach() for new in names.values()}
-    widths = {new: model.get_submodule(new.partition(".ebc.")[0]).dim for new in names.values()}
+    model._apply(lambda t: t if t.is_meta else t.to(device))  # a table on meta stays there
+    bags = {new: model.get_submodule(new.partition(".ebc.")[0]) for new in names.values()}
+    widths = {new: module.dim for new, module in bags.items()}
+    if init_path:
+        full = _load_init_checkpoint(init_path, model, names)
+    else:
+        full = {new: model.get_parameter(new).detach() for new in names.values()}
+    blocks = {}  # converted name -> block(r0, nr, c0, nc) of the padded table
+    for new, value in full.items():
+        if value.is_meta:
+            std, seed = bags[new].init_std, config.get("runner.seed")
+            if std is None:
+                raise ConfigError(f"{name}: the id table is on the meta device but was not made by "
+                                  f"recstack.layers.make_embedding (no init_std)")
+            blocks[new] = (lambda r0, nr, c0, nc, dim=widths[new], std=std, seed=seed:
+                           init_table_block((r0, r0 + nr), (c0, c0 + nc), dim, std, seed))
+        else:  # (N, D) from a checkpoint, or the converted (N, D') table
+            rows, padded = bags[new].ebc.embedding_bags[TABLE_NAME].weight.shape
+            if value.shape[0] != rows or value.shape[1] not in (widths[new], padded):
+                from recstack.checkpoint import CheckpointError
+
+                raise CheckpointError(f"checkpoint '{init_path}': id table of shape {tuple(value.shape)}, the "
+                                      f"model's is {(rows, widths[new])}")
+            # the padded table's rows r0:r0+nr, columns c0:c0+nc (zeros beyond the value's columns)
+            blocks[new] = (lambda r0, nr, c0, nc, value=value: nn.functional.pad(
+                value[r0:r0 + nr, c0:c0 + nc], (0, max(0, c0 + nc - max(value.shape[1], c0)))))
     (table_param,) = [model.get_parameter(new) for new in names.values()]
     if fused:
         from torch.distributed.optim import _apply_optimizer_in_backward
@@ -365,14 +465,15 @@ def shard_model(model: nn.Module, config: Config, device: torch.device,
     plan = planner.collective_plan(model, sharders, dist.GroupMember.WORLD)
     dmp = DistributedModelParallel(model, env=ShardingEnv.from_process_group(dist.GroupMember.WORLD),
                                    device=device, plan=plan, sharders=sharders)
-    _copy_into_shards(dmp, full)
+    for new, block in blocks.items():
+        _fill_local_shards(dmp, new, block)
     if not any(p is table_param for p in dmp.parameters()):
         # the plain table now lives in the shards: free it now rather than at the next garbage collection
         for attr in ("_in_backward_optimizers", "_optimizer_classes", "_optimizer_kwargs"):
             if hasattr(table_param, attr):
                 delattr(table_param, attr)
         table_param.data = torch.empty(0, device=table_param.device)
-    del full
+    del full, blocks
     # converted name -> (plain name, plain width): full_state_dict renames and cuts the padding
     dmp._recstack_param_names = {new: (old, widths[new]) for old, new in names.items()}
     dmp._recstack_sharded = True
@@ -402,24 +503,66 @@ def _plain(dmp: nn.Module, key: str, value: torch.Tensor) -> tuple[str, torch.Te
     return key, value
 
 
+def _gather_to_rank0(value: Any, width: int) -> torch.Tensor | None:
+    """A ShardedTensor's first ``width`` columns as one full tensor on rank 0 (``None`` elsewhere).
+
+    Rank 0 preallocates the result and copies its own shards in; the other ranks send theirs
+    in blocks of at most :data:`GATHER_CHUNK_BYTES` (no full-size buffer on any other rank,
+    no second full copy on rank 0). Every rank walks the shards in the metadata's order, so
+    the sends and receives pair up.
+    """
+    from recstack.dist.ddp import _comm_device
+
+    rank = dist.get_rank()
+    rows = value.size()[0]
+    dtype = value.metadata().tensor_properties.dtype
+    out = torch.empty(rows, width, dtype=dtype) if rank == 0 else None
+    local = {tuple(s.metadata.shard_offsets): s.tensor for s in value.local_shards()}
+    comm = _comm_device()
+    for meta in value.metadata().shards_metadata:
+        (r0, c0), (nr, nc) = meta.shard_offsets, meta.shard_sizes
+        owner = meta.placement.rank()
+        kept = min(nc, width - c0)  # columns from width on are FBGEMM's padding
+        if kept <= 0 or nr == 0 or (rank != 0 and owner != rank):
+            continue
+        step = max(1, GATHER_CHUNK_BYTES // (kept * dtype.itemsize))
+        for start in range(0, nr, step):
+            n = min(step, nr - start)
+            if owner == rank:
+                block = local[(r0, c0)][start:start + n, :kept]
+                if rank == 0:
+                    out[r0 + start:r0 + start + n, c0:c0 + kept].copy_(block)
+                else:
+                    dist.send(block.contiguous().to(comm), dst=0)
+            else:  # rank 0 receives another rank's block
+                buffer = torch.empty(n, kept, dtype=dtype, device=comm)
+                dist.recv(buffer, src=owner)
+                out[r0 + start:r0 + start + n, c0:c0 + kept].copy_(buffer)
+    return out
+
+
 def full_state_dict(dmp: nn.Module) -> dict[str, torch.Tensor]:
     """The unsharded model's ``state_dict`` from a sharded one; all ranks must call it.
 
-    Sharded tables are gathered into full tensors on rank 0; other ranks get an empty
-    dict. Keys are the plain model's (``embedding.embedding.weight``), so the result
-    loads into the model built from the config without TorchRec.
+    Sharded tables are gathered on rank 0 into one preallocated tensor each, without the
+    padding columns (:func:`_gather_to_rank0`); other ranks get an empty dict. Keys are the
+    plain model's (``embedding.embedding.weight``), so the result loads into the model built
+    from the config without TorchRec.
     """
     from torch.distributed._shard.sharded_tensor import ShardedTensor
 
     rank = dist.get_rank()
+    names = getattr(dmp, "_recstack_param_names", {})
     out: dict[str, torch.Tensor] = {}
     for key, value in dmp.state_dict().items():
+        short = key[len("module."):] if key.startswith("module.") else key
         if isinstance(value, ShardedTensor):
-            rows, cols = value.size()
-            full = torch.empty(rows, cols, dtype=value.dtype) if rank == 0 else None
-            value.gather(dst=0, out=full)
-            value = full
-        elif hasattr(value, "full_tensor"):  # DTensor
+            plain, width = names.get(short, (short, value.size()[1]))
+            full = _gather_to_rank0(value, width)
+            if rank == 0:
+                out[plain] = full
+            continue
+        if hasattr(value, "full_tensor"):  # DTensor
             value = value.full_tensor()
         if rank == 0:
             plain, value = _plain(dmp, key, value)

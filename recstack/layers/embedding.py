@@ -8,7 +8,9 @@ rows a batch touches.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -16,14 +18,37 @@ from torch import nn
 from recstack.layers.init import truncated_normal_
 
 
+_META_TABLES = False
+
+
+@contextlib.contextmanager
+def meta_tables() -> Iterator[None]:
+    """Inside it, :func:`make_embedding` leaves its table's weight on the ``meta`` device (no memory, no
+    random draws); the table keeps its ``init_std`` so that the sharded tables can be initialised shard by
+    shard (:func:`recstack.dist.sharding.shard_model`, ``runner.embedding_sharding``)."""
+    global _META_TABLES
+    previous, _META_TABLES = _META_TABLES, True
+    try:
+        yield
+    finally:
+        _META_TABLES = previous
+
+
 def make_embedding(num_embeddings: int, embedding_dim: int, init_std: float) -> nn.Embedding:
     """An ``nn.Embedding`` initialised with a truncated normal of ``init_std``.
 
     ``nn.Embedding``'s default N(0, 1) is far too large for FM-style models; pass a
-    small std (PaddleRec's rank models use ``0.1 / sqrt(embedding_dim)``).
+    small std (PaddleRec's rank models use ``0.1 / sqrt(embedding_dim)``). The std is
+    kept as the table's ``init_std`` attribute; under :func:`meta_tables` the weight is
+    left on the ``meta`` device, uninitialised.
     """
-    weight = truncated_normal_(torch.empty(num_embeddings, embedding_dim), init_std)
-    return nn.Embedding(num_embeddings, embedding_dim, _weight=weight)
+    if _META_TABLES:
+        table = nn.Embedding(num_embeddings, embedding_dim, device="meta")
+    else:
+        weight = truncated_normal_(torch.empty(num_embeddings, embedding_dim), init_std)
+        table = nn.Embedding(num_embeddings, embedding_dim, _weight=weight)
+    table.init_std = init_std
+    return table
 
 
 class FieldEmbedding(nn.Module):

@@ -14,18 +14,20 @@ from torch import nn
 
 
 @torch.no_grad()
-def truncated_normal_(tensor: torch.Tensor, std: float) -> torch.Tensor:
+def truncated_normal_(tensor: torch.Tensor, std: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """In-place N(0, std) truncated at ±2 std (Paddle's TruncatedNormal), by rejection.
 
     Redraws the ~4.6% of values outside the bounds until none is left: exact, and
     several times faster than ``nn.init.trunc_normal_`` on a 1,000,001 x 9 table.
+    ``generator``: draw from it instead of torch's global generator.
     """
     bound = 2 * std
     flat = tensor.view(-1)
-    flat.normal_(0.0, std)
+    flat.normal_(0.0, std, generator=generator)
     redo = torch.nonzero(flat.abs() > bound).squeeze(1)
     while redo.numel():
-        values = torch.empty(redo.numel(), dtype=tensor.dtype, device=tensor.device).normal_(0.0, std)
+        values = torch.empty(redo.numel(), dtype=tensor.dtype, device=tensor.device).normal_(0.0, std,
+                                                                                               generator=generator)
         flat[redo] = values
         redo = redo[values.abs() > bound]
     return tensor
