@@ -622,7 +622,8 @@ def build_report(model: ExportedModel, backend: Backend, settings: InferenceSett
                         ("inputs", inputs), ("outputs", outputs)]),
         ("Data info", [("batch_size", batch_size),
                        ("samples", f"{result.samples_per_pass} in {result.batches_per_pass} batch(es)"
-                                   + (f", the last of {last}" if last != batch_size else "")),
+                                   # (grouped data: batch_size counts groups, so the arithmetic does not apply)
+                                   + (f", the last of {last}" if 0 < last < batch_size else "")),
                        ("data_dir", data_info["data_dir"]), ("reader", data_info["reader"]),
                        ("data loading(s)", f"{data_info['loading_seconds']} (reading and batching, before the "
                                            "timed passes)")]),
