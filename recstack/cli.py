@@ -21,13 +21,18 @@ logger = logging.getLogger("recstack")
 USER_ERRORS = (ConfigError, DataFormatError, FileNotFoundError, CheckpointError)
 
 
-def parse_args(description: str, argv: Sequence[str] | None) -> argparse.Namespace:
+def argument_parser(description: str) -> argparse.ArgumentParser:
+    """PaddleRec's ``-m CONFIG.yaml -o key=value ...`` flags; tools add their own to it."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("-m", "--config_yaml", "--config", required=True, help="the model's YAML config")
     parser.add_argument("-o", "--opt", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                         help="overrides with dotted keys, values typed as YAML: -o runner.epochs=2 "
                              "hyper_parameters.fc_sizes=[64,32]")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(description: str, argv: Sequence[str] | None) -> argparse.Namespace:
+    return argument_parser(description).parse_args(argv)
 
 
 def _run(description: str, argv: Sequence[str] | None, action: Callable) -> int:

@@ -27,12 +27,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 
+from recstack.cli import argument_parser  # noqa: E402
+
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-m", "--config_yaml", "--config", required=True, help="the model's YAML config")
-    parser.add_argument("-o", "--opt", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
-                        help="overrides with dotted keys (-o runner.model_init_path=output_model/3)")
+    parser = argument_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--img_model_export_dir", help="folder of the image model (images -> img_emb)")
     parser.add_argument("--rec_model_export_dir", help="folder of the rec model (features + img_emb -> predictions)")
     parser.add_argument("--total_model_export_dir", help="folder of the total model (features + image -> predictions)")

@@ -280,7 +280,71 @@ class BinaryCache:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-class RaggedArray:
+class RowSegments:
+    """Rows that each own a run of consecutive ``values``: row ``i`` is ``values[offsets[i]:offsets[i + 1]]``.
+
+    The row machinery shared by :class:`RaggedArray` and :class:`GroupedRows`: ``len`` in rows, slicing
+    and integer-array (or boolean) indexing of rows, :meth:`concatenate`, each returning the same class.
+
+    Args:
+        values: ``(total, ...)`` array of all rows' values, row 0's first (1-D for :class:`RaggedArray`).
+        offsets: int64 ``(n + 1,)`` from 0 to ``len(values)``.
+    """
+
+    __slots__ = ("values", "offsets")
+    #: the dimensions ``values`` must have (``None``: any, at least 1)
+    values_ndim: int | None = None
+
+    def __init__(self, values: np.ndarray, offsets: np.ndarray) -> None:
+        self.values = np.asarray(values)
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        ndim_ok = self.values.ndim == self.values_ndim if self.values_ndim else self.values.ndim >= 1
+        if not ndim_ok or self.offsets.ndim != 1 or not len(self.offsets) or self.offsets[0] != 0 \
+                or self.offsets[-1] != len(self.values):
+            shape = f"{self.values_ndim}-D" if self.values_ndim else ">= 1-D"
+            raise ValueError(f"{type(self).__name__}: expected {shape} values and offsets from 0 to len(values)")
+
+    @classmethod
+    def from_lengths(cls, values: np.ndarray, lengths: np.ndarray):
+        """Rows of ``lengths[i]`` consecutive ``values`` each."""
+        return cls(values, np.concatenate([[0], np.cumsum(np.asarray(lengths, dtype=np.int64))]))
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Each row's number of values, int64 ``(n,)``."""
+        return np.diff(self.offsets)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.values.dtype
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, index: slice | np.ndarray):
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step == 1:
+                stop = max(start, stop)
+                lo, hi = self.offsets[start], self.offsets[stop]
+                return type(self)(self.values[lo:hi], self.offsets[start:stop + 1] - lo)
+            index = np.arange(start, stop, step)
+        index = np.asarray(index)
+        if index.dtype == bool:
+            index = np.flatnonzero(index)
+        starts = self.offsets[:-1][index]
+        lengths = self.offsets[1:][index] - starts
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        positions = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+        return type(self)(self.values[positions], offsets)
+
+    @classmethod
+    def concatenate(cls, parts: Sequence["RowSegments"]):
+        """The rows of ``parts``, in order."""
+        return cls.from_lengths(np.concatenate([p.values for p in parts]), np.concatenate([p.lengths for p in parts]))
+
+
+class RaggedArray(RowSegments):
     """A column of variable-length rows (DIN's behaviour histories): all values, one row after another,
     and the row boundaries.
 
@@ -295,61 +359,14 @@ class RaggedArray:
         offsets: int64 ``(n + 1,)``; row ``i`` is ``values[offsets[i]:offsets[i + 1]]``; starts at 0.
     """
 
-    __slots__ = ("values", "offsets")
-
-    def __init__(self, values: np.ndarray, offsets: np.ndarray) -> None:
-        self.values = np.asarray(values)
-        self.offsets = np.asarray(offsets, dtype=np.int64)
-        if self.values.ndim != 1 or self.offsets.ndim != 1 or not len(self.offsets) or self.offsets[0] != 0 \
-                or self.offsets[-1] != len(self.values):
-            raise ValueError("RaggedArray: expected 1-D values and offsets from 0 to len(values)")
-
-    @classmethod
-    def from_lengths(cls, values: np.ndarray, lengths: np.ndarray) -> "RaggedArray":
-        """Rows of ``lengths[i]`` consecutive ``values`` each."""
-        return cls(values, np.concatenate([[0], np.cumsum(np.asarray(lengths, dtype=np.int64))]))
+    __slots__ = ()
+    values_ndim = 1
 
     @classmethod
     def from_rows(cls, rows: Sequence[Sequence], dtype: np.dtype | type = np.int64) -> "RaggedArray":
         """From a list of rows (slow; for tests and per-line parsers)."""
         values = np.fromiter((v for row in rows for v in row), dtype=dtype)
         return cls.from_lengths(values, [len(row) for row in rows])
-
-    @property
-    def lengths(self) -> np.ndarray:
-        """int64 ``(n,)``."""
-        return np.diff(self.offsets)
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.values.dtype
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    def __getitem__(self, index: slice | np.ndarray) -> "RaggedArray":
-        if isinstance(index, slice):
-            start, stop, step = index.indices(len(self))
-            if step != 1:
-                index = np.arange(start, stop, step)
-            else:
-                stop = max(start, stop)
-                lo, hi = self.offsets[start], self.offsets[stop]
-                return RaggedArray(self.values[lo:hi], self.offsets[start:stop + 1] - lo)
-        index = np.asarray(index)
-        if index.dtype == bool:
-            index = np.flatnonzero(index)
-        starts = self.offsets[:-1][index]
-        lengths = self.offsets[1:][index] - starts
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
-        positions = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
-        return RaggedArray(self.values[positions], offsets)
-
-    @staticmethod
-    def concatenate(parts: Sequence["RaggedArray"]) -> "RaggedArray":
-        """The rows of ``parts``, in order."""
-        values = np.concatenate([p.values for p in parts])
-        return RaggedArray.from_lengths(values, np.concatenate([p.lengths for p in parts]))
 
     def to_padded(self, width: int | None = None, fill: int = 0) -> np.ndarray:
         """``(n, width)`` array, row ``i``'s values first, then ``fill``; ``width`` defaults to the longest row."""
@@ -387,7 +404,7 @@ class BatchColumn:
         raise NotImplementedError
 
 
-class GroupedRows(BatchColumn):
+class GroupedRows(RowSegments, BatchColumn):
     """Per-sample values of grouped rows: row ``i`` (a group) owns samples ``offsets[i]:offsets[i + 1]``.
 
     In a batch of groups the samples are concatenated (``(N, ...)``, N = the sum of the
@@ -398,52 +415,7 @@ class GroupedRows(BatchColumn):
         offsets: int64 ``(n + 1,)`` from 0 to ``N``.
     """
 
-    __slots__ = ("values", "offsets")
-
-    def __init__(self, values: np.ndarray, offsets: np.ndarray) -> None:
-        self.values = np.asarray(values)
-        self.offsets = np.asarray(offsets, dtype=np.int64)
-        if self.values.ndim < 1 or self.offsets.ndim != 1 or not len(self.offsets) or self.offsets[0] != 0 \
-                or self.offsets[-1] != len(self.values):
-            raise ValueError("GroupedRows: expected values of >= 1 dimension and offsets from 0 to len(values)")
-
-    @classmethod
-    def from_lengths(cls, values: np.ndarray, lengths: np.ndarray) -> "GroupedRows":
-        return cls(values, np.concatenate([[0], np.cumsum(np.asarray(lengths, dtype=np.int64))]))
-
-    @property
-    def lengths(self) -> np.ndarray:
-        """Group sizes, int64 ``(n,)``."""
-        return np.diff(self.offsets)
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.values.dtype
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    def __getitem__(self, index: slice | np.ndarray) -> "GroupedRows":
-        if isinstance(index, slice):
-            start, stop, step = index.indices(len(self))
-            if step == 1:
-                stop = max(start, stop)
-                lo, hi = self.offsets[start], self.offsets[stop]
-                return GroupedRows(self.values[lo:hi], self.offsets[start:stop + 1] - lo)
-            index = np.arange(start, stop, step)
-        index = np.asarray(index)
-        if index.dtype == bool:
-            index = np.flatnonzero(index)
-        starts = self.offsets[:-1][index]
-        lengths = self.offsets[1:][index] - starts
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
-        positions = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
-        return GroupedRows(self.values[positions], offsets)
-
-    @staticmethod
-    def concatenate(parts: Sequence["GroupedRows"]) -> "GroupedRows":
-        return GroupedRows.from_lengths(np.concatenate([p.values for p in parts]),
-                                        np.concatenate([p.lengths for p in parts]))
+    __slots__ = ()
 
     def to_batch(self) -> np.ndarray:
         """``(N, ...)``: the samples of all rows, in order."""

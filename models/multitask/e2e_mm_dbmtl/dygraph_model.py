@@ -17,7 +17,7 @@ from torch import nn
 
 from recstack.config import Config, ConfigError
 from recstack.export import ExportError, TensorSpec, describe_outputs, scaled_diff
-from recstack.features import TabularSpec
+from recstack.features import TabularSpec, easyrec_model_config
 from recstack.layers.vision import IMAGE_MODELS
 from recstack.metrics import Metric
 from recstack.schema import Node
@@ -57,23 +57,11 @@ class DygraphModel(TaskTowerWrapper):
     img_shape: tuple[int, int, int] | None = None  # (H, W, C)
 
     def create_model(self, config: Config) -> E2EMMDBMTL:
-        spec = TabularSpec.from_config(config)
-        model = Node.at(config, "hyper_parameters.model_config")
-        model.get("feature_groups")  # parsed by TabularSpec
-        name = model.get("model_class", MODEL_CLASS, type=str)
-        if name != MODEL_CLASS:
-            raise ConfigError(f"{model.where('model_class')}: this folder is {MODEL_CLASS}, got {name!r}")
-        groups = [g.name for g in spec.groups]
-        extra = [g for g in groups if g not in ("all", "img", "sample_num")]
-        if "all" not in groups or extra:
-            raise ConfigError(f"{model.where('feature_groups')}: {MODEL_CLASS} reads the groups 'all' (features), "
-                              f"'img' (the ImgFeature) and 'sample_num' (the SampleNumFeature), got {groups}")
+        spec, model, embedding_regularization = easyrec_model_config(config, MODEL_CLASS,
+                                                                     optional_groups=("img", "sample_num"))
         if spec.has_img and not spec.has_sample_num:
             raise ConfigError(f"{model.where('feature_groups')}: with an 'img' group the model needs the "
                               "'sample_num' group (the SampleNumFeature) to broadcast each image to its samples")
-        embedding_regularization = float(model.get("embedding_regularization", 0.0, type=float))
-        if embedding_regularization < 0:
-            raise ConfigError(f"{model.where('embedding_regularization')}: must be >= 0, got {embedding_regularization}")
 
         node = model.node("e2e_mm_dbmtl", hints=_HINTS)
         bottom = DNNSpec.from_node(node.node("bottom_dnn")) if node.get("bottom_dnn", None) is not None else None
