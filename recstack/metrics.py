@@ -11,14 +11,23 @@ Usage::
     for preds, labels in batches:
         auc.update(preds, labels)
     auc.compute()   # float; nan when only one class has been seen
+
+A metric that cannot be computed (an AUC over one class, a GAUC without a user
+holding both classes, any metric over no samples) is ``nan``;
+:meth:`Metric.undefined_reason` says why, and :func:`warn_undefined` logs it once
+per evaluation (the trainer at each epoch's end, ``tools/infer.py`` per checkpoint).
 """
 
 from __future__ import annotations
 
+import logging
 import math
+from typing import Sequence
 
 import numpy as np
 import torch
+
+logger = logging.getLogger(__name__)
 
 
 class Metric:
@@ -45,6 +54,10 @@ class Metric:
     def state(self) -> list[torch.Tensor]:
         """Additive state tensors (summed across processes by distributed training)."""
         raise NotImplementedError
+
+    def undefined_reason(self) -> str | None:
+        """Why :meth:`compute` is ``nan`` on the data seen so far (``None`` when it is defined)."""
+        return None
 
     # PaddleRec's paddle.metric names, so ported wrappers read the same.
     def accumulate(self) -> float:
@@ -104,6 +117,15 @@ class AUC(Metric):
         # O(batch), not O(buckets): a bincount over 200,000 bins cost 0.3 ms per batch
         self.counts.index_add_(0, bucket, torch.ones_like(bucket))
 
+    def undefined_reason(self) -> str | None:
+        positives, negatives = int(self.pos.sum()), int(self.neg.sum())
+        if positives and negatives:
+            return None
+        if not positives and not negatives:
+            return "no samples were evaluated"
+        return (f"the evaluated labels hold only class {1 if positives else 0} ({positives + negatives} samples); "
+                "an AUC needs both classes")
+
     def compute(self) -> float:
         pos, neg = self.pos.double(), self.neg.double()
         total_pos, total_neg = float(pos.sum()), float(neg.sum())
@@ -130,6 +152,9 @@ class _Mean(Metric):
 
     def compute(self) -> float:
         return float(self.total / self.count) if self.count > 0 else math.nan
+
+    def undefined_reason(self) -> str | None:
+        return "no samples were evaluated" if self.count == 0 else None
 
     def state(self) -> list[torch.Tensor]:
         return [self.total, self.count]
@@ -225,6 +250,21 @@ class GAUC(Metric):
         auc, weights = group_aucs(groups, preds, labels)
         return float(np.sum(auc * weights) / np.sum(weights)) if len(weights) else math.nan
 
+    def undefined_reason(self) -> str | None:
+        groups, _, labels = (t.numpy() for t in self.state())
+        known = groups >= 0
+        if not len(groups):
+            return "no samples were evaluated"
+        if not known.any():
+            return f"no sample has a known group (user) key ({len(groups)} samples, all unknown: -1)"
+        keys, index = np.unique(groups[known], return_inverse=True)
+        positives = np.bincount(index, weights=labels[known].astype(np.float64), minlength=len(keys))
+        counts = np.bincount(index, minlength=len(keys))
+        if ((positives > 0) & (positives < counts)).any():
+            return None
+        return (f"no group (user) holds both classes ({len(keys)} groups, {int(known.sum())} samples with a known "
+                "group); a group AUC needs a positive and a negative sample of the same group")
+
 
 def group_aucs(groups: np.ndarray, preds: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-group AUC and sample count of the groups (keys >= 0) that have both classes.
@@ -262,3 +302,26 @@ def group_aucs(groups: np.ndarray, preds: np.ndarray, labels: np.ndarray) -> tup
     both = (positives > 0) & (negatives > 0)
     auc = (rank_sum[both] - positives[both] * (positives[both] + 1) / 2) / (positives[both] * negatives[both])
     return auc, count[both]
+
+
+def warn_undefined(names: Sequence[str], metrics: Sequence[Metric], context: str = "") -> list[str]:
+    """Log one warning for each metric that is ``nan`` on the data seen, naming it and why, e.g.
+    ``epoch 0: auc_ctr is undefined: the evaluated labels hold only class 0 (1234 samples); ...``.
+
+    Call it once per evaluation (not per batch, where one class in a batch is normal).
+
+    Args:
+        names: the metrics' log names.
+        metrics: the metrics, in the same order.
+        context: a prefix such as ``"epoch 0: "``.
+
+    Returns:
+        the warnings logged.
+    """
+    warnings = []
+    for name, metric in zip(names, metrics):
+        reason = metric.undefined_reason()
+        if reason:
+            warnings.append(f"{context}{name} is undefined: {reason}")
+            logger.warning("%s", warnings[-1])
+    return warnings

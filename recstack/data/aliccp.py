@@ -18,7 +18,10 @@ Fast path: the lines of a block are split by pyarrow (``,`` then ``:``), and the
 tokens are grouped per (line, field) and truncated with numpy, with no Python
 loop over tokens. Blocks the fast path cannot take (whitespace around tokens,
 malformed lines) are parsed line by line with the same rules, which name the
-file and line of the first bad line.
+file and line of the first bad line. Numbers follow the readers' grammar
+(:func:`recstack.data.base.parse_int`, doc/custom_reader.md#numbers) on both paths:
+``210:1_2``, ``210:0x1f`` or an id beyond int64 are errors; lines of only whitespace
+are blank.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recstack.config import Config, ConfigError
-from recstack.data.base import Block, BlockReader, DataFormatError, bad_line
+from recstack.data.base import (Block, BlockReader, DataFormatError, NumberRangeError, bad_line,
+                                blank_whitespace_lines, may_hold_hex, parse_int)
 from recstack.registry import READERS
 
 #: The 23 Ali-CCP fields PaddleRec's ESMM reads, in its order (user fields, then ad fields).
@@ -87,7 +91,10 @@ class AliCCPReader(BlockReader):
     # ------------------------------------------------------------------ parsing
     def parse_block(self, chunk: bytes, path: str, first_line: int) -> Block:
         block = None
-        if b" " not in chunk and b"\t" not in chunk:
+        if b" " in chunk or b"\t" in chunk:
+            chunk = blank_whitespace_lines(chunk)  # lines of only whitespace are blank (same line numbers)
+        # (pyarrow's integer cast takes 0x1f, the grammar does not: such a chunk takes the per-line parse)
+        if b" " not in chunk and b"\t" not in chunk and not may_hold_hex(chunk):
             try:
                 block, ids, id_rows, locate = self._fast(chunk, first_line)
             except (_Malformed, pa.ArrowInvalid, pa.ArrowTypeError):
@@ -171,7 +178,7 @@ class AliCCPReader(BlockReader):
             labels = []
             for name, token in (("click", tokens[1]), ("conversion", tokens[2])):
                 try:
-                    labels.append(int(token))
+                    labels.append(parse_int(token))
                 except ValueError:
                     raise bad_line(path, line_no, line, f"{name} label (column {len(labels) + 2}) is not an "
                                    f"integer: {token!r}") from None
@@ -186,7 +193,9 @@ class AliCCPReader(BlockReader):
                 if index is None:
                     continue  # a field ESMM does not read (PaddleRec skips these too)
                 try:
-                    feat = int(value)
+                    feat = parse_int(value)
+                except NumberRangeError as err:
+                    raise bad_line(path, line_no, line, f"feature id of column {column}: {err}") from None
                 except ValueError:
                     raise bad_line(path, line_no, line, f"feature id of column {column} is not an integer: "
                                    f"{token!r}") from None

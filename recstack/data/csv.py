@@ -2,6 +2,10 @@
 
 Census (MMoE / PLE / Share-Bottom): 501 comma-separated numbers per line,
 ``marital`` label, ``income`` label, then ``feature_size`` (499) features.
+
+Numbers follow the readers' grammar (:data:`recstack.data.base.DECIMAL`,
+doc/custom_reader.md#numbers): ``1_0``, ``0x1p-1``, ``1 0`` or an empty field are
+errors naming the line and column; lines of only whitespace are blank.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from recstack.config import Config, ConfigError, task_names
-from recstack.data.base import Block, BlockReader, bad_line, row_error
+from recstack.data.base import (Block, BlockReader, DataFormatError, bad_line, blank_whitespace_lines, parse_float,
+                                row_error)
 from recstack.registry import READERS
 
 
@@ -39,21 +44,29 @@ class NumericCSVReader(BlockReader):
         names = [f"c{i}" for i in range(self.width)]
         self._read_options = dict(column_names=names, use_threads=False)
         self._parse_options = pacsv.ParseOptions(delimiter=delimiter, ignore_empty_lines=True)
-        self._convert_options = pacsv.ConvertOptions(column_types={c: pa.float32() for c in names})
+        # no null values: an empty field (or 'NA') is an error naming its column, not a NaN
+        self._convert_options = pacsv.ConvertOptions(column_types={c: pa.float32() for c in names}, null_values=[],
+                                                     strings_can_be_null=False)
 
     def signature(self) -> str:
         return f"{super().signature()}|{self.groups}|{self.delimiter!r}"
 
+    def _read(self, chunk: bytes) -> np.ndarray:
+        table = pacsv.read_csv(io.BytesIO(chunk),
+                               read_options=pacsv.ReadOptions(block_size=len(chunk) + 1, **self._read_options),
+                               parse_options=self._parse_options, convert_options=self._convert_options)
+        return np.column_stack([c.to_numpy() for c in table.columns]) if table.num_rows else \
+            np.zeros((0, self.width), np.float32)
+
     def parse_block(self, chunk: bytes, path: str, first_line: int) -> Block:
         try:
-            table = pacsv.read_csv(io.BytesIO(chunk),
-                                   read_options=pacsv.ReadOptions(block_size=len(chunk) + 1, **self._read_options),
-                                   parse_options=self._parse_options, convert_options=self._convert_options)
-            matrix = np.column_stack([c.to_numpy() for c in table.columns]) if table.num_rows else \
-                np.zeros((0, self.width), np.float32)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            matrix = self._read(chunk)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
             self._raise_first_bad_line(chunk, path, first_line)
-            raise  # not reached: the per-line scan always finds the culprit
+            try:  # no bad line: lines of only whitespace, which pyarrow does not skip (same line numbers)
+                matrix = self._read(blank_whitespace_lines(chunk))
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                raise DataFormatError(f"{path}:{first_line}: cannot parse the block starting here: {err}") from None
         bad = ~np.isfinite(matrix).all(axis=1)
         if bad.any():
             raise row_error(chunk, path, first_line, int(np.argmax(bad)), "value is not finite")
@@ -79,10 +92,11 @@ class NumericCSVReader(BlockReader):
                                f"expected {self.width} {self.delimiter!r}-separated values, got {len(fields)}")
             for i, field in enumerate(fields):
                 try:
-                    float(field)
+                    parse_float(field)
                 except ValueError:
                     raise bad_line(path, first_line + offset, line,
-                                   f"column {i + 1} is not a number: {field.decode('utf-8', 'replace')!r}") from None
+                                   f"column {i + 1} is not a number: {field.decode('utf-8', 'replace')!r} "
+                                   "(doc/custom_reader.md#numbers)") from None
 
 
 #: Task names of the census data in the models' output order (PaddleRec's): income, then marital.

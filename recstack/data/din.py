@@ -26,7 +26,10 @@ Blocks: ``hist_item``, ``hist_cat`` int64 :class:`~recstack.data.base.RaggedArra
 
 Fast path: pyarrow splits and converts the whole chunk (lines, ``;``, whitespace)
 with no Python loop over lines; a chunk it cannot take is parsed line by line, only
-to name the file and line of the first bad one.
+to name the file and line of the first bad one. Numbers follow the readers' grammar
+(:func:`recstack.data.base.parse_int`, doc/custom_reader.md#numbers) on both paths:
+``1_2``, ``0x1f`` or an id beyond int64 are errors; lines of only (ASCII) whitespace
+are blank.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recstack.config import Config
-from recstack.data.base import Block, BlockReader, DataFormatError, RaggedArray, bad_line, row_error
+from recstack.data.base import (Block, BlockReader, DataFormatError, NumberRangeError, RaggedArray, bad_line,
+                                may_hold_hex, parse_float, parse_int, row_error)
 from recstack.registry import READERS
 
 FIELDS = ("hist_item_ids", "hist_cat_ids", "target_item", "target_cat", "label")
@@ -87,8 +91,10 @@ class DINReader(BlockReader):
 
     def _fast(self, chunk: bytes) -> Block:
         """Vectorised parse of a chunk; raises :class:`_Malformed` or an Arrow error when a line is bad."""
+        if may_hold_hex(chunk):  # pyarrow's integer cast takes 0x1f, the grammar does not
+            raise _Malformed
         text = pa.array([chunk], pa.binary()).cast(pa.string())  # checks UTF-8
-        lines = pc.utf8_trim_whitespace(pc.list_flatten(pc.split_pattern(text, "\n")))
+        lines = pc.ascii_trim_whitespace(pc.list_flatten(pc.split_pattern(text, "\n")))
         lines = lines.filter(pc.greater(pc.utf8_length(lines), 0))
         n = len(lines)
         fields = pc.split_pattern(lines, ";")
@@ -103,10 +109,10 @@ class DINReader(BlockReader):
 
         def ints(array: pa.Array) -> np.ndarray:
             # a writable copy (Arrow's buffers are read-only; torch.from_numpy warns about those)
-            return np.array(pc.cast(pc.utf8_trim_whitespace(array), pa.int64()).to_numpy(zero_copy_only=False))
+            return np.array(pc.cast(pc.utf8_trim(array, " \t"), pa.int64()).to_numpy(zero_copy_only=False))
 
-        hist = pc.utf8_split_whitespace(field(0))
-        cats = pc.utf8_split_whitespace(field(1))
+        hist = pc.ascii_split_whitespace(field(0))
+        cats = pc.ascii_split_whitespace(field(1))
         lengths = pc.list_value_length(hist).to_numpy()
         if n and (lengths != pc.list_value_length(cats).to_numpy()).any():
             raise _Malformed
@@ -114,7 +120,7 @@ class DINReader(BlockReader):
         has_user = counts == 6
         if has_user.any():
             user[has_user] = ints(field(5, np.flatnonzero(has_user)))
-        label = pc.cast(pc.utf8_trim_whitespace(field(4)), pa.float64()).to_numpy(zero_copy_only=False)
+        label = pc.cast(pc.utf8_trim(field(4), " \t"), pa.float64()).to_numpy(zero_copy_only=False)
         return {
             "hist_item": RaggedArray.from_lengths(ints(pc.list_flatten(hist)), lengths),
             "hist_cat": RaggedArray.from_lengths(ints(pc.list_flatten(cats)), lengths),
@@ -133,7 +139,7 @@ class DINReader(BlockReader):
                 continue
             line_no = first_line + offset
             try:
-                parts = raw.decode("utf-8").strip().split(";")
+                parts = raw.strip().decode("utf-8").split(";")
             except UnicodeDecodeError:
                 raise bad_line(path, line_no, raw, "not valid UTF-8 text") from None
             if len(parts) not in (5, 6):
@@ -143,11 +149,13 @@ class DINReader(BlockReader):
             for k, part in enumerate(parts):
                 try:
                     if k < 2:
-                        values.append([int(t) for t in part.split()])
+                        values.append([parse_int(t) for t in part.encode().split()])
                     elif k == 4:
-                        values.append(float(part))
+                        values.append(parse_float(part))
                     else:
-                        values.append(int(part))
+                        values.append(parse_int(part))
+                except NumberRangeError as err:
+                    raise bad_line(path, line_no, raw, f"field {k + 1} ({names[k]}): {err}") from None
                 except ValueError:
                     kind = "a number" if k == 4 else "space-separated integers" if k < 2 else "an integer"
                     raise bad_line(path, line_no, raw, f"field {k + 1} ({names[k]}) is not {kind}: {part!r}") from None

@@ -63,7 +63,7 @@ import numpy as np
 
 from recstack.config import Config, ConfigError
 from recstack.data.base import (Block, BlockReader, DataFormatError, GroupedRows, GroupIndex, bad_line,
-                                read_chunks)
+                                parse_int, read_chunks)
 from recstack.data.tabular import TabularReader
 from recstack.features import DATA_CONFIG, TabularSpec
 from recstack.registry import READERS
@@ -122,6 +122,9 @@ class GroupRTPReader(BlockReader):
         self.block_groups = max(MIN_BLOCK_GROUPS, BLOCK_IMAGE_BYTES // pixels) if pixels else 1 << 16
         self.missing_by_file: dict[str, int] = defaultdict(int)
         self._lock = threading.Lock()
+        #: set by the prediction service for uploads: image paths resolve against this folder and must stay in
+        #: it (relative, no '..': else an error naming the line), and messages do not show resolved paths
+        self.confine_images_to: str | None = None
 
     @property
     def missing_images(self) -> int:
@@ -172,7 +175,7 @@ class GroupRTPReader(BlockReader):
                                                    f"(selected_cols {list(grouped.selected_cols)}), got {len(cols)}")
             size_text = cols[size_col].strip()
             try:
-                size = int(size_text)
+                size = parse_int(size_text)  # the readers' grammar (doc/custom_reader.md#numbers)
             except ValueError:
                 raise bad_line(path, line_no, raw, f"group size column {size_col} ('{grouped.size_field}') is not "
                                                    f"an integer: {size_text!r}") from None
@@ -242,10 +245,16 @@ class GroupRTPReader(BlockReader):
         """``(n, H, W, 3)`` float32, each distinct path decoded once."""
         height, width, _ = self.img_shape
         out = np.zeros((len(paths), height, width, 3), dtype=np.float32)
-        folder = self.grouped.image_root or os.path.dirname(os.path.realpath(path))  # a linked file: its real folder
+        folder = self.confine_images_to or self.grouped.image_root or os.path.dirname(os.path.realpath(path))
+        # (a linked data file: its real folder)
         decoded: dict[str, np.ndarray | None] = {}
         missing = 0
         for i, (image_path, line_no) in enumerate(zip(paths, line_numbers)):
+            if self.confine_images_to is not None:
+                problem = unconfined_image_path(image_path)
+                if problem:
+                    raise DataFormatError(f"{path}:{line_no}: image path {image_path[:200]!r} {problem}; name images "
+                                          "relative to the server's image folder (--image_root)")
             if image_path not in decoded:
                 full = os.path.join(folder, image_path)  # an absolute image_path stays as it is
                 if not os.path.isfile(full):
@@ -254,8 +263,9 @@ class GroupRTPReader(BlockReader):
                     try:
                         image = _decode_bgr_uint8(full)
                     except OSError as err:
-                        raise DataFormatError(f"{path}:{line_no}: image '{image_path}' ({full}) cannot be decoded: "
-                                              f"{err}") from None
+                        shown = "" if self.confine_images_to else f" ({full})"
+                        raise DataFormatError(f"{path}:{line_no}: image '{image_path}'{shown} cannot be decoded: "
+                                              f"{err if not self.confine_images_to else type(err).__name__}") from None
                     if image.shape[:2] != (height, width):
                         raise DataFormatError(f"{path}:{line_no}: image '{image_path}' is {image.shape[1]}x"
                                               f"{image.shape[0]} (width x height), the ImgFeature's img_shape is "
@@ -270,6 +280,17 @@ class GroupRTPReader(BlockReader):
             with self._lock:
                 self.missing_by_file[path] += missing
         return out
+
+
+def unconfined_image_path(image_path: str) -> str | None:
+    """Why an image path may leave its image folder (absolute, a drive, a ``..`` part, a NUL byte), or ``None``."""
+    if "\x00" in image_path:
+        return "holds a NUL byte"
+    if os.path.isabs(image_path) or image_path.startswith("\\") or image_path[1:3] in (":\\", ":/"):
+        return "is absolute"
+    if ".." in image_path.replace("\\", "/").split("/"):
+        return "goes up with '..'"
+    return None
 
 
 # ---------------------------------------------------------------------- building grouped lines

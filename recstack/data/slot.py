@@ -9,7 +9,10 @@ Fast path: lines in this canonical order are parsed by pyarrow's CSV parser
 (``:`` turned into a column break), about 170-200 MB/s on one core. Lines with
 the slots in another order (which PaddleRec's reader accepts) fall back to a
 per-line parse of that block, with identical results; a malformed line is an
-error naming file, line and problem.
+error naming file, line and problem. Numbers follow the readers' grammar
+(:func:`recstack.data.base.parse_int`, doc/custom_reader.md#numbers): ``26:1_2``,
+``26:0x1f`` or an id beyond int64 are errors on both paths, and lines of only
+whitespace are blank.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from recstack.config import Config
-from recstack.data.base import Block, BlockReader, DataFormatError, bad_line, row_error
+from recstack.data.base import (Block, BlockReader, DataFormatError, NumberRangeError, bad_line,
+                                blank_whitespace_lines, may_hold_hex, parse_float, parse_int, row_error)
 from recstack.registry import READERS
 
 _COLON_TO_SPACE = bytes.maketrans(b":", b" ")
@@ -69,7 +73,8 @@ class SlotReader(BlockReader):
         self._label_col, self._dense_cols = names[1], dense_values
         self._read_options = dict(column_names=names, use_threads=False)
         self._parse_options = pacsv.ParseOptions(delimiter=" ", ignore_empty_lines=True)
-        self._convert_options = pacsv.ConvertOptions(include_columns=list(types), column_types=types)
+        self._convert_options = pacsv.ConvertOptions(include_columns=list(types), column_types=types,
+                                                     null_values=[], strings_can_be_null=False)
         self._expected_keys = np.arange(1, self.num_sparse + 1, dtype=np.int64)
         self._label_prefix = f"{label_slot}:".encode()
         self._dense_prefix = f"{dense_slot}:".encode()
@@ -81,12 +86,18 @@ class SlotReader(BlockReader):
     def parse_block(self, chunk: bytes, path: str, first_line: int) -> Block:
         block = self._fast(chunk)
         if block is None:
-            block = self._slow(chunk, path, first_line)
+            blanked = blank_whitespace_lines(chunk)  # lines of spaces are blank lines (same line numbers)
+            block = self._fast(blanked) if blanked != chunk else None
+            if block is None:
+                block = self._slow(chunk, path, first_line)
         self._check_values(block, chunk, path, first_line)
         return block
 
     def _fast(self, chunk: bytes) -> Block | None:
-        """Vectorised parse of canonical lines; ``None`` when the chunk is not canonical."""
+        """Vectorised parse of canonical lines; ``None`` when the chunk is not canonical (or may hold a
+        hexadecimal number, which pyarrow accepts and the grammar does not: no slot name holds an ``x``)."""
+        if may_hold_hex(chunk):
+            return None
         try:
             table = pacsv.read_csv(io.BytesIO(chunk.translate(_COLON_TO_SPACE)),
                                    read_options=pacsv.ReadOptions(block_size=len(chunk) + 1, **self._read_options),
@@ -127,21 +138,25 @@ class SlotReader(BlockReader):
                     if slot == self.label_slot:
                         if label is not None:
                             raise bad_line(path, line_no, line, f"slot '{slot}' appears twice")
-                        label = int(value)
+                        label = parse_int(value)
                     elif slot == self.dense_slot:
-                        values.append(float(value))
+                        values.append(parse_float(value))
                     elif slot in slot_index:
                         if ids[slot_index[slot]] is not None:
                             raise bad_line(path, line_no, line, f"sparse slot '{slot}' appears twice")
-                        ids[slot_index[slot]] = int(value)
+                        ids[slot_index[slot]] = parse_int(value)
                     else:
                         raise bad_line(path, line_no, line,
                                        f"unknown slot '{slot}' (expected {self.label_slot}, {self.dense_slot}, "
                                        f"1..{self.num_sparse})")
+                except NumberRangeError as err:
+                    raise bad_line(path, line_no, line, f"slot '{slot}': {err}") from None
                 except ValueError as err:
                     if isinstance(err, DataFormatError):
                         raise
-                    raise bad_line(path, line_no, line, f"slot '{slot}' has non-numeric value '{value}'") from None
+                    kind = "a number" if slot == self.dense_slot else "an integer"
+                    raise bad_line(path, line_no, line, f"slot '{slot}' has non-numeric value '{value}' (expected "
+                                   f"{kind}, doc/custom_reader.md#numbers)") from None
             if label is None:
                 raise bad_line(path, line_no, line, f"missing label slot '{self.label_slot}'")
             if len(values) != self.dense_dim:
@@ -165,7 +180,8 @@ class SlotReader(BlockReader):
             ((block["sparse"] < 0).any(axis=1) if self.id_bound is None else
              ((block["sparse"] < 0) | (block["sparse"] >= self.id_bound)).any(axis=1),
              "sparse id outside [0, sparse_feature_number" + (f"={self.id_bound})" if self.id_bound else ")")),
-            (~np.isfinite(block["dense"]).all(axis=1), "dense value is not finite"),
+            (~np.isfinite(block["dense"]).all(axis=1),
+             "dense value is not finite (nan, inf, or beyond float32's 3.4e38)"),
         ]
         for bad, problem in checks:
             if bad.any():
@@ -205,12 +221,15 @@ class FeatIdxValueReader(BlockReader):
         self._expected = ["feat_idx"] * f + ["feat_value"] * f + ["label"]
         self._read_options = dict(column_names=names, use_threads=False)
         self._parse_options = pacsv.ParseOptions(delimiter=" ", ignore_empty_lines=True)
-        self._convert_options = pacsv.ConvertOptions(column_types=types)
+        self._convert_options = pacsv.ConvertOptions(column_types=types, null_values=[], strings_can_be_null=False)
 
     def parse_block(self, chunk: bytes, path: str, first_line: int) -> Block:
         block = self._fast(chunk)
         if block is None:
-            block = self._slow(chunk, path, first_line)
+            blanked = blank_whitespace_lines(chunk)  # lines of spaces are blank lines (same line numbers)
+            block = self._fast(blanked) if blanked != chunk else None
+            if block is None:
+                block = self._slow(chunk, path, first_line)
         bad = ~np.isin(block["label"][:, 0], (0.0, 1.0))
         if bad.any():
             raise row_error(chunk, path, first_line, int(np.argmax(bad)), "label must be 0 or 1")
@@ -234,6 +253,9 @@ class FeatIdxValueReader(BlockReader):
         for column, key in zip(self._keys, self._expected):
             if table.num_rows and table.column(column).unique().dictionary.to_pylist() != [key]:
                 return None
+        # a hexadecimal number (pyarrow takes 0x1f, the grammar does not): an x besides those of 'feat_idx'
+        if b"X" in chunk or chunk.count(b"x") != self.num_field * table.num_rows:
+            return None
         f = self.num_field
         values = [table.column(c).to_numpy() for c in self._values]
         if not table.num_rows:
@@ -255,9 +277,13 @@ class FeatIdxValueReader(BlockReader):
                     raise bad_line(path, line_no, line, f"token '{token.decode('utf-8', 'replace')}' is not "
                                    "feat_idx:<id>, feat_value:<v> or label:<0/1>")
                 try:
-                    found[key].append(float(value) if key == "feat_value" else int(value))
+                    found[key].append(parse_float(value) if key == "feat_value" else parse_int(value))
+                except NumberRangeError as err:
+                    raise bad_line(path, line_no, line, f"{key}: {err}") from None
                 except ValueError:
-                    raise bad_line(path, line_no, line, f"{key} has non-numeric value '{value}'") from None
+                    kind = "a number" if key == "feat_value" else "an integer"
+                    raise bad_line(path, line_no, line, f"{key} has non-numeric value '{value}' (expected {kind}, "
+                                   "doc/custom_reader.md#numbers)") from None
             for key, want in (("feat_idx", self.num_field), ("feat_value", self.num_field), ("label", 1)):
                 if len(found[key]) != want:
                     raise bad_line(path, line_no, line, f"expected {want} '{key}' value(s), got {len(found[key])}")

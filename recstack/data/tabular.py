@@ -10,7 +10,11 @@ not from a fixed format. One line is one sample, fields separated by
 Per block (pyarrow's CSV parser over the whole chunk, then numpy):
 
 * empty fields take the field's ``default_val`` (0, 0.0 or "" when not set);
-* labels -> ``<label>`` float32 ``(n, 1)``, finite;
+* numbers follow the readers' grammar (:data:`recstack.data.base.INTEGER` for INT32 / INT64,
+  :data:`recstack.data.base.DECIMAL` for FLOAT / DOUBLE; doc/custom_reader.md#numbers): ``1_0``,
+  ``0x1f`` or ``1 0`` are errors; lines of only whitespace are blank;
+* labels -> ``<label>`` float32 ``(n, 1)``, finite; 0 or 1 for a label that a ``CLASSIFICATION``
+  task tower learns (``model_config.<model>.task_towers``, see :func:`classification_labels`);
 * ``IdFeature`` with ``hash_bucket_size``: CRC-32 of the value's UTF-8 text (an
   integer field's canonical decimal text) modulo the bucket count
   (:func:`recstack.data.hashing.stable_hash`: the same id in every process and on
@@ -38,7 +42,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from recstack.config import Config, ConfigError
-from recstack.data.base import Block, BlockReader, DataFormatError, bad_line, row_error
+from recstack.data.base import (DECIMAL, INTEGER, Block, BlockReader, DataFormatError, bad_line,
+                                blank_whitespace_lines, holds_hex, row_error)
 from recstack.features import DATA_CONFIG, INT_RANGES, Feature, InputField, TabularSpec
 from recstack.schema import source
 from recstack.registry import READERS
@@ -58,6 +63,27 @@ def hash_ids(values: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
     table = np.fromiter((zlib.crc32(v.encode("utf-8")) % buckets for v in encoded.dictionary.to_pylist()),
                         dtype=np.int64, count=len(encoded.dictionary))
     return table[encoded.indices.to_numpy(zero_copy_only=False)]
+
+
+def classification_labels(config: Config, label_fields: Sequence[str]) -> dict[str, str]:
+    """Label field -> the first ``CLASSIFICATION`` task tower that learns it.
+
+    Read from the ``task_towers`` lists of ``hyper_parameters.model_config.<model>`` (DBMTL's ``dbmtl``,
+    MMoE's ``mmoe``, ...) as :func:`recstack.tasks.parse_task_towers` reads them (``loss_type`` defaults to
+    ``CLASSIFICATION``, ``label_name`` to the label field at the tower's position); the towers themselves
+    are validated by the model. Such a label must be 0 or 1 in the data (binary cross-entropy and AUC).
+    """
+    model = config.get("hyper_parameters.model_config", None)
+    found: dict[str, str] = {}
+    for section in model.values() if isinstance(model, dict) else ():
+        towers = section.get("task_towers") if isinstance(section, dict) else None
+        for i, tower in enumerate(towers if isinstance(towers, list) else ()):
+            if not isinstance(tower, dict) or tower.get("loss_type", "CLASSIFICATION") != "CLASSIFICATION":
+                continue
+            label = tower.get("label_name", label_fields[i] if i < len(label_fields) else None)
+            if label in label_fields:
+                found.setdefault(label, str(tower.get("tower_name", label)))
+    return found
 
 
 @READERS.register("tabular")
@@ -91,6 +117,10 @@ class TabularReader(BlockReader):
                     used.append(spec.feature(name).input_name)
         self.used = [f for f in spec.input_fields if f.name in used]
         self.width = len(spec.input_fields)
+        self.binary_labels = classification_labels(config, spec.label_fields)
+        self._int_fields = any(f.type in INT_RANGES for f in self.used)
+        # with a whitespace separator, pyarrow reads a line of only separators as a row of empty fields
+        self._blank_first = spec.separator.encode() if spec.separator.isspace() else None
         self._read_options = dict(column_names=[f.name for f in spec.input_fields], use_threads=False)
         self._parse_options = pacsv.ParseOptions(delimiter=spec.separator, quote_char=False, ignore_empty_lines=True)
         self._convert_options = pacsv.ConvertOptions(
@@ -102,13 +132,29 @@ class TabularReader(BlockReader):
         return f"{super().signature()}|{self.spec!r}"
 
     # ------------------------------------------------------------------ parsing
+    def _read(self, chunk: bytes) -> pa.Table:
+        return pacsv.read_csv(io.BytesIO(chunk),
+                              read_options=pacsv.ReadOptions(block_size=len(chunk) + 1, **self._read_options),
+                              parse_options=self._parse_options, convert_options=self._convert_options)
+
     def parse_block(self, chunk: bytes, path: str, first_line: int) -> Block:
+        sep = self._blank_first
+        if sep is not None and (chunk.startswith(sep) or b"\n" + sep in chunk):
+            chunk = blank_whitespace_lines(chunk)  # a line of only whitespace is blank, also of separators
         try:
-            table = pacsv.read_csv(io.BytesIO(chunk),
-                                   read_options=pacsv.ReadOptions(block_size=len(chunk) + 1, **self._read_options),
-                                   parse_options=self._parse_options, convert_options=self._convert_options)
+            table = self._read(chunk)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
-            raise self._first_bad_line(chunk, path, first_line, err) from None
+            error = self._first_bad_line(chunk, path, first_line)
+            if error is not None:
+                raise error from None
+            try:  # no bad line: lines of only whitespace, which pyarrow does not skip (same line numbers)
+                table = self._read(blank_whitespace_lines(chunk))
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                raise DataFormatError(f"{path}:{first_line}: cannot parse the block starting here: {err}") from None
+        if self._int_fields and holds_hex(chunk):  # pyarrow's integer parser takes 0x1f, the grammar does not
+            error = self._first_bad_line(chunk, path, first_line)
+            if error is not None:
+                raise error
         columns = {f.name: self._with_default(table.column(f.name), f) for f in self.used}
         spec = self.spec
         block: Block = {}
@@ -117,6 +163,14 @@ class TabularReader(BlockReader):
             bad = ~np.isfinite(label[:, 0])
             if bad.any():
                 raise row_error(chunk, path, first_line, int(np.argmax(bad)), f"label '{name}' is not a finite number")
+            if name in self.binary_labels:
+                bad = (label[:, 0] != 0) & (label[:, 0] != 1)
+                if bad.any():
+                    row = int(np.argmax(bad))
+                    raise row_error(chunk, path, first_line, row,
+                                    f"label '{name}' must be 0 or 1, got {label[row, 0]:g} (task tower "
+                                    f"'{self.binary_labels[name]}' is CLASSIFICATION; use loss_type: L2_LOSS "
+                                    "for a regression target)")
             block[name] = label
         cache: dict[str, np.ndarray] = {}
         for group in spec.groups:
@@ -174,13 +228,14 @@ class TabularReader(BlockReader):
         cache[feature.name] = out
         return out
 
-    def _first_bad_line(self, chunk: bytes, path: str, first_line: int, err: Exception) -> DataFormatError:
-        """Slow path, only after the fast path failed: name the first bad line and field."""
+    def _first_bad_line(self, chunk: bytes, path: str, first_line: int) -> DataFormatError | None:
+        """Slow path, only after the fast path failed (or a chunk holds ``0x``): the error naming the first bad
+        line and field, ``None`` when no line is bad."""
         sep = self.spec.separator.encode()
         used = {i: f for i, f in enumerate(self.spec.input_fields) if f in self.used}
         for offset, line in enumerate(chunk.split(b"\n")):
             line = line.rstrip(b"\r")
-            if not line:
+            if not line.strip():  # blank, also when only whitespace
                 continue
             fields = line.split(sep)
             if len(fields) != self.width:
@@ -192,7 +247,7 @@ class TabularReader(BlockReader):
                 problem = _field_problem(fields[i], field)
                 if problem:
                     return bad_line(path, first_line + offset, line, problem)
-        return DataFormatError(f"{path}:{first_line}: cannot parse the block starting here: {err}")
+        return None
 
 
 def _field_problem(raw: bytes, field: InputField) -> str | None:
@@ -205,16 +260,13 @@ def _field_problem(raw: bytes, field: InputField) -> str | None:
         return None
     shown = text if len(text) <= 40 else text[:37] + "..."
     if field.type in INT_RANGES:
-        try:
-            value = int(text)
-        except ValueError:
-            return f"field '{field.name}' ({field.type}) is not an integer: {shown!r}"
+        if INTEGER.fullmatch(text) is None:
+            return f"field '{field.name}' ({field.type}) is not an integer: {shown!r} (doc/custom_reader.md#numbers)"
+        value = int(text)
         low, high = INT_RANGES[field.type]
         if not low <= value <= high:
             return f"field '{field.name}' ({field.type}) is out of range [{low}, {high}]: {shown!r}"
         return None
-    try:
-        float(text)
-    except ValueError:
-        return f"field '{field.name}' ({field.type}) is not a number: {shown!r}"
+    if DECIMAL.fullmatch(text) is None:
+        return f"field '{field.name}' ({field.type}) is not a number: {shown!r} (doc/custom_reader.md#numbers)"
     return None
