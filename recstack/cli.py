@@ -8,6 +8,7 @@ line and exit with status 2 instead of a traceback.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 from typing import Callable, Sequence
 
@@ -21,22 +22,82 @@ logger = logging.getLogger("recstack")
 USER_ERRORS = (ConfigError, DataFormatError, FileNotFoundError, CheckpointError)
 
 
-def argument_parser(description: str) -> argparse.ArgumentParser:
-    """PaddleRec's ``-m CONFIG.yaml -o key=value ...`` flags; tools add their own to it."""
-    parser = argparse.ArgumentParser(description=description)
+#: ``-h`` epilogs of the PaddleRec tools: typical commands, where the keys are documented, exit status.
+EPILOGS = {
+    "trainer": """\
+examples:
+  python tools/trainer.py -m models/rank/deepfm/config.yaml
+  python tools/trainer.py -m models/rank/deepfm/config.yaml -o runner.epochs=2 runner.train_batch_size=512
+  python tools/trainer.py -m models/rank/deepfm/config.yaml -o hyper_parameters.optimizer.learning_rate=0.0005 \\
+      -o runner.model_save_path=output_lr5e-4
+  python tools/trainer.py -m models/rank/deepfm/config.yaml -o runner.model_init_path=output_model_deepfm/2
+  torchrun --nproc_per_node=2 tools/trainer.py -m models/rank/deepfm/config.yaml -o runner.use_fleet=True
+
+Checkpoints go to <runner.model_save_path>/<epoch>/. Every runner key, its type and default, and the
+-o rules: doc/yaml.md. Exit status: 0 done, 2 a bad config, data or checkpoint (one ERROR line).""",
+    "infer": """\
+examples:
+  python tools/infer.py -m models/rank/deepfm/config.yaml
+  python tools/infer.py -m models/rank/deepfm/config.yaml -o runner.infer_start_epoch=2 runner.infer_end_epoch=3
+  python tools/infer.py -m models/rank/deepfm/config.yaml -o runner.infer_load_path=output_lr5e-4 \\
+      runner.test_data_dir=/data/criteo/test
+
+Evaluates <runner.infer_load_path>/<epoch>/ for epochs [infer_start_epoch, infer_end_epoch) on
+runner.test_data_dir and logs the metrics of each. Keys and -o rules: doc/yaml.md. Exit status: 0 done,
+2 a bad config, data or checkpoint (one ERROR line; a damaged checkpoint is logged and skipped, the other
+epochs are evaluated and printed, then the run exits 2).""",
+    "to_static": """\
+examples:
+  python tools/to_static.py -m models/rank/deepfm/config.yaml
+  python tools/to_static.py -m models/rank/deepfm/config.yaml -o runner.model_init_path=output_model_deepfm/1
+  python tools/to_static.py -m models/multitask/mmoe/config.yaml
+
+Exports the newest <runner.model_save_path>/<epoch>/ (or runner.model_init_path) to tostatic.pt,
+tostatic.onnx and tostatic.json in runner.model_save_path (doc/inference.md). Keys and -o rules:
+doc/yaml.md. Exit status: 0 done, 1 the parity checks failed (nothing written), 2 a bad config,
+checkpoint or data (one ERROR line).""",
+}
+
+
+def argument_parser(description: str, epilog: str | None = None) -> argparse.ArgumentParser:
+    """PaddleRec's ``-m CONFIG.yaml -o key=value ...`` flags; tools add their own to it.
+
+    ``-o`` may be given more than once: ``-o a=1 -o b=2`` applies both (PaddleRec's own ``-o``
+    keeps only the last list; recstack keeps them all, see doc/yaml.md).
+    """
+    parser = argparse.ArgumentParser(description=description, epilog=epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-m", "--config_yaml", "--config", required=True, help="the model's YAML config")
     parser.add_argument("-o", "--opt", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                         help="overrides with dotted keys, values typed as YAML: -o runner.epochs=2 "
-                             "hyper_parameters.fc_sizes=[64,32]")
+                             "hyper_parameters.fc_sizes=[64,32]; may be repeated (-o a=1 -o b=2 applies both; "
+                             "a key given twice takes the last value)")
     return parser
 
 
-def parse_args(description: str, argv: Sequence[str] | None) -> argparse.Namespace:
-    return argument_parser(description).parse_args(argv)
+def parse_args(description: str, argv: Sequence[str] | None, epilog: str | None = None) -> argparse.Namespace:
+    return argument_parser(description, epilog).parse_args(argv)
 
 
-def _run(description: str, argv: Sequence[str] | None, action: Callable) -> int:
-    args = parse_args(description, argv)
+def report_user_errors(main: Callable[..., int]) -> Callable[..., int]:
+    """Wrap a tool's ``main``: :data:`USER_ERRORS` become one ERROR line and exit status 2.
+
+    For tools that build on :func:`recstack.config.load_config` and the core without the
+    ``-m``/``-o`` runner of :func:`train_main` (the benchmarks, the client).
+    """
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs)
+        except USER_ERRORS as err:
+            logger.error("%s", err)
+            return 2
+
+    return wrapped
+
+
+def _run(description: str, argv: Sequence[str] | None, action: Callable, epilog: str | None = None) -> int:
+    args = parse_args(description, argv, epilog)
     setup_logging()
     try:
         config = load_config(args.config_yaml, args.opt)
@@ -59,16 +120,26 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                         last.checkpoint.parent, last.checkpoint,
                         ", ".join(f"{k}: {v:.6f}" for k, v in last.metrics.items()))
 
-    return _run("Train a recstack model (PaddleRec's tools/trainer.py).", argv, action)
+    return _run("Train a recstack model (PaddleRec's tools/trainer.py).", argv, action, EPILOGS["trainer"])
 
 
 def infer_main(argv: Sequence[str] | None = None) -> int:
     """``tools/infer.py``: evaluate the saved checkpoints on ``test_data_dir``."""
-    from recstack.evaluator import infer
+    from recstack.evaluator import EpochsFailed, infer
 
     def action(config):
-        results = infer(config)
-        for epoch, metrics in results.items():
-            logger.info("checkpoint epoch %d: %s", epoch, ", ".join(f"{k}: {v:.6f}" for k, v in metrics.items()))
+        from recstack.runs import INFER_LOG, tool_log
 
-    return _run("Evaluate saved checkpoints (PaddleRec's tools/infer.py).", argv, action)
+        # the log also goes to <infer_load_path>/infer.log, appended per invocation (recstack/runs.py)
+        with tool_log(config.get("runner.infer_load_path"), INFER_LOG, f"tools/infer.py {config.path}"):
+            failure = None
+            try:
+                results = infer(config)
+            except EpochsFailed as err:  # damaged checkpoints: print the others' results, then exit 2
+                results, failure = err.results, err
+            for epoch, metrics in results.items():
+                logger.info("checkpoint epoch %d: %s", epoch, ", ".join(f"{k}: {v:.6f}" for k, v in metrics.items()))
+            if failure is not None:
+                raise failure
+
+    return _run("Evaluate saved checkpoints (PaddleRec's tools/infer.py).", argv, action, EPILOGS["infer"])

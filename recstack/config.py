@@ -28,11 +28,12 @@ from __future__ import annotations
 import copy
 import difflib
 import logging
+import math
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import yaml
 
@@ -78,11 +79,12 @@ RUNNER_KEYS: dict[str, Key] = {
     # --- training loop
     "epochs": Key(_INT, 1, "number of training epochs"),
     "print_interval": Key(_INT, 10, "log a batch line every N batches"),
-    "seed": Key(_INT, 12345, "random seed (torch, numpy, python, shuffling)"),
+    "seed": Key(_INT, 12345, "random seed (torch, numpy, python, shuffling); 0 to 2**32 - 1"),
     "use_auc": Key(_BOOL, True, "reset metrics at the start of every epoch (False: metrics accumulate over epochs)"),
     "model_save_path": Key(_STR, "output_model", "checkpoints are written to <model_save_path>/<epoch>/ (relative to the working directory)"),
     "model_init_path": Key(_OPT_STR, None, "warm start: checkpoint folder whose model parameters are loaded before training"),
     "save_optimizer": Key(_BOOL, True, "also save the optimizer state in each checkpoint"),
+    "previous_run": Key(_STR, "archive", "what a run does with another run's <epoch>/ folders found in model_save_path, before its first epoch: archive (move them to <model_save_path>/previous_runs/<run id>/), remove (delete them) or refuse (stop, exit 2); see doc/yaml.md, Runs and output folders"),
     # --- evaluation
     "infer_load_path": Key(_OPT_STR, None, "folder holding <epoch>/ checkpoints to evaluate (defaults to model_save_path)"),
     "infer_start_epoch": Key(_INT, 0, "first checkpoint epoch evaluated by tools/infer.py"),
@@ -110,6 +112,91 @@ RUNNER_KEYS: dict[str, Key] = {
     "use_xpu": Key(_BOOL, False, "PaddleRec: Kunlun XPU", compat_only=True),
     "use_npu": Key(_BOOL, False, "PaddleRec: Ascend NPU", compat_only=True),
     "split_file_list": Key(_BOOL, False, "PaddleRec: split files across fleet workers", compat_only=True),
+}
+
+
+# ------------------------------------------------------------------ value checks
+class Check:
+    """A declarative check of one config value: a predicate and, in words, what it accepts.
+
+    Runner and optimizer ranges below use these, and so does a model wrapper's
+    ``hyper_parameter_schema`` (:class:`recstack.wrapper.DygraphModel`), checked by
+    :func:`check_schema`::
+
+        hyper_parameter_schema = {"sparse_feature_number": PositiveInt, "fc_sizes": ListOf(PositiveInt)}
+
+    Args:
+        expected: what a good value is, with its article (``"a positive int"``): the error
+            message reads ``expected <expected>, got <value>``.
+        predicate: ``value -> bool``; it checks the type too (a bool is never an int here).
+        plural: the phrase for a list of such values (``"positive ints"``), for :func:`ListOf`.
+    """
+
+    def __init__(self, expected: str, predicate: Callable[[Any], bool], plural: str | None = None) -> None:
+        self.expected, self.predicate = expected, predicate
+        self.plural = plural or f"values that are each {expected}"
+
+    def __call__(self, value: Any) -> bool:
+        return bool(self.predicate(value))
+
+    def __repr__(self) -> str:
+        return f"Check({self.expected!r})"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    """An int or a finite float (NaN and infinities are never a setting)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def IntRange(low: int, high: int | None = None) -> Check:  # noqa: N802 (reads like a type in a schema)
+    """An int in ``[low, high]`` (``high=None``: no upper bound)."""
+    if high is None:
+        return Check(f"an int >= {low}", lambda v: _is_int(v) and v >= low, f"ints >= {low}")
+    return Check(f"an int in [{low}, {high}]", lambda v: _is_int(v) and low <= v <= high, f"ints in [{low}, {high}]")
+
+
+def Nullable(check: Check) -> Check:  # noqa: N802
+    """``check`` or null."""
+    return Check(f"{check.expected} or null", lambda v: v is None or check(v), f"{check.plural} or nulls")
+
+
+def ListOf(item: Check, min_len: int = 0) -> Check:  # noqa: N802
+    """A list whose every item passes ``item``, with at least ``min_len`` items."""
+    what = f"a non-empty list of {item.plural}" if min_len == 1 else (
+        f"a list of at least {min_len} {item.plural}" if min_len > 1 else f"a list of {item.plural}")
+    return Check(what, lambda v: isinstance(v, list) and len(v) >= min_len and all(item(x) for x in v))
+
+
+def OneOf(*choices: str) -> Check:  # noqa: N802
+    """One of the strings ``choices`` (case-insensitive)."""
+    lowered = {c.lower() for c in choices}
+    return Check(f"one of {', '.join(choices)}", lambda v: isinstance(v, str) and v.lower() in lowered)
+
+
+PositiveInt = Check("a positive int", lambda v: _is_int(v) and v > 0, "positive ints")
+NonNegativeInt = IntRange(0)
+PositiveNumber = Check("a positive finite number", lambda v: _is_number(v) and v > 0, "positive finite numbers")
+NonNegativeNumber = Check("a finite number >= 0", lambda v: _is_number(v) and v >= 0, "finite numbers >= 0")
+Bool = Check("a bool (true or false)", lambda v: isinstance(v, bool), "bools")
+String = Check("a string", lambda v: isinstance(v, str), "strings")
+
+#: The largest seed every seeded generator here accepts (numpy's ``np.random.seed``: 2**32 - 1).
+MAX_SEED = 2**32 - 1
+
+#: Range checks of ``runner`` keys (after their type check; the batch sizes, ``epochs`` and
+#: ``print_interval`` are checked in :func:`validate_runner`).
+RUNNER_RANGES: dict[str, Check] = {
+    "seed": IntRange(0, MAX_SEED),
+    "cpu_threads": Nullable(PositiveInt),
+    "num_workers": NonNegativeInt,
+    "infer_start_epoch": NonNegativeInt,
+    "infer_end_epoch": Nullable(NonNegativeInt),
+    "dist_timeout_s": PositiveNumber,
+    "previous_run": OneOf("archive", "remove", "refuse"),
 }
 
 #: Optimizer keys under ``hyper_parameters.optimizer``.
@@ -143,6 +230,19 @@ CORE_HYPER_PARAMETERS: dict[str, Key] = {
     "clip_by_norm": Key((float, int, type(None)), None, "clip the global gradient norm (all parameters, tables included) to this value before each step; null or 0: no clipping"),
 }
 
+#: Range checks of ``hyper_parameters.optimizer`` keys (after their type check). The learning rate
+#: must be positive: torch's SparseAdam, used for the tables, refuses 0.
+OPTIMIZER_RANGES: dict[str, Check] = {
+    "learning_rate": PositiveNumber,
+    "weight_decay": NonNegativeNumber,
+}
+
+#: Range checks of the core ``hyper_parameters`` keys.
+CORE_RANGES: dict[str, Check] = {
+    "reg": NonNegativeNumber,
+    "clip_by_norm": Nullable(NonNegativeNumber),
+}
+
 SECTIONS = ("runner", "hyper_parameters")
 
 
@@ -162,6 +262,36 @@ _Loader.add_implicit_resolver(
     ),
     list("-+0123456789."),
 )
+
+
+def _check_duplicate_keys(node: yaml.Node, path: Path, prefix: str = "", seen_nodes: set[int] | None = None) -> None:
+    """Refuse a mapping that has a key twice (PyYAML would silently keep the last value).
+
+    Raises:
+        ConfigError: naming the dotted key and both lines.
+    """
+    seen_nodes = set() if seen_nodes is None else seen_nodes
+    if id(node) in seen_nodes:  # an alias of a node already checked
+        return
+    seen_nodes.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[tuple[str, str], int] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                _check_duplicate_keys(value_node, path, prefix, seen_nodes)
+                continue
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *base': explicit keys may override merged ones
+                _check_duplicate_keys(value_node, path, prefix, seen_nodes)
+                continue
+            line, name = key_node.start_mark.line + 1, (key_node.tag, key_node.value)
+            if name in lines:
+                raise ConfigError(f"{path}:{line}: duplicate key '{prefix}{key_node.value}' (lines {lines[name]} "
+                                  f"and {line}); YAML would silently keep the last one: remove one of them")
+            lines[name] = line
+            _check_duplicate_keys(value_node, path, f"{prefix}{key_node.value}.", seen_nodes)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_duplicate_keys(item, path, f"{prefix[:-1]}[{i}].", seen_nodes)
 
 
 def parse_value(text: str) -> Any:
@@ -188,6 +318,11 @@ def did_you_mean(key: str, known: Iterable[str]) -> str:
 def type_name(types: Sequence[type]) -> str:
     names = {int: "int", float: "float", str: "string", bool: "bool", list: "list", dict: "mapping", type(None): "null"}
     return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+def is_finite(value: Any) -> bool:
+    """False for a NaN or infinite float (never a setting: ``.nan`` passes every ``<`` check), else True."""
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 def check_type(value: Any, types: Sequence[type]) -> bool:
@@ -235,6 +370,8 @@ class Config:
                 types = types + (int,)
             if not check_type(value, types):
                 raise ConfigError(f"{self.source(key)}: expected {type_name(types)}, got {value!r}")
+            if not is_finite(value):
+                raise ConfigError(f"{self.source(key)}: expected a finite number, got {value!r}")
         return value
 
     def _lookup(self, key: str, parts: list[str], default: Any) -> Any:
@@ -279,7 +416,7 @@ class Config:
 
     def source(self, key: str) -> str:
         """Where a key's value came from, for error messages."""
-        if key in self.overridden:
+        if key in self.overridden or any(key.startswith(over + ".") for over in self.overridden):
             return f"'{key}' (from -o)"
         return f"'{key}' in {self.path}" if self.path else f"'{key}'"
 
@@ -306,12 +443,28 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist")
     try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.load(f, Loader=_Loader)
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"config file '{path}': cannot read it: {err.strerror or err}") from None
+    try:
+        text = raw.decode("utf-8-sig")  # a UTF-8 byte-order mark is fine
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        hint = " (it looks like UTF-16)" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise ConfigError(f"{path}:{line}: not UTF-8 text: byte 0x{raw[err.start]:02x} at offset {err.start}"
+                          f"{hint}; save the file as UTF-8") from None
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            _check_duplicate_keys(node, path)
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         raise ConfigError(f"{where}: invalid YAML: {getattr(err, 'problem', err)}") from None
+    finally:
+        loader.dispose()
     if data is None:
         raise ConfigError(f"{path}: the file is empty; expected the sections {', '.join(SECTIONS)}")
     if not isinstance(data, dict):
@@ -391,8 +544,11 @@ def validate_runner(config: Config) -> None:
         spec = RUNNER_KEYS[key]
         if not check_type(value, spec.types):
             raise ConfigError(f"{config.source(full)}: expected {type_name(spec.types)}, got {value!r}")
+        if not is_finite(value):
+            raise ConfigError(f"{config.source(full)}: expected a finite number, got {value!r}")
         if spec.compat_only and value not in (None, False, [], ""):
             logger.warning("runner.%s is accepted for PaddleRec compatibility and has no effect in recstack", key)
+    explicit_end = runner.get("infer_end_epoch")
     for key, spec in RUNNER_KEYS.items():
         runner.setdefault(key, copy.deepcopy(spec.default))
         if spec.data_path and runner[key] is not None:
@@ -400,6 +556,12 @@ def validate_runner(config: Config) -> None:
     for key in ("train_batch_size", "infer_batch_size", "epochs", "print_interval"):
         if runner[key] < (0 if key == "epochs" else 1):
             raise ConfigError(f"{config.source('runner.' + key)}: must be positive, got {runner[key]}")
+    check_schema(config, RUNNER_RANGES, "runner")
+    start = runner["infer_start_epoch"]
+    if explicit_end is not None and explicit_end <= start:
+        raise ConfigError(f"{config.source('runner.infer_end_epoch')}: must be greater than "
+                          f"{config.source('runner.infer_start_epoch')}, which is {start} (the evaluated epochs are "
+                          f"[infer_start_epoch, infer_end_epoch)); got {explicit_end}")
     if runner["infer_reader_path"] is None:
         runner["infer_reader_path"] = runner["train_reader_path"]
     if runner["infer_load_path"] is None:
@@ -430,16 +592,18 @@ def _validate_optimizer(config: Config) -> None:
                           f"applies to AdamW only (class is {opt.get('class', 'Adam')!r}); use hyper_parameters.reg "
                           "for L2 regularisation with other optimizers")
     _validate_lr_schedule(config, opt)
+    check_schema(config, OPTIMIZER_RANGES, "hyper_parameters.optimizer")
     for key, spec in OPTIMIZER_KEYS.items():
         opt.setdefault(key, spec.default)
     if "reg" in hp and not check_type(hp["reg"], CORE_HYPER_PARAMETERS["reg"].types):
         raise ConfigError(f"{config.source('hyper_parameters.reg')}: expected a float, got {hp['reg']!r}")
     hp.setdefault("reg", 0.0)
     clip = hp.get("clip_by_norm")
-    if not check_type(clip, CORE_HYPER_PARAMETERS["clip_by_norm"].types) or (clip is not None and clip < 0):
+    if not check_type(clip, CORE_HYPER_PARAMETERS["clip_by_norm"].types):
         raise ConfigError(f"{config.source('hyper_parameters.clip_by_norm')}: expected a positive number or null, "
                           f"got {clip!r}")
     hp.setdefault("clip_by_norm", None)
+    check_schema(config, CORE_RANGES, "hyper_parameters")
 
 
 def _validate_lr_schedule(config: Config, opt: dict[str, Any]) -> None:
@@ -465,19 +629,51 @@ def _validate_lr_schedule(config: Config, opt: dict[str, Any]) -> None:
     if boundaries[0] <= 0 or any(b <= a for a, b in zip(boundaries, boundaries[1:])):
         raise ConfigError(f"{config.source(key + '.boundaries')}: must be positive and strictly increasing, "
                           f"got {boundaries!r}")
-    if not isinstance(values, list) or \
-            not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in values):
-        raise ConfigError(f"{config.source(key + '.values')}: expected a list of learning rates (numbers >= 0), "
+    if not isinstance(values, list) or not all(NonNegativeNumber(v) for v in values):
+        raise ConfigError(f"{config.source(key + '.values')}: expected a list of learning rates (finite numbers >= 0), "
                           f"{example}; got {values!r}")
     if len(values) != len(boundaries) + 1:
         raise ConfigError(f"{config.source(key + '.values')}: needs len(boundaries) + 1 = {len(boundaries) + 1} "
                           f"rates (one before the first boundary, one after each), got {len(values)}: {values!r}")
+    if values[0] <= 0:
+        raise ConfigError(f"{config.source(key + '.values')}: the first rate (the learning rate at step 0) must be "
+                          f"positive, got {values!r}")
     rate = opt.get("learning_rate")
     if rate is not None and rate != values[0]:
         raise ConfigError(f"{config.source('hyper_parameters.optimizer.learning_rate')}: is {rate!r} but "
                           f"lr_schedule starts at values[0] = {values[0]!r}; with a schedule leave learning_rate "
                           "out or set it to values[0]")
     opt["learning_rate"] = values[0]
+
+
+def check_schema(config: Config, schema: Mapping[str, Check], section: str = "hyper_parameters",
+                 model_name: str | None = None) -> None:
+    """Check the keys of ``schema`` that ``section`` holds (absent keys are left to their reader).
+
+    The values are read directly, not with :meth:`Config.get`, so that a key in a model's
+    schema that its wrapper does not read still counts as unknown in :func:`check_hyper_parameters`.
+
+    Args:
+        config: the run's config.
+        schema: key -> :class:`Check` (e.g. a wrapper's ``hyper_parameter_schema``).
+        section: the dotted mapping the keys live in (``runner``, ``hyper_parameters``, ...).
+        model_name: named in the message, for a model's keys.
+
+    Raises:
+        ConfigError: ``'<section>.<key>' in <file>: expected <what>, got <value>``.
+    """
+    node: Any = config._data
+    for part in section.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict):
+        return
+    for key, check in schema.items():
+        if not isinstance(check, Check):
+            raise TypeError(f"schema of {section}.{key}: expected a recstack.config.Check, got {check!r}")
+        if key in node and not check(node[key]):
+            of_model = f" (model {model_name})" if model_name else ""
+            raise ConfigError(f"{config.source(f'{section}.{key}')}: expected {check.expected}{of_model}, "
+                              f"got {node[key]!r}")
 
 
 def check_hyper_parameters(config: Config, model_name: str) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Mapping
 
-from recstack.config import Config, ConfigError, check_type, did_you_mean, type_name
+from recstack.config import Config, ConfigError, check_type, did_you_mean, is_finite, type_name
 
 _MISSING = object()
 
@@ -84,6 +84,8 @@ class Node:
                 types = types + (int,)
             if not check_type(value, types):
                 raise ConfigError(f"{self.where(name)}: expected {type_name(types)}, got {value!r}")
+            if not is_finite(value):
+                raise ConfigError(f"{self.where(name)}: expected a finite number, got {value!r}")
         return value
 
     def get_list(self, name: str, item_type: type | tuple[type, ...], default: Any = _MISSING,
@@ -97,8 +99,9 @@ class Node:
         types = item_type if isinstance(item_type, tuple) else (item_type,)
         if float in types and int not in types:
             types = types + (int,)
-        if not isinstance(value, list) or not all(check_type(v, types) for v in value):
-            raise ConfigError(f"{self.where(name)}: expected a list of {type_name(types)}, got {value!r}")
+        if not isinstance(value, list) or not all(check_type(v, types) and is_finite(v) for v in value):
+            raise ConfigError(f"{self.where(name)}: expected a list of {type_name(types)}"
+                              f"{' (finite)' if float in types else ''}, got {value!r}")
         return value
 
     def node(self, name: str, default: Any = _MISSING, hints: Mapping[str, str] | None = None) -> "Node":

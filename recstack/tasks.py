@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recstack.config import Config, ConfigError, did_you_mean
+from recstack.data.base import DataFormatError
 from recstack.metrics import AUC, MSE, Metric
 from recstack.registry import ACTIVATIONS
 from recstack.schema import Node
@@ -286,16 +287,16 @@ def task_losses(preds: Sequence[torch.Tensor], labels: Sequence[torch.Tensor],
     ``weight * mean((y_hat - y) ** 2)`` for L2_LOSS. The total loss is their sum.
 
     Raises:
-        ValueError: a classification label outside [0, 1].
+        DataFormatError: a classification label outside [0, 1] (a user error: exit status 2).
     """
     out = {}
     for pred, label, tower in zip(preds, labels, towers):
         label = label.to(pred.dtype).reshape(pred.shape)
         if tower.loss_type == "CLASSIFICATION":
             if bool(((label < 0) | (label > 1)).any()):
-                raise ValueError(f"tower '{tower.tower_name}' (CLASSIFICATION): label '{tower.label_name}' must be "
-                                 f"in [0, 1], got {float(label[(label < 0) | (label > 1)][0])}; use loss_type: L2_LOSS "
-                                 "for a regression target")
+                bad = float(label[(label < 0) | (label > 1)][0])
+                raise DataFormatError(f"tower '{tower.tower_name}' (CLASSIFICATION): label '{tower.label_name}' must "
+                                      f"be in [0, 1], got {bad}; use loss_type: L2_LOSS for a regression target")
             loss = F.binary_cross_entropy(pred, label)
         else:
             loss = F.mse_loss(pred, label)

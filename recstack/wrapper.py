@@ -25,12 +25,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recstack.config import Config, ConfigError, did_you_mean, task_names
+from recstack.config import (Check, Config, ConfigError, IntRange, NonNegativeInt, PositiveInt, check_schema,
+                             did_you_mean, task_names)
 from recstack.metrics import AUC, Metric
 from recstack.optim import build_optimizer
 from recstack.registry import OPTIMIZERS
 
 Batch = dict[str, torch.Tensor]
+
+
+#: The keys of the Criteo slot format (:func:`slot_format_args` and the ``slot`` reader), for a wrapper's
+#: ``hyper_parameter_schema``: ``{**SLOT_FORMAT_SCHEMA, "fc_sizes": ListOf(PositiveInt)}``. ``dense_input_dim``
+#: may be 0 (data without dense values); ``sparse_inputs_slots`` counts the label, as PaddleRec's.
+SLOT_FORMAT_SCHEMA: dict[str, Check] = {
+    "sparse_feature_number": PositiveInt,
+    "sparse_feature_dim": PositiveInt,
+    "dense_input_dim": NonNegativeInt,
+    "sparse_inputs_slots": IntRange(2),
+}
 
 
 def slot_format_args(config: Config) -> dict[str, int]:
@@ -41,7 +53,12 @@ def slot_format_args(config: Config) -> dict[str, int]:
     label among them, so the sparse fields are one fewer), as the keyword arguments
     ``sparse_feature_number``, ``sparse_feature_dim``, ``dense_feature_dim`` and
     ``num_sparse_fields`` of the rank models' constructors.
+
+    Raises:
+        ConfigError: a key is missing or outside :data:`SLOT_FORMAT_SCHEMA` (checked here too, so a
+            wrapper that calls this without declaring the schema is covered).
     """
+    check_schema(config, SLOT_FORMAT_SCHEMA, model_name=model_name(config))
     return {
         "sparse_feature_number": config.get("hyper_parameters.sparse_feature_number", type=int),
         "sparse_feature_dim": config.get("hyper_parameters.sparse_feature_dim", type=int),
@@ -73,6 +90,11 @@ class DygraphModel:
             columns (width 0 in the reader's ``columns``) get axis 1 without being listed here.
     """
 
+    #: ``hyper_parameters`` key -> :class:`recstack.config.Check` (type and range) of the keys this model
+    #: reads, checked by :func:`load_wrapper` before the model is built, e.g.
+    #: ``{**SLOT_FORMAT_SCHEMA, "fc_sizes": ListOf(PositiveInt)}``. Keys absent from the config are left
+    #: to the wrapper's ``config.get`` (its default, or a missing-key error).
+    hyper_parameter_schema: dict[str, Check] = {}
     feed_names: tuple[str, ...] = ()
     label_names: tuple[str, ...] = ("label",)
     task_names: tuple[str, ...] = ()
@@ -225,7 +247,9 @@ def load_wrapper(config: Config) -> DygraphModel:
                                 "dygraph_model.py and its configs") from None
     cls = getattr(module, "DygraphModel", None)
     if cls is None:
-        raise AttributeError(f"{module.__file__} defines no class DygraphModel")
+        raise ConfigError(f"{module.__file__} defines no class DygraphModel (the model folder of "
+                          f"{config.path or config.config_dir}; see doc/model_develop.md)")
+    check_schema(config, cls.hyper_parameter_schema, model_name=model_name(config))
     return cls()
 
 

@@ -224,7 +224,7 @@ def test_din_wrapper_reports_auc_and_gauc_and_rejects_unknown_act():
     batch = next(iter(create_loader(config, "infer")))
     wrapper.infer_forward(model.eval(), metrics, batch, config)
     assert 0 <= metrics[1].compute() <= 1
-    with pytest.raises(ConfigError, match="expected sigmoid or dice"):
+    with pytest.raises(ConfigError, match="expected one of sigmoid, dice, relu, prelu"):
         train(load_config(CONFIG, ["hyper_parameters.act=tanhh"]))
 
 

@@ -50,9 +50,9 @@ def test_share_bottom_shares_one_bottom_under_one_tower_per_task():
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("exp_per_task", 0, "exp_per_task.*must be at least 1, got 0"),
-    ("shared_num", -1, "shared_num.*must be at least 0, got -1"),
-    ("level_number", 0, "level_number.*must be at least 1, got 0"),
+    ("exp_per_task", 0, "exp_per_task.*expected a positive int \\(model ple\\), got 0"),
+    ("shared_num", -1, "shared_num.*expected an int >= 0 \\(model ple\\), got -1"),
+    ("level_number", 0, "level_number.*expected a positive int \\(model ple\\), got 0"),
     ("task_num", 3, "task_num.*must be 2 \\(one per task: income, marital\\), got 3"),
 ])
 def test_ple_rejects_bad_sizes(key, value, message):

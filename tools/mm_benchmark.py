@@ -125,4 +125,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from recstack.cli import report_user_errors
+
+    sys.exit(report_user_errors(main)())

@@ -28,6 +28,7 @@ import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 from statistics import median  # noqa: E402
 
+from recstack.cli import report_user_errors  # noqa: E402
 from recstack.config import load_config  # noqa: E402
 from recstack.evaluator import infer  # noqa: E402
 from recstack.trainer import train  # noqa: E402
@@ -55,6 +56,7 @@ def data(root: Path, fmt: list[str], rows: int, seed: int) -> Path:
     return folder
 
 
+@report_user_errors
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="*", help="model folder names (default: every models/rank/*)")

@@ -14,7 +14,7 @@ import sys
 # Before torch loads: see tools/trainer.py.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from recstack.cli import USER_ERRORS, parse_args  # noqa: E402
+from recstack.cli import EPILOGS, USER_ERRORS, parse_args  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -24,7 +24,8 @@ def main(argv=None) -> int:
     from recstack.export import ExportError, export_model
     from recstack.utils import setup_logging
 
-    args = parse_args("Export a trained model to TorchScript and ONNX (PaddleRec's tools/to_static.py).", argv)
+    args = parse_args("Export a trained model to TorchScript and ONNX (PaddleRec's tools/to_static.py).", argv,
+                      EPILOGS["to_static"])
     setup_logging()
     logger = logging.getLogger("recstack")
     try:

@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from recstack.config import Config, ConfigError
+from recstack.config import Config, ListOf, PositiveInt
 from recstack.metrics import AUC, Metric
 from recstack.wrapper import DygraphModel as BaseModel
 
@@ -24,20 +24,18 @@ class DygraphModel(BaseModel):
     label_names = ("ctr", "ctcvr")
     task_names = ("ctr", "ctcvr")
     output_names = ("ctr", "ctcvr", "cvr")   # exported as prob_ctr, prob_ctcvr, prob_cvr
+    hyper_parameter_schema = {"sparse_feature_number": PositiveInt, "sparse_feature_dim": PositiveInt,
+                              "num_field": PositiveInt, "max_len": PositiveInt, "ctr_fc_sizes": ListOf(PositiveInt),
+                              "cvr_fc_sizes": ListOf(PositiveInt)}
 
     def create_model(self, config: Config) -> ESMM:
-        sizes = {}
-        for key in ("ctr_fc_sizes", "cvr_fc_sizes"):
-            sizes[key] = config.get(f"hyper_parameters.{key}", type=list)
-            if not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes[key]):
-                raise ConfigError(f"{config.source(f'hyper_parameters.{key}')}: expected a list of positive "
-                                  f"integers (hidden widths), got {sizes[key]!r}")
         return ESMM(
             sparse_feature_number=config.get("hyper_parameters.sparse_feature_number", type=int),
             sparse_feature_dim=config.get("hyper_parameters.sparse_feature_dim", type=int),
             num_field=config.get("hyper_parameters.num_field", type=int),
             max_len=config.get("hyper_parameters.max_len", 3, type=int),
-            **sizes,
+            ctr_fc_sizes=config.get("hyper_parameters.ctr_fc_sizes", type=list),
+            cvr_fc_sizes=config.get("hyper_parameters.cvr_fc_sizes", type=list),
         )
 
     def create_loss(self, pred: Sequence[torch.Tensor], label: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from recstack.config import Config, ConfigError
+from recstack.config import Config, ConfigError, PositiveInt
 from recstack.features import easyrec_model_config
 from recstack.metrics import Metric
 from recstack.tasks import DNNSpec, TaskTowerWrapper, parse_task_towers
@@ -44,6 +44,9 @@ _MMOE_HINTS = {
 
 
 class DygraphModel(TaskTowerWrapper):
+    # PaddleRec mode's keys; EasyRec mode's model_config is read (typed, ranges checked) by recstack.schema.Node
+    hyper_parameter_schema = {key: PositiveInt for key in ("feature_size", "expert_num", "expert_size", "tower_size",
+                                                           "gate_num")}
     # PaddleRec mode; EasyRec mode sets these from the task towers (configure_towers)
     feed_names = ("features",)
     label_names = ("income", "marital")

@@ -4,7 +4,7 @@ like, completion)."""
 
 from __future__ import annotations
 
-from recstack.config import Config, ConfigError
+from recstack.config import Config, NonNegativeInt, PositiveInt
 from recstack.data.csv import CENSUS_TASKS
 from recstack.wrapper import DygraphModel as BaseModel
 
@@ -14,19 +14,18 @@ from .net import PLE
 class DygraphModel(BaseModel):
     feed_names = ("features",)
     task_names = CENSUS_TASKS
+    hyper_parameter_schema = {"feature_size": PositiveInt, "task_num": PositiveInt, "exp_per_task": PositiveInt,
+                              "shared_num": NonNegativeInt, "level_number": PositiveInt, "expert_size": PositiveInt,
+                              "tower_size": PositiveInt}
 
     def create_model(self, config: Config) -> PLE:
         tasks = self.configure_tasks(config, count_key="hyper_parameters.task_num")
-        sizes = {}
-        for key, least in (("exp_per_task", 1), ("shared_num", 0), ("level_number", 1)):
-            sizes[key] = config.get(f"hyper_parameters.{key}", type=int)
-            if sizes[key] < least:
-                raise ConfigError(f"{config.source('hyper_parameters.' + key)}: must be at least {least}, "
-                                  f"got {sizes[key]}")
         return PLE(
             feature_size=config.get("hyper_parameters.feature_size", type=int),
             task_num=len(tasks),
             expert_size=config.get("hyper_parameters.expert_size", type=int),
             tower_size=config.get("hyper_parameters.tower_size", type=int),
-            **sizes,
+            exp_per_task=config.get("hyper_parameters.exp_per_task", type=int),
+            shared_num=config.get("hyper_parameters.shared_num", type=int),
+            level_number=config.get("hyper_parameters.level_number", type=int),
         )

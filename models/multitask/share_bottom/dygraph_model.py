@@ -4,7 +4,7 @@ short-video data: like, completion)."""
 
 from __future__ import annotations
 
-from recstack.config import Config
+from recstack.config import Config, PositiveInt
 from recstack.data.csv import CENSUS_TASKS
 from recstack.wrapper import DygraphModel as BaseModel
 
@@ -14,6 +14,7 @@ from .net import ShareBottom
 class DygraphModel(BaseModel):
     feed_names = ("features",)
     task_names = CENSUS_TASKS
+    hyper_parameter_schema = {key: PositiveInt for key in ("feature_size", "bottom_size", "tower_size", "task_num")}
 
     def create_model(self, config: Config) -> ShareBottom:
         tasks = self.configure_tasks(config, count_key="hyper_parameters.task_num")

@@ -6,14 +6,16 @@ from typing import Sequence
 
 import torch
 
-from recstack.config import Config
+from recstack.config import Bool, Config, ListOf, NonNegativeInt, NonNegativeNumber, PositiveInt
 from recstack.wrapper import DygraphModel as BaseModel
-from recstack.wrapper import slot_format_args
+from recstack.wrapper import SLOT_FORMAT_SCHEMA, slot_format_args
 
 from .net import DCN
 
 
 class DygraphModel(BaseModel):
+    hyper_parameter_schema = {**SLOT_FORMAT_SCHEMA, "fc_sizes": ListOf(PositiveInt), "cross_num": NonNegativeInt,
+                              "dnn_use_bn": Bool, "l2_reg_cross": NonNegativeNumber}
     feed_names = ("sparse", "dense")
     label_names = ("label",)
 

@@ -6,14 +6,17 @@ from typing import Sequence
 
 import torch
 
-from recstack.config import Config
+from recstack.config import Bool, Config, ListOf, NonNegativeInt, NonNegativeNumber, PositiveInt
 from recstack.wrapper import DygraphModel as BaseModel
-from recstack.wrapper import slot_format_args
+from recstack.wrapper import SLOT_FORMAT_SCHEMA, slot_format_args
 
 from .net import DCNv2
 
 
 class DygraphModel(BaseModel):
+    hyper_parameter_schema = {**SLOT_FORMAT_SCHEMA, "fc_sizes": ListOf(PositiveInt), "cross_num": NonNegativeInt,
+                              "is_Stacked": Bool, "use_low_rank_mixture": Bool, "low_rank": PositiveInt,
+                              "num_experts": PositiveInt, "dnn_use_bn": Bool, "l2_reg_cross": NonNegativeNumber}
     feed_names = ("sparse", "dense")
     label_names = ("label",)
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from recstack.config import Config
+from recstack.config import Config, ListOf, PositiveInt
 from recstack.wrapper import DygraphModel as BaseModel
-from recstack.wrapper import slot_format_args
+from recstack.wrapper import SLOT_FORMAT_SCHEMA, slot_format_args
 
 from .net import DeepFM
 
 
 class DygraphModel(BaseModel):
+    hyper_parameter_schema = {**SLOT_FORMAT_SCHEMA, "fc_sizes": ListOf(PositiveInt)}
     feed_names = ("sparse", "dense")
     label_names = ("label",)
 

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import torch
 
-from recstack.config import Config, ConfigError
+from recstack.config import Bool, Config, ListOf, OneOf, PositiveInt, PositiveNumber
 from recstack.metrics import AUC, GAUC, Metric
 from recstack.wrapper import DygraphModel as BaseModel
 
@@ -17,15 +17,16 @@ logger = logging.getLogger(__name__)
 
 
 class DygraphModel(BaseModel):
+    hyper_parameter_schema = {"item_count": PositiveInt, "cat_count": PositiveInt, "item_emb_size": PositiveInt,
+                              "cat_emb_size": PositiveInt, "fc_sizes": ListOf(PositiveInt),
+                              "attention_sizes": ListOf(PositiveInt), "attention_softmax": Bool,
+                              "init_std": PositiveNumber, "act": OneOf("sigmoid", "dice", "relu", "prelu")}
     feed_names = ("hist_item", "hist_cat", "hist_len", "target_item", "target_cat")
     label_names = ("label",)
     group_name = "user"  # GAUC's group: the reader's user id column (-1 = unknown, skipped)
 
     def create_model(self, config: Config) -> DIN:
-        act = config.get("hyper_parameters.act", "sigmoid", type=str)
-        if act.lower() not in ("sigmoid", "dice", "relu", "prelu"):
-            raise ConfigError(f"{config.source('hyper_parameters.act')}: expected sigmoid or dice "
-                              f"(or relu, prelu), got {act!r}")
+        act = config.get("hyper_parameters.act", "sigmoid", type=str)  # one of the schema's, any case
         for key in ("is_sparse", "use_DataLoader"):  # PaddleRec's flags: accepted, no effect
             if config.get(f"hyper_parameters.{key}", None) is not None:
                 logger.info("hyper_parameters.%s is a PaddleRec setting with no effect here (tables take "

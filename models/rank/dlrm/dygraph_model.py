@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from recstack.config import Config, ConfigError
+from recstack.config import Config, ConfigError, ListOf, PositiveInt
 from recstack.metrics import AUC, Accuracy
 from recstack.wrapper import DygraphModel as BaseModel
-from recstack.wrapper import slot_format_args
+from recstack.wrapper import SLOT_FORMAT_SCHEMA, slot_format_args
 
 from .net import DLRM
 
 
 class DygraphModel(BaseModel):
+    hyper_parameter_schema = {**SLOT_FORMAT_SCHEMA, "bot_layer_sizes": ListOf(PositiveInt, min_len=1),
+                              "top_layer_sizes": ListOf(PositiveInt, min_len=1)}
     feed_names = ("sparse", "dense")
     label_names = ("label",)
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from recstack.config import Config
 from recstack.wrapper import DygraphModel as BaseModel
-from recstack.wrapper import slot_format_args
+from recstack.wrapper import SLOT_FORMAT_SCHEMA, slot_format_args
 
 from .net import FFM
 
 
 class DygraphModel(BaseModel):
+    hyper_parameter_schema = SLOT_FORMAT_SCHEMA
     feed_names = ("sparse", "dense")
     label_names = ("label",)
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from recstack.config import Config
+from recstack.wrapper import SLOT_FORMAT_SCHEMA
 from recstack.wrapper import DygraphModel as BaseModel
 
 from .net import FM
 
 
 class DygraphModel(BaseModel):
+    hyper_parameter_schema = SLOT_FORMAT_SCHEMA
     feed_names = ("sparse", "dense")
     label_names = ("label",)
 

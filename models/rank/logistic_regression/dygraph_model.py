@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-from recstack.config import Config
+from recstack.config import Config, PositiveInt
 from recstack.wrapper import DygraphModel as BaseModel
 
 from .net import LogisticRegression
 
 
 class DygraphModel(BaseModel):
+    hyper_parameter_schema = {"sparse_feature_number": PositiveInt, "num_field": PositiveInt}
     feed_names = ("feat_idx", "feat_value")
     label_names = ("label",)
 
