@@ -26,7 +26,7 @@ import uvicorn
 from recstack.config import load_config
 from recstack.export import export_model
 from recstack.inference import ExportedModel, InferenceSettings, create_backend, load_batches, run_benchmark
-from recstack.serving import ServingOptions, create_app
+from recstack.serving import ServingOptions, create_app, uvicorn_config
 from recstack.serving.model import ServedModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -74,7 +74,7 @@ def serving(model: ExportedModel, backend: str = "onnxruntime", use_gpu: bool = 
     app = create_app(lambda: served, options)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, log_config=None))
+    server = uvicorn.Server(uvicorn_config(app, options, log_level="warning", access_log=False, log_config=None))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60

@@ -16,7 +16,7 @@ import os
 import sys
 
 # Before torch loads: OpenMP (and onnxruntime's intra-op pool, see recstack/inference.py) wait
-# passively, so a busy co-process cannot collapse throughput (../shared/BENCHMARKS.md).
+# passively, so a busy co-process cannot collapse throughput (doc/benchmarks.md).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
@@ -59,7 +59,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=1, help="timed passes over the data (default 1)")
     parser.add_argument("--max_batches", type=int, default=0, help="read at most this many batches (0: all)")
     parser.add_argument("--save_predictions", help="write predictions (and labels) to this tab-separated file")
-    return parser.parse_args(argv)
+    parser.add_argument("--trust_export_code", type=str2bool, default=True,
+                        help="import the model folder's reader module that the export JSON names (default True: "
+                             "your own export); False: core readers only, as tools/serve.py (doc/serving.md)")
+    args = parser.parse_args(argv)
+    for flag, least in (("batchsize", 1), ("runs", 1), ("warmup", 0), ("max_batches", 0), ("gpu_id", 0)):
+        value = getattr(args, flag)
+        if value is not None and value < least:
+            parser.error(f"--{flag} must be at least {least}, got {value}")  # exit status 2, as a bad config
+    return args
 
 
 def main(argv=None) -> int:
@@ -93,7 +101,8 @@ def main(argv=None) -> int:
         name = args.model_name or model.model_name
         batch_size = args.batchsize or model.config().get("runner.infer_batch_size")
         backend = create_backend(model, settings)
-        batches, data_info = load_batches(model, batch_size, args.data_dir, args.reader_file, args.max_batches)
+        batches, data_info = load_batches(model, batch_size, args.data_dir, args.reader_file, args.max_batches,
+                                          trust_code=args.trust_export_code)
         monitor = ResourceMonitor(args.gpu_id if args.use_gpu else None)
         warmup = args.warmup if args.warmup is not None else (10 if args.benchmark else 0)
         result = run_benchmark(backend, batches, warmup=warmup, runs=args.runs, monitor=monitor)

@@ -239,4 +239,11 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from recstack.config import ConfigError
+    from recstack.data.base import DataFormatError
+
+    try:
+        sys.exit(main())
+    except (ConfigError, DataFormatError, FileNotFoundError) as err:  # a bad --config, --data_dir, --model_dir
+        print(err, file=sys.stderr)
+        sys.exit(2)

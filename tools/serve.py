@@ -2,7 +2,9 @@
 
     python tools/serve.py --model_dir output_model_deepfm [--host 127.0.0.1] [--port 8867] \\
         [--backend onnxruntime|torchscript] [--cpu_threads 1] [--use_gpu] \\
-        [--no_batching] [--max_batch_size 256] [--max_wait_ms 0] [--max_body_bytes 8388608] [--max_rows 4096]
+        [--no_batching] [--max_batch_size 256] [--max_wait_ms 0] [--max_body_bytes 8388608] [--max_rows 4096] \\
+        [--timeout_header 10] [--timeout_body 20] [--max_connections 512] [--max_buffered_bytes 67108864] \\
+        [--max_parallel_parsing 1] [--queue_timeout 10] [--trust_export_code] [--image_root DIR]
 
 The export is the folder ``tools/to_static.py`` wrote (``tostatic.{onnx,pt,json}``). SIGTERM or
 Ctrl-C stops the server gracefully: it stops accepting connections, finishes the requests in flight,
@@ -13,7 +15,7 @@ import os
 import sys
 
 # Before torch / onnxruntime load: OpenMP waits passively (a spinning pool collapses under a busy
-# co-process, ../shared/BENCHMARKS.md), and its pool has --cpu_threads threads in every thread.
+# co-process, doc/benchmarks.md), and its pool has --cpu_threads threads in every thread.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 for _i, _arg in enumerate(sys.argv):
     if _arg == "--cpu_threads" and _i + 1 < len(sys.argv):
@@ -44,6 +46,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max_body_bytes", type=int, default=8 << 20, help="largest request body (413 beyond)")
     parser.add_argument("--max_rows", type=int, default=4096, help="most samples in one request (413 beyond)")
     parser.add_argument("--threads", type=int, default=4, help="inference threads when batching is off")
+    parser.add_argument("--timeout_header", type=float, default=10.0,
+                        help="seconds for a request's header to arrive (408 and close beyond)")
+    parser.add_argument("--timeout_body", type=float, default=20.0,
+                        help="seconds for a request's body to arrive once the server reads it (408 and close beyond)")
+    parser.add_argument("--timeout_keep_alive", type=float, default=5.0,
+                        help="seconds an idle kept-alive connection stays open")
+    parser.add_argument("--max_connections", type=int, default=512,
+                        help="most open connections; a new one beyond gets 503 and is closed")
+    parser.add_argument("--max_buffered_bytes", type=int, default=64 << 20,
+                        help="most request-body bytes held at once over all requests (503 after --queue_timeout)")
+    parser.add_argument("--max_parallel_parsing", type=int, default=1,
+                        help="most large request bodies (> 64 KiB) parsed at once (503 after --queue_timeout)")
+    parser.add_argument("--queue_timeout", type=float, default=10.0,
+                        help="seconds a request waits for room under the two limits above")
+    parser.add_argument("--no_trim_memory", action="store_true",
+                        help="do not give freed memory back to the system after large parses (malloc_trim)")
+    parser.add_argument("--trust_export_code", action="store_true",
+                        help="import the model folder's own reader module (and wrapper) that the export JSON names; "
+                             "default: only core readers, no code from the model folder")
+    parser.add_argument("--image_root", default=None,
+                        help="folder that image paths of /upload lines resolve against and must stay in (default: "
+                             "data_config.image_root, else the export's runner.test_data_dir)")
     parser.add_argument("--timeout_graceful_shutdown", type=int, default=30,
                         help="seconds to finish in-flight requests after SIGTERM")
     parser.add_argument("--log_level", default="info")
@@ -63,18 +87,30 @@ def main(argv=None) -> int:
     try:
         import uvicorn
 
-        from recstack.serving import ServingOptions, create_app
+        from recstack.serving import ServingOptions, create_app, uvicorn_config
         from recstack.serving.model import ServedModel
 
         options = ServingOptions(batching=not args.no_batching, max_batch_size=args.max_batch_size,
                                  max_wait_ms=args.max_wait_ms, max_body_bytes=args.max_body_bytes,
-                                 max_rows=args.max_rows, threads=args.threads)
-        if min(args.max_batch_size, args.max_body_bytes, args.max_rows, args.threads) < 1 or args.max_wait_ms < 0:
-            raise UnavailableError("--max_batch_size, --max_body_bytes, --max_rows and --threads must be positive, "
-                                   "--max_wait_ms >= 0")
+                                 max_rows=args.max_rows, threads=args.threads, timeout_header=args.timeout_header,
+                                 timeout_body=args.timeout_body, timeout_keep_alive=args.timeout_keep_alive,
+                                 max_connections=args.max_connections, max_buffered_bytes=args.max_buffered_bytes,
+                                 max_parallel_parsing=args.max_parallel_parsing, queue_timeout=args.queue_timeout,
+                                 trim_memory=not args.no_trim_memory)
+        if min(args.max_batch_size, args.max_body_bytes, args.max_rows, args.threads, args.max_connections,
+               args.max_parallel_parsing) < 1 or args.max_wait_ms < 0:
+            raise UnavailableError("--max_batch_size, --max_body_bytes, --max_rows, --threads, --max_connections and "
+                                   "--max_parallel_parsing must be positive, --max_wait_ms >= 0")
+        if min(args.timeout_header, args.timeout_body, args.timeout_keep_alive, args.queue_timeout) <= 0:
+            raise UnavailableError("--timeout_header, --timeout_body, --timeout_keep_alive and --queue_timeout must "
+                                   "be positive")
+        if args.max_buffered_bytes < args.max_body_bytes:
+            raise UnavailableError(f"--max_buffered_bytes ({args.max_buffered_bytes}) must be at least "
+                                   f"--max_body_bytes ({args.max_body_bytes})")
         settings = InferenceSettings(args.backend, use_gpu=args.use_gpu, gpu_id=args.gpu_id,
                                      cpu_threads=args.cpu_threads)
-        model = ServedModel(ExportedModel.locate(args.model_dir), settings)
+        model = ServedModel(ExportedModel.locate(args.model_dir), settings, trust_code=args.trust_export_code,
+                            image_root=args.image_root)
     except UnavailableError as err:
         logger.error("unavailable: %s", err)
         return 2
@@ -82,7 +118,7 @@ def main(argv=None) -> int:
         logger.error("%s", err)
         return 2
     app = create_app(lambda: model, options)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+    config = uvicorn_config(app, options, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
                             timeout_graceful_shutdown=args.timeout_graceful_shutdown, log_config=None)
     server = uvicorn.Server(config)
     # uvicorn re-raises a caught SIGTERM after its graceful shutdown; a Python handler makes that a no-op,

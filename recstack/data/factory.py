@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
+import re
 from pathlib import Path
 
 from recstack.config import Config, ConfigError, did_you_mean
@@ -23,14 +26,76 @@ _MODES = {
 }
 
 
-def resolve_reader(config: Config, key: str) -> type[BlockReader]:
-    """The reader class named by a config key (model-folder module or core reader name)."""
+class UntrustedCodeError(ConfigError):
+    """A reader module of the model folder is code that was not trusted (``trust_code=False``)."""
+
+
+#: ``from recstack.data.<module> import <Class> as RecDataset``: the module may name only a core data module
+_CORE_MODULE = re.compile(r"recstack\.data\.[a-z_][a-z0-9_]*")
+
+
+def core_reader_alias(path: str | Path) -> type[BlockReader] | None:
+    """The core reader that a model folder's reader module only re-exports, found without running the module.
+
+    Every shipped model folder's reader file is a docstring, ``from recstack.data.<module> import <Reader> as
+    RecDataset`` and ``__all__``; this reads the file's syntax tree (:mod:`ast`: nothing in it runs) and
+    returns that reader when the module holds nothing else and the reader is a registered core reader
+    (:data:`recstack.registry.READERS`); ``None`` for anything else (a module with code of its own).
+    """
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
+        return None
+    found = None
+    for i, node in enumerate(tree.body):
+        if i == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) \
+                and isinstance(node.value.value, str):
+            continue  # the docstring
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == "__future__":
+            continue
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and _CORE_MODULE.fullmatch(node.module or "") \
+                and len(node.names) == 1 and node.names[0].asname == "RecDataset" and found is None:
+            found = (node.module, node.names[0].name)
+            continue
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["__all__"] \
+                and isinstance(node.value, (ast.List, ast.Tuple)) \
+                and all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.value.elts):
+            continue
+        return None
+    if found is None:
+        return None
+    try:
+        reader = getattr(importlib.import_module(found[0]), found[1], None)  # a core module of recstack.data
+    except ImportError:
+        return None
+    return reader if any(READERS.get(n) is reader for n in READERS.names()) else None
+
+
+def resolve_reader(config: Config, key: str, trust_code: bool = True) -> type[BlockReader]:
+    """The reader class named by a config key (model-folder module or core reader name).
+
+    Args:
+        config: the config (model-folder modules are looked for in its ``config_dir``).
+        key: the key naming the reader (``runner.train_reader_path`` / ``runner.infer_reader_path``).
+        trust_code: import a model-folder module (training, offline inference: the user's own folder).
+            ``False`` (the prediction service, whose export JSON names the folder): never run code from
+            the folder; a module that only re-exports a core reader (:func:`core_reader_alias`: every shipped
+            model) resolves to that core reader, a core reader name to itself, anything else is an
+            :class:`UntrustedCodeError` (``tools/serve.py --trust_export_code`` trusts it).
+    """
     name = config.get(key, None)
     if not name:
         raise ConfigError(f"{config.source(key)}: no reader given; set it to a module of the model folder "
                           f"(e.g. criteo_reader) or a core reader ({', '.join(READERS.names())})")
     module = name[:-3] if name.endswith(".py") else name
     if (Path(config.config_dir) / f"{module}.py").is_file():
+        if not trust_code:
+            reader = core_reader_alias(Path(config.config_dir) / f"{module}.py")
+            if reader is None:
+                raise UntrustedCodeError(f"the reader module {module}.py of the model folder is code of its own (not "
+                                         "a re-export of a core reader); it is imported only when trusted "
+                                         "(tools/serve.py --trust_export_code)")
+            return reader
         reader = getattr(load_module(config.config_dir, module), "RecDataset", None)
         if reader is None:
             raise ConfigError(f"{config.source(key)}: {config.config_dir / (module + '.py')} defines no RecDataset")

@@ -26,6 +26,7 @@ import logging
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import numpy as np
@@ -33,9 +34,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from recstack.serving.batcher import MicroBatcher
-from recstack.serving.validation import RequestError, parse_json, to_arrays
+from recstack.serving.limits import (TRIM_BYTES, BodyTimeoutMiddleware, MemoryGate, ServiceBusy, guarded_protocol,
+                                     trim_memory)
+from recstack.serving.validation import RequestError, check_json_size, parse_json, to_arrays
 
 logger = logging.getLogger("recstack.serving")
 
@@ -51,6 +55,15 @@ class ServingOptions:
         max_body_bytes: largest request body (413 beyond).
         max_rows: most rows (samples) in one request (413 beyond).
         threads: inference threads when batching is off.
+        timeout_header: seconds for a request's header to arrive (408 and close beyond).
+        timeout_body: seconds for a request's body to arrive, from the first read (408 and close beyond).
+        timeout_keep_alive: seconds an idle kept-alive connection stays open.
+        max_connections: most open connections (a new one beyond gets 503 and is closed).
+        max_buffered_bytes: most request-body bytes held at once over all requests (503 after
+            ``queue_timeout`` beyond).
+        max_parallel_parsing: most large bodies parsed at once (503 after ``queue_timeout`` beyond).
+        queue_timeout: seconds a request waits for room under the two limits above.
+        trim_memory: give freed C-heap memory back after large parses (glibc ``malloc_trim``).
     """
 
     batching: bool = True
@@ -59,18 +72,26 @@ class ServingOptions:
     max_body_bytes: int = 8 << 20
     max_rows: int = 4096
     threads: int = 4
+    timeout_header: float = 10.0
+    timeout_body: float = 20.0
+    timeout_keep_alive: float = 5.0
+    max_connections: int = 512
+    max_buffered_bytes: int = 64 << 20
+    max_parallel_parsing: int = 1
+    queue_timeout: float = 10.0
+    trim_memory: bool = True
 
 
-def _json(content: dict[str, Any], status: int = 200) -> Response:
+def _json(content: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(json.dumps(content, separators=(",", ":"), allow_nan=False), status_code=status,
-                    media_type="application/json")
+                    media_type="application/json", headers=headers)
 
 
 def error_response(status: int, message: str, field: str | None = None, line: int | None = None,
-                   error_id: str | None = None) -> Response:
+                   error_id: str | None = None, headers: dict[str, str] | None = None) -> Response:
     error = {"message": message}
     error.update({k: v for k, v in (("field", field), ("line", line), ("error_id", error_id)) if v is not None})
-    return _json({"code": status, "error": error}, status)
+    return _json({"code": status, "error": error}, status, headers)
 
 
 def predictions(model: Any, outputs: list[np.ndarray], rows: int) -> dict[str, Any]:
@@ -90,23 +111,41 @@ def predictions(model: Any, outputs: list[np.ndarray], rows: int) -> dict[str, A
             "outputs": {name: np.asarray(o, dtype=np.float32).tolist() for name, o in zip(model.output_names, outputs)}}
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, at most ``limit`` bytes (413 beyond, checked before and while reading)."""
+async def read_body(request: Request, limit: int, gate: MemoryGate | None = None,
+                    held: list[int] | None = None) -> bytes:
+    """The request body, at most ``limit`` bytes (413 beyond, checked before and while reading).
+
+    With a ``gate``, the body's bytes are reserved in its budget before they are read (the declared
+    ``Content-Length`` at once, waiting for room; a chunked body as it comes), and the reserved size is
+    appended to ``held`` for the caller to release when the request is done.
+
+    Raises:
+        RequestError: 413 too large; :class:`~recstack.serving.limits.ServiceBusy` (503) no room.
+    """
+    held = held if held is not None else []
     declared = request.headers.get("content-length")
+    size, reserved = None, 0
     if declared is not None:
         try:
             size = int(declared)
         except ValueError:
-            raise RequestError(f"bad Content-Length header {declared!r}") from None
+            raise RequestError(f"bad Content-Length header {declared[:40]!r}") from None
         if size > limit:
             raise RequestError(f"request body of {size} bytes is larger than this server takes ({limit} bytes, "
                                "--max_body_bytes); split the request", status=413)
+        if gate is not None and size > 0:
+            reserved = await gate.reserve(size)
+            held.append(reserved)
     chunks, total = [], 0
     async for chunk in request.stream():
         total += len(chunk)
         if total > limit:
             raise RequestError(f"request body is larger than this server takes ({limit} bytes, --max_body_bytes); "
                                "split the request", status=413)
+        if gate is not None and size is None and total > reserved:  # chunked: reserved as it comes, 1 MiB at a time
+            step = await gate.reserve(max(total - reserved, 1 << 20))
+            held.append(step)
+            reserved += step
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -115,11 +154,48 @@ async def read_body(request: Request, limit: int) -> bytes:
 OFF_LOOP_BYTES = 64 << 10
 
 
-async def off_loop(body: bytes, work: Callable[[], Any]) -> Any:
-    """``work()``: inline for small bodies, in Starlette's thread pool for large ones."""
+async def off_loop(body: bytes, work: Callable[[], Any], gate: MemoryGate | None = None) -> Any:
+    """``work()``: inline for small bodies, in Starlette's thread pool for large ones (one of the ``gate``'s
+    parse slots held: ``--max_parallel_parsing``; the freed memory given back after a large one)."""
     if len(body) <= OFF_LOOP_BYTES:
         return work()
-    return await run_in_threadpool(work)
+    if gate is None:
+        return await run_in_threadpool(work)
+    async with gate.parse_slot():
+        def parse_then_trim() -> Any:
+            try:
+                return work()
+            finally:
+                if gate.trim and len(body) >= TRIM_BYTES and gate.parsing == 1:
+                    trim_memory()
+        return await run_in_threadpool(parse_then_trim)
+
+
+#: media types /predict takes (any ``+json`` type too; a request without Content-Type is taken as JSON)
+JSON_TYPES = ("application/json",)
+
+
+def check_json_content_type(request: Request) -> None:
+    """415 for a ``/predict`` body declared as something other than JSON."""
+    declared = request.headers.get("content-type")
+    if declared is None:
+        return
+    media = declared.split(";", 1)[0].strip().lower()
+    if media not in JSON_TYPES and not media.endswith("+json"):
+        raise RequestError(f"Content-Type {declared[:80]!r} is not JSON; send the rows as application/json "
+                           "(a data file goes to /upload)", status=415)
+
+
+def drop_tracebacks(err: BaseException) -> None:
+    """Clear the tracebacks of an answered exception and of those it chains. Their frames hold the request's body
+    and its parsed objects, and an exception that crossed a thread or a future sits in a reference cycle (frame →
+    future → exception → traceback → frame) that only a full garbage collection frees: without this, every
+    refused large body stayed in memory for minutes."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        err.__traceback__ = None
+        err = err.__cause__ or err.__context__
 
 
 def create_app(load_model: Callable[[], Any], options: ServingOptions | None = None) -> FastAPI:
@@ -140,7 +216,9 @@ def create_app(load_model: Callable[[], Any], options: ServingOptions | None = N
         batcher = MicroBatcher(model.predict, options.max_batch_size, options.max_wait_ms, options.batching,
                                options.threads)
         await batcher.start()
-        state.update(model=model, batcher=batcher)
+        gate = MemoryGate(options.max_buffered_bytes, options.max_parallel_parsing, options.queue_timeout,
+                          options.trim_memory)
+        state.update(model=model, batcher=batcher, gate=gate)
         logger.info("serving %s (%s backend); micro-batching %s", model.name, model.backend.name,
                     f"on (max_batch_size {options.max_batch_size}, max_wait_ms {options.max_wait_ms})"
                     if options.batching else "off")
@@ -152,19 +230,31 @@ def create_app(load_model: Callable[[], Any], options: ServingOptions | None = N
 
     app = FastAPI(title="recstack prediction service", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
+    app.add_middleware(BodyTimeoutMiddleware, timeout_body=options.timeout_body)
     app.state.serving = state
 
     async def guarded(work: Callable[[], Awaitable[Response]]) -> Response:
         """Run an endpoint: bad requests → 4xx naming the field / line; anything else → 5xx with an error id."""
         try:
             return await work()
-        except RequestError as err:
+        except Exception as err:  # noqa: BLE001 - the server must answer, and log a failure with its id
+            try:
+                return failure_response(err)
+            finally:
+                drop_tracebacks(err)
+
+    def failure_response(err: Exception) -> Response:
+        if isinstance(err, ServiceBusy):
+            return error_response(err.status, str(err), headers={"Retry-After": str(err.retry_after)})
+        if isinstance(err, RequestError):
             return error_response(err.status, str(err), err.field, err.line)
-        except Exception:  # noqa: BLE001 - the server must answer, and log the failure with its id
-            error_id = uuid.uuid4().hex[:12]
-            logger.exception("error_id=%s: internal error while serving a request", error_id)
-            return error_response(500, f"internal error (error_id {error_id}; the server log has the details)",
-                                  error_id=error_id)
+        if isinstance(err, ClientDisconnect):  # the client went away mid-body: nobody reads the answer
+            logger.debug("client disconnected before its request body was complete")
+            return error_response(400, "client disconnected")
+        error_id = uuid.uuid4().hex[:12]
+        logger.error("error_id=%s: internal error while serving a request", error_id, exc_info=err)
+        return error_response(500, f"internal error (error_id {error_id}; the server log has the details)",
+                              error_id=error_id)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -186,34 +276,62 @@ def create_app(load_model: Callable[[], Any], options: ServingOptions | None = N
 
     @app.get("/metadata")
     async def metadata() -> Response:
-        return _json(describe(state["model"], options, state["batcher"]))
+        return _json(describe(state["model"], options, state["batcher"], state["gate"]))
+
+    async def predict_body(request: Request, parse: Callable[[bytes], dict[str, np.ndarray]]) -> Response:
+        """Read the body (within the memory gate), parse it, predict; the body's bytes are released at the end."""
+        gate: MemoryGate = state["gate"]
+        held: list[int] = []
+        try:
+            body = await read_body(request, options.max_body_bytes, gate, held)
+            arrays = await off_loop(body, lambda: parse(body), gate)
+            del body
+            rows = len(next(iter(arrays.values())))
+            outputs = await state["batcher"].submit(arrays, alone=state["model"].grouped)
+            return _json(predictions(state["model"], outputs, rows))
+        finally:
+            await gate.release(sum(held))
+
+    def parse_predict(body: bytes) -> dict[str, np.ndarray]:
+        model = state["model"]
+        check_json_size(body, model.inputs, options.max_rows)  # before json.loads makes its objects
+        return to_arrays(parse_json(body), model.inputs, options.max_rows,
+                         booleans=b"true" in body or b"false" in body)
 
     @app.post("/predict")
     async def predict(request: Request) -> Response:
         async def work() -> Response:
-            model = state["model"]
-            body = await read_body(request, options.max_body_bytes)
-            arrays = await off_loop(body, lambda: to_arrays(parse_json(body), model.inputs, options.max_rows,
-                                                            booleans=b"true" in body or b"false" in body))
-            outputs = await state["batcher"].submit(arrays)
-            return _json(predictions(model, outputs, len(next(iter(arrays.values())))))
+            check_json_content_type(request)
+            return await predict_body(request, parse_predict)
         return await guarded(work)
 
     @app.post("/upload")
     async def upload(request: Request) -> Response:
         async def work() -> Response:
             model = state["model"]
-            body = await read_body(request, options.max_body_bytes)
-            arrays = await off_loop(body, lambda: model.parse_upload(body, options.max_rows))
-            outputs = await state["batcher"].submit(arrays)
-            return _json(predictions(model, outputs, len(next(iter(arrays.values())))))
+            if model.upload_unavailable:
+                raise RequestError(f"/upload is not available: {model.upload_unavailable}; use /predict",
+                                   status=501)
+            return await predict_body(request, lambda body: model.parse_upload(body, options.max_rows))
         return await guarded(work)
 
     return app
 
 
-def describe(model: Any, options: ServingOptions, batcher: MicroBatcher) -> dict[str, Any]:
-    """``GET /metadata``."""
+def uvicorn_config(app: Any, options: ServingOptions, **kwargs: Any) -> Any:
+    """The ``uvicorn.Config`` of the service: its h11 protocol with the header timeout and the connection cap
+    (:func:`recstack.serving.limits.guarded_protocol`) and the keep-alive timeout; ``kwargs`` go to uvicorn
+    (host, port, log settings, ...)."""
+    import uvicorn
+
+    return uvicorn.Config(app, http=guarded_protocol(options.timeout_header, options.max_connections,
+                                                     linger_bytes=2 * options.max_body_bytes + (1 << 20)),
+                          timeout_keep_alive=options.timeout_keep_alive, **kwargs)
+
+
+def describe(model: Any, options: ServingOptions, batcher: MicroBatcher, gate: MemoryGate | None = None
+             ) -> dict[str, Any]:
+    """``GET /metadata`` (no absolute paths: the export and config by file / folder name only)."""
     import fastapi
     import torch
     import uvicorn
@@ -234,16 +352,22 @@ def describe(model: Any, options: ServingOptions, batcher: MicroBatcher) -> dict
         "backend": model.backend.name,
         "device": f"gpu {settings.gpu_id}" if settings.use_gpu else "cpu",
         "cpu_threads": settings.cpu_threads,
-        "export": {"directory": str(model.model.directory), "exported_at": model.spec.get("exported_at"),
-                   "config": model.spec.get("config")},
+        "export": {"directory": Path(model.model.directory).name, "exported_at": model.spec.get("exported_at"),
+                   "config": Path(model.spec["config"]).name if model.spec.get("config") else None},
         "inputs": [{"name": s.name, "dtype": s.dtype.name,
                     "shape": ["batch", *s.row_shape], "column": s.column,
                     **({"num_embeddings": s.num_embeddings} if s.num_embeddings is not None else {})}
                    for s in model.inputs],
         "outputs": model.outputs,
         "upload_reader": model.reader_name,
+        **({"upload_unavailable": model.upload_unavailable} if model.upload_unavailable else {}),
         "versions": versions,
-        "limits": {"max_body_bytes": options.max_body_bytes, "max_rows": options.max_rows},
+        "limits": {"max_body_bytes": options.max_body_bytes, "max_rows": options.max_rows,
+                   "timeout_header": options.timeout_header, "timeout_body": options.timeout_body,
+                   "timeout_keep_alive": options.timeout_keep_alive, "max_connections": options.max_connections,
+                   "max_buffered_bytes": options.max_buffered_bytes,
+                   "max_parallel_parsing": options.max_parallel_parsing, "queue_timeout": options.queue_timeout,
+                   **({"state": gate.stats()} if gate is not None else {})},
         "batching": {"enabled": options.batching, "max_batch_size": options.max_batch_size,
                      "max_wait_ms": options.max_wait_ms, "threads_when_off": options.threads,
                      "stats": batcher.stats.to_dict()},

@@ -119,8 +119,9 @@ class MicroBatcher:
         self._executor.shutdown(wait=True)
 
     # ------------------------------------------------------------------ requests
-    async def submit(self, arrays: Arrays) -> list[np.ndarray]:
-        """Outputs for one request's rows (exactly its rows, in order)."""
+    async def submit(self, arrays: Arrays, alone: bool = False) -> list[np.ndarray]:
+        """Outputs for one request's rows (exactly its rows, in order); ``alone``: never merged with another
+        request (inputs with more than one batch axis, e.g. grouped samples and their groups' images)."""
         rows = len(next(iter(arrays.values())))
         loop = asyncio.get_running_loop()
         if not self.enabled:
@@ -129,7 +130,8 @@ class MicroBatcher:
             return outputs
         if self._worker is None or self._worker.done():
             raise RuntimeError("the micro-batcher is not running")
-        item = _Item(arrays, rows, _shape_key(arrays), loop.create_future())
+        future = loop.create_future()
+        item = _Item(arrays, rows, ("alone", id(future)) if alone else _shape_key(arrays), future)
         self._queue.put_nowait(item)
         return await item.future
 

@@ -11,7 +11,9 @@ input of the export description (``tostatic.json``):
   pads a batch; a per-row shape ``[1]`` also takes a bare number;
 - values: finite floats (no NaN / inf), integers within int64, ids within ``[0, rows)`` of the
   embedding table the input indexes (the export's ``embedding_tables``);
-- size: at least one row, at most ``max_rows``.
+- size: at least one row, at most ``max_rows``; before parsing, a body that holds more JSON values than
+  ``max_rows`` rows of the model's inputs can hold is refused (:func:`check_json_size`), so the Python
+  objects that parsing makes (~5-25x the body) stay bounded by the model's shape, not the body's size.
 """
 
 from __future__ import annotations
@@ -75,8 +77,67 @@ def input_specs(spec: dict[str, Any]) -> list[InputSpec]:
             for s in spec["inputs"]]
 
 
+class HugeInt(int):
+    """An integer literal with more digits than Python converts (``sys.get_int_max_str_digits()``, 4300): kept as
+    a marker whose value (±10**40) is outside int64 and float32, so the checks name its field; it prints as
+    ``a 5000-digit integer (123456789012...)``."""
+
+    def __new__(cls, text: str) -> "HugeInt":
+        negative = text.startswith("-")
+        value = super().__new__(cls, -(10 ** 40) if negative else 10 ** 40)
+        value.text = f"a {len(text) - negative}-digit integer ({text[:13]}...)"
+        return value
+
+    def __repr__(self) -> str:
+        return self.text
+
+    __str__ = __repr__
+
+
+def _parse_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # past the int-parsing digit limit
+        return HugeInt(text)
+
+
+def json_value_bound(specs: Sequence[InputSpec], max_rows: int) -> int | None:
+    """The most JSON values (numbers, lists, objects, keys) a request of ``max_rows`` rows holds, in either layout;
+    ``None`` when an input has a dynamic axis (no bound from the shape)."""
+    if any(s.dynamic for s in specs):
+        return None
+    per_row = 1  # the row's object
+    for s in specs:
+        shape = [int(d) for d in s.row_shape]
+        lists = sum(math.prod(shape[:k]) for k in range(len(shape)))  # the nested lists of one row's value
+        key_marks = sum(s.name.count(c) for c in ",[{")  # (input names never hold these; counted to be exact)
+        per_row += 1 + key_marks + lists + math.prod(shape)
+    return max_rows * per_row + 4 * len(specs) + 16
+
+
+def check_json_size(body: bytes, specs: Sequence[InputSpec], max_rows: int) -> None:
+    """Refuse, before parsing, a body with more JSON values than :func:`json_value_bound` (413).
+
+    The count is an upper bound found at C speed: every value but the outermost follows a ``,`` or opens its
+    container's ``[`` / ``{``.
+
+    Raises:
+        RequestError: 413 naming both counts.
+    """
+    bound = json_value_bound(specs, max_rows)
+    if bound is None or len(body) <= bound:
+        return
+    values = body.count(b",") + body.count(b"[") + body.count(b"{")
+    if values > bound:
+        raise RequestError(f"the request holds about {values} JSON values; {max_rows} rows (--max_rows) of this "
+                           f"model's inputs hold at most {bound}; split the request", status=413)
+
+
 def parse_json(body: bytes) -> Any:
     """The JSON document of a request body (NaN / Infinity literals parse; :func:`to_arrays` rejects them).
+
+    An integer literal too long for Python to convert (4300 digits) parses as a :class:`HugeInt`, which the
+    checks report as outside int64 / float32 at its field.
 
     Raises:
         RequestError: empty body, not UTF-8, or not JSON (the message gives line and column).
@@ -93,9 +154,18 @@ def parse_json(body: bytes) -> Any:
         raise RequestError(f"malformed JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
     except RecursionError:
         raise RequestError("malformed JSON: nested too deeply") from None
+    except ValueError:  # an integer literal past Python's digit limit: again, keeping such literals as markers
+        try:
+            return json.loads(text, parse_int=_parse_int)
+        except ValueError as err:
+            raise RequestError(f"malformed JSON: {str(err)[:200]}") from None
+        except RecursionError:
+            raise RequestError("malformed JSON: nested too deeply") from None
 
 
 def _kind(value: Any) -> str:
+    if isinstance(value, HugeInt):
+        return repr(value)
     if isinstance(value, bool):
         return "a boolean"
     if value is None:
