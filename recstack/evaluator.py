@@ -9,8 +9,10 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from recstack.config import Config
-from recstack.metrics import Metric
+from recstack.checkpoint import CheckpointError
+from recstack.config import Config, ConfigError
+from recstack.data.base import DataFormatError
+from recstack.metrics import Metric, warn_undefined
 from recstack.wrapper import Batch, DygraphModel
 
 logger = logging.getLogger(__name__)
@@ -98,27 +100,46 @@ def evaluate(wrapper: DygraphModel, model: nn.Module, batches: Iterable[Batch], 
         batches, samples = (int(v) for v in dist.all_sum([batches, samples]))
         metrics = dist.reduce_metrics(metrics)
     if batches == 0:
-        raise ValueError("evaluation data produced no batches")
+        raise DataFormatError(f"{config.source('runner.test_data_dir')}: the evaluation data produced no batches")
     if log:
         logger.info("epoch: %d done, %sepoch time: %.2f s, samples: %d, ips: %.1f ins/s", epoch,
                     format_metrics(names, metrics), elapsed, samples, samples / max(elapsed, 1e-9))
+        warn_undefined(names, metrics, f"epoch {epoch}: ")  # a nan metric (one class only), once per evaluation
     return {name: metric.compute() for name, metric in zip(names, metrics)}
+
+
+class EpochsFailed(CheckpointError):
+    """Some checkpoints of :func:`infer` could not be loaded; ``results`` holds the metrics of the
+    others (epoch → metrics), ``failed`` each failed epoch's error."""
+
+    def __init__(self, results: dict[int, dict[str, float]], failed: dict[int, str]) -> None:
+        epochs = ", ".join(map(str, failed))
+        super().__init__(f"{len(failed)} of {len(failed) + len(results)} checkpoint(s) could not be loaded "
+                         f"(epoch {epochs}: see the errors above)"
+                         + (f"; the metrics of epoch {', '.join(map(str, results))} are above" if results else ""))
+        self.results, self.failed = results, failed
 
 
 def infer(config: Config) -> dict[int, dict[str, float]]:
     """Evaluate checkpoints ``<infer_load_path>/<epoch>`` for epochs ``[infer_start_epoch, infer_end_epoch)``.
 
     Epochs of that range without a checkpoint (e.g. after ``-o runner.epochs=1``) are
-    skipped with a warning; none at all is an error listing the checkpoints that exist.
+    skipped with a warning; none at all is an error listing the checkpoints that exist. A checkpoint
+    that cannot be loaded (a damaged file) is logged as an error and the other epochs are evaluated;
+    :class:`EpochsFailed` at the end then carries their results.
 
     Returns:
         epoch → metrics.
+
+    Raises:
+        EpochsFailed: some checkpoints could not be loaded (after evaluating the others).
     """
     from pathlib import Path
 
-    from recstack.checkpoint import MODEL_FILE, load_checkpoint
+    from recstack.checkpoint import MODEL_FILE, clean_interrupted_saves, load_checkpoint
     from recstack.config import check_hyper_parameters, log_config
     from recstack.data import create_loader, create_reader
+    from recstack.runs import previous_runs_hint, warn_mixed_runs
     from recstack.trainer import build_model
     from recstack.utils import seed_everything, select_device, set_cpu_threads, thread_settings
     from recstack.wrapper import model_name
@@ -143,21 +164,35 @@ def infer(config: Config) -> dict[int, dict[str, float]]:
     root = Path(config.get("runner.infer_load_path"))
     start, end = config.get("runner.infer_start_epoch"), config.get("runner.infer_end_epoch")
     if end <= start:
-        raise ValueError(f"nothing to evaluate: runner.infer_start_epoch={start} >= runner.infer_end_epoch={end}")
+        raise ConfigError(f"{config.source('runner.infer_end_epoch')}: nothing to evaluate: runner.infer_start_epoch "
+                          f"is {start}, infer_end_epoch {end} (default: runner.epochs); the evaluated epochs are "
+                          "[infer_start_epoch, infer_end_epoch)")
+    clean_interrupted_saves(root)  # (puts back a checkpoint that a killed save had moved aside)
     epochs = [e for e in range(start, end) if (root / str(e) / MODEL_FILE).is_file()]
     if not epochs:
-        load_checkpoint(root / str(start), model)  # raises, listing the checkpoints that exist
+        try:
+            load_checkpoint(root / str(start), model)  # raises, listing the checkpoints that exist
+        except FileNotFoundError as err:  # ... and where an earlier run's epochs went (runner.previous_run)
+            raise FileNotFoundError(f"{err}{previous_runs_hint(root, range(start, end))}") from None
     missing = sorted(set(range(start, end)) - set(epochs))
     if missing:
         logger.warning("no checkpoint for epoch(s) %s in %s (runner.infer_start_epoch=%d, infer_end_epoch=%d); "
-                       "evaluating epoch(s) %s", ", ".join(map(str, missing)), root, start, end,
-                       ", ".join(map(str, epochs)))
-    results = {}
+                       "evaluating epoch(s) %s%s", ", ".join(map(str, missing)), root, start, end,
+                       ", ".join(map(str, epochs)), previous_runs_hint(root, missing))
+    warn_mixed_runs(root, epochs)  # epochs written by different training runs (recstack/runs.py)
+    results, failed = {}, {}
     for epoch in epochs:
-        load_checkpoint(root / str(epoch), model, map_location=device)
+        try:
+            load_checkpoint(root / str(epoch), model, map_location=device)
+        except CheckpointError as err:  # a damaged checkpoint: report it, evaluate the others
+            logger.error("epoch %d skipped: %s", epoch, err)
+            failed[epoch] = str(err)
+            continue
         logger.info("loaded checkpoint %s", root / str(epoch))
         results[epoch] = evaluate(wrapper, model, loader, config, epoch=epoch, device=device)
     if ctx is not None:
         del model
         dist.teardown()
+    if failed:
+        raise EpochsFailed(results, failed)
     return results

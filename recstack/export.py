@@ -20,8 +20,12 @@
    agree with eager within :data:`TOLERANCE` (max abs difference), else :class:`ExportError`;
 5. write ``<prefix>.json`` (inputs, outputs, their meaning, the embedding table size each id input
    indexes (``embedding_tables``, :func:`embedding_tables`), the resolved config, the parity
-   figures). Every file is written under a temporary name and renamed into place only after
-   the checks pass, the JSON last, so a failed or interrupted export leaves the previous one intact.
+   figures, and each file's size and SHA-256: the JSON is the export's manifest). Every file is written
+   under a temporary name and renamed into place only after the checks pass, the JSON last, so a failed
+   export leaves the previous one intact; an export killed between the renames can leave new files
+   beside the old JSON, which every loader refuses (:func:`verify_export_file`): a reader sees the old
+   export, the new one, or a one-line error, never a mix. Temporaries of killed exports are removed
+   by the next one (:mod:`recstack.fileio`).
 
 Why tracing and the TorchScript-based ONNX exporter (``dynamo=False``) rather than
 ``torch.jit.script`` or the ``torch.export``-based exporter: scripting rejects ordinary Python in
@@ -35,6 +39,7 @@ sizes and lengths catch a trace that baked a shape in. doc/inference.md has the 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -48,7 +53,7 @@ import torch
 from torch import nn
 
 import recstack
-from recstack.checkpoint import MODEL_FILE, load_checkpoint
+from recstack.checkpoint import MODEL_FILE, clean_interrupted_saves, load_checkpoint
 from recstack.config import Config, ConfigError
 from recstack.fileio import atomic_path
 from recstack.wrapper import DygraphModel, as_tasks, model_name
@@ -82,6 +87,11 @@ _INDEX_CAVEAT = "Exporting aten::index operator of advanced indexing"
 
 class ExportError(RuntimeError):
     """An export failed its checks (parity, names, shapes); the message says what and where."""
+
+
+class ExportFileError(ConfigError):
+    """An export on disk cannot be used: a file is damaged or does not match the JSON beside it
+    (an interrupted or mixed export); the message names the folder and the file."""
 
 
 @contextlib.contextmanager
@@ -208,22 +218,35 @@ def describe_outputs(wrapper: DygraphModel, outputs: Sequence[torch.Tensor], bat
 
 # ---------------------------------------------------------------------- checkpoint
 def resolve_checkpoint(config: Config) -> Path:
-    """``runner.model_init_path``, or else the newest ``<model_save_path>/<epoch>/``.
+    """``runner.model_init_path``, or else the last epoch of the latest training run in ``model_save_path``.
+
+    The latest run is the one that wrote the newest checkpoint (``run_id`` in each ``meta.json``,
+    :mod:`recstack.runs`); epoch folders of other runs beside it are named in a warning, never picked.
+    Folders written before run ids existed count as one run: their last epoch. The log says which
+    checkpoint, epoch and run is exported.
 
     Raises:
         FileNotFoundError: no checkpoint there (the message says where it looked).
     """
+    from recstack.runs import describe_checkpoint, latest_checkpoint, moved_checkpoint_hint
+
     init = config.get("runner.model_init_path")
     if init:
+        hint = moved_checkpoint_hint(init)
+        if hint:  # archived by a later run in its folder (runner.previous_run)
+            raise FileNotFoundError(f"no checkpoint at '{init}' (runner.model_init_path){hint}")
+        logger.info("exporting %s (runner.model_init_path): %s", init, describe_checkpoint(init))
         return Path(init)
     root = Path(config.get("runner.model_save_path"))
-    epochs = sorted((int(p.name) for p in root.iterdir() if p.name.isdigit() and (p / MODEL_FILE).is_file())) \
-        if root.is_dir() else []
-    if not epochs:
+    clean_interrupted_saves(root)  # (puts back a checkpoint that a killed save had moved aside)
+    found = latest_checkpoint(root)
+    if found is None:
         raise FileNotFoundError(f"no checkpoint to export: runner.model_init_path is not set and "
                                 f"runner.model_save_path '{root}' holds no <epoch>/{MODEL_FILE}; train first or set "
                                 "-o runner.model_init_path=<checkpoint folder>")
-    return root / str(epochs[-1])
+    folder, _ = found
+    logger.info("exporting %s, the last epoch of the latest run in %s: %s", folder, root, describe_checkpoint(folder))
+    return folder
 
 
 # ---------------------------------------------------------------------- parity
@@ -531,6 +554,9 @@ def write_export(module: nn.Module, inputs: Sequence[torch.Tensor], checks: Sequ
             **head,
             "files": {"torchscript": pt_path.name, "onnx": onnx_path.name},
             "sizes_bytes": {pt_path.name: pt_tmp.stat().st_size, onnx_path.name: onnx_tmp.stat().st_size},
+            # the manifest: loaders check each file against it (verify_export_file), so a reader sees this export
+            # whole, or the previous one, or a clear refusal, never a mix (the JSON is renamed into place last)
+            "sha256": {pt_path.name: file_sha256(pt_tmp), onnx_path.name: file_sha256(onnx_tmp)},
             "opset": OPSET,
             "inputs": [s.to_dict() for s in inputs_spec],
             "onnx_inputs": onnx_inputs,
@@ -627,16 +653,94 @@ def load_spec(path: str | Path) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: no such file.
-        ConfigError: not an export description of a known format version.
+        ConfigError: not an export description of a known format version (:class:`ExportFileError`:
+            an empty or damaged file).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no export description '{path}' (tools/to_static.py writes <prefix>.json beside "
                                 "the .onnx and .pt files)")
     try:
-        spec = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}: not valid JSON ({err})") from None
+        raw = path.read_bytes()
+        spec = json.loads(raw.decode("utf-8"))
+    except OSError as err:
+        raise ExportFileError(f"{path}: cannot be read ({err.strerror or err})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        what = "an empty file" if not raw.strip() else f"not valid JSON: {str(err).splitlines()[0][:100]}"
+        raise ExportFileError(f"{path}: {what} (a damaged export?): {_redo(None)}") from None
     if not isinstance(spec, dict) or spec.get("format_version") != FORMAT_VERSION:
         raise ConfigError(f"{path}: not a recstack export description (format_version {FORMAT_VERSION})")
+    files = spec.get("files")
+    if not (isinstance(files, dict) and all(isinstance(files.get(k), str) for k in ("onnx", "torchscript"))):
+        raise ExportFileError(f"{path}: no 'files' naming the .onnx and .pt files (a damaged export?): "
+                              f"{_redo(spec)}")
     return spec
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's content."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _redo(spec: dict[str, Any] | None) -> str:
+    tool = "tools/export_mm_model.py" if spec and spec.get("export_part") else "tools/to_static.py"
+    return f"re-run {tool}"
+
+
+#: export descriptions already warned about (no file hashes)
+_UNHASHED: set[str] = set()
+
+
+def verify_export_file(spec_file: str | Path, spec: dict[str, Any], kind: str) -> bytes:
+    """The content of the export's ``kind`` file (``onnx`` or ``torchscript``), checked against the JSON.
+
+    The JSON written by :func:`write_export` is the export's manifest: each file's size and SHA-256.
+    A file that differs is a mixed or interrupted export (a ``tostatic.pt`` of a newer export beside
+    the JSON of an older one) and is refused. Exports written before the hashes existed load with a
+    warning (once per description); their recorded sizes are still checked. The bytes returned are
+    the ones checked: load them (not the path), so a file replaced meanwhile cannot slip through.
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        ExportFileError: its size or hash differs from the JSON's (one line naming the folder and file).
+    """
+    spec_file = Path(spec_file)
+    name = spec["files"][kind]
+    path = spec_file.parent / name
+    if not path.is_file():
+        raise FileNotFoundError(f"'{path}' does not exist (the export's JSON {spec_file.name} names it)")
+    mismatch = f"{spec_file.parent}: {name} does not match {spec_file.name} (an interrupted or mixed export?): " \
+               f"{_redo(spec)}"
+    size = (spec.get("sizes_bytes") or {}).get(name)
+    if size is not None and path.stat().st_size != size:
+        raise ExportFileError(mismatch)
+    data = path.read_bytes()
+    expected = (spec.get("sha256") or {}).get(name)
+    if expected is None:
+        if str(spec_file) not in _UNHASHED:
+            _UNHASHED.add(str(spec_file))
+            logger.warning("%s has no file hashes (an export of an older recstack): its files are not checked "
+                           "against it; %s to add them", spec_file, _redo(spec))
+        if size is not None and len(data) != size:
+            raise ExportFileError(mismatch)
+    elif hashlib.sha256(data).hexdigest() != expected:
+        raise ExportFileError(mismatch)
+    return data
+
+
+def load_torchscript(data: bytes, path: str | Path, map_location: str | torch.device = "cpu") -> torch.jit.ScriptModule:
+    """``torch.jit.load`` of an export's (verified) ``.pt`` content, one-line :class:`ExportFileError` when damaged."""
+    import io
+
+    try:
+        with torchscript_apis():
+            return torch.jit.load(io.BytesIO(data), map_location=map_location)
+    except RuntimeError as err:
+        if "PytorchStreamReader" not in str(err) and "zip" not in str(err) and "constants.pkl" not in str(err):
+            raise
+        raise ExportFileError(f"{path}: not a loadable TorchScript file ({len(data)} bytes; truncated or damaged): "
+                              "re-run tools/to_static.py") from None

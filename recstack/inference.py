@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from recstack.config import Config, ConfigError, from_dict, load_config
-from recstack.export import PREFIX, load_spec, torchscript_apis
+from recstack.export import PREFIX, ExportFileError, load_spec, load_torchscript, torchscript_apis, verify_export_file
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +133,15 @@ class ExportedModel:
         folder = spec_file.parent
         return cls(spec, folder, folder / spec["files"]["onnx"], folder / spec["files"]["torchscript"], spec_file)
 
+    def read(self, kind: str) -> bytes:
+        """The content of the ``onnx`` or ``torchscript`` file, checked against the JSON (its manifest).
+
+        Raises:
+            FileNotFoundError: the file is missing.
+            recstack.export.ExportFileError: it does not match the JSON (an interrupted or mixed export).
+        """
+        return verify_export_file(self.spec_file, self.spec, kind)
+
     @property
     def model_name(self) -> str:
         return self.spec["model_name"]
@@ -155,7 +164,8 @@ class Batch:
 
 
 def load_batches(model: ExportedModel, batch_size: int, data_dir: str | os.PathLike | None = None,
-                 reader_file: str | os.PathLike | None = None, max_batches: int = 0) -> tuple[list[Batch], dict[str, str]]:
+                 reader_file: str | os.PathLike | None = None, max_batches: int = 0,
+                 trust_code: bool = True) -> tuple[list[Batch], dict[str, str]]:
     """Read the data into memory as batches of model inputs (so reading is not timed with inference).
 
     Args:
@@ -165,6 +175,10 @@ def load_batches(model: ExportedModel, batch_size: int, data_dir: str | os.PathL
         reader_file: a reader module file (PaddleRec's ``--reader_file models/rank/deepfm/criteo_reader.py``)
             or a YAML config whose reader is used; default: the export's config.
         max_batches: read at most this many batches (0: all).
+        trust_code: import the reader module of the model folder that the export JSON names (default: this
+            is the user's own export, as in training); ``False`` resolves it as the prediction service does,
+            without running code from the folder (:func:`recstack.data.factory.resolve_reader`). A
+            ``reader_file`` given explicitly is always imported.
 
     Returns:
         The batches and a description of the data for the report.
@@ -190,7 +204,7 @@ def load_batches(model: ExportedModel, batch_size: int, data_dir: str | os.PathL
             raise ConfigError(f"--reader_file '{path}' defines no RecDataset")
         reader_name = str(path)
     else:
-        reader_cls = resolve_reader(config, "runner.infer_reader_path")
+        reader_cls = resolve_reader(config, "runner.infer_reader_path", trust_code=trust_code)
         reader_name = config.get("runner.infer_reader_path")
     reader = reader_cls(files, config)
     # never bucketed by length: deployed predictions (--save_predictions, serving checks) keep the file's row order
@@ -310,6 +324,21 @@ def quantize_int8(onnx_path: Path) -> Path:
     return target
 
 
+def load_onnx(data: bytes | str, path: Path, options: Any, providers: list) -> Any:
+    """An ONNX Runtime session of a model's bytes (or file name); a damaged model is a one-line
+    :class:`recstack.export.ExportFileError` naming ``path``."""
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(data, options, providers=providers)
+    except Exception as err:  # onnxruntime's own exception types (InvalidProtobuf, InvalidGraph, Fail)
+        text = str(err)
+        if "Protobuf parsing failed" not in text and "INVALID_PROTOBUF" not in text and "INVALID_GRAPH" not in text:
+            raise
+        raise ExportFileError(f"{path}: not a loadable ONNX model ({path.stat().st_size} bytes; "
+                              f"{text.splitlines()[0][:120]}): re-run tools/to_static.py") from None
+
+
 class OnnxRuntimeBackend(Backend):
     """ONNX Runtime with the execution providers the settings ask for (module docstring)."""
 
@@ -341,11 +370,15 @@ class OnnxRuntimeBackend(Backend):
         else:
             providers = ["CPUExecutionProvider"]
         self.primary = providers[0] if isinstance(providers[0], str) else providers[0][0]
-        path = quantize_int8(model.onnx) if settings.precision == "int8" else model.onnx
-        if not path.is_file():
-            raise FileNotFoundError(f"'{path}' does not exist (the export's JSON names it)")
+        # the bytes checked against the JSON are the ones loaded: never a file of another export, even one
+        # renamed into place meanwhile (TensorRT loads the path: its engine cache is keyed by the model path)
+        data = model.read("onnx")
+        path = model.onnx
+        if settings.precision == "int8":
+            path = quantize_int8(model.onnx)
+            data = path.read_bytes()
         options, self.spinning = _ort_threads(settings)
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.session = load_onnx(str(path) if settings.enable_tensorrt else data, path, options, providers)
         self.active = self.session.get_providers()
         if self.primary not in self.active:  # onnxruntime drops a provider that fails to start, with a log line only
             raise UnavailableError(f"onnxruntime could not start {self.primary} (active providers: "
@@ -429,10 +462,8 @@ class TorchScriptBackend(_TorchBackend):
             if not torch.backends.mkldnn.is_available():
                 raise UnavailableError(f"--enable_mkldnn True: torch {torch.__version__} was built without oneDNN")
             torch.jit.enable_onednn_fusion(True)
-        if not model.torchscript.is_file():
-            raise FileNotFoundError(f"'{model.torchscript}' does not exist (the export's JSON names it)")
+        module = load_torchscript(model.read("torchscript"), model.torchscript, self.device).eval()
         with torchscript_apis():
-            module = torch.jit.load(str(model.torchscript), map_location=self.device).eval()
             if self.half:
                 module = module.half()
             self.module = torch.jit.freeze(module)
@@ -558,7 +589,7 @@ def compute_metrics(outputs_spec: Sequence[dict[str, Any]], predictions: Sequenc
                     labels: dict[str, np.ndarray]) -> dict[str, float]:
     """AUC of each probability output and MSE of each value output that has its label column in the data
     (named like training's metrics: ``auc``, ``auc_<task>``, ``mse_<task>``)."""
-    from recstack.metrics import AUC, MSE
+    from recstack.metrics import AUC, MSE, warn_undefined
 
     metrics = {}
     for spec, pred in zip(outputs_spec, predictions):
@@ -569,7 +600,9 @@ def compute_metrics(outputs_spec: Sequence[dict[str, Any]], predictions: Sequenc
         prefix = "auc" if spec.get("kind") == "probability" else "mse"
         label = torch.from_numpy(np.asarray(labels[column], dtype=np.float32).reshape(pred.shape))
         metric.update(torch.from_numpy(pred), label)
-        metrics[f"{prefix}_{spec['task']}" if spec.get("task") else prefix] = metric.compute()
+        name = f"{prefix}_{spec['task']}" if spec.get("task") else prefix
+        metrics[name] = metric.compute()
+        warn_undefined([name], [metric])  # nan: one class only, or no samples
     return metrics
 
 

@@ -14,7 +14,6 @@ output is not an ONNX input). Launch it with ``tritonserver --model-repository <
 """
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -90,8 +89,9 @@ def write_repository(model_dir, repository, name=None, version: int = 1, max_bat
     folder = Path(repository) / name
     text = model_config(model.spec, name, max_batch_size, max_queue_delay_us, list(preferred), instance_kind,
                         instance_count)
+    data = model.read("onnx")  # checked against the export's JSON (refuses a mixed or interrupted export)
     with atomic_path(folder / str(version) / "model.onnx") as tmp:
-        shutil.copyfile(model.onnx, tmp)
+        tmp.write_bytes(data)
     with atomic_open(folder / "config.pbtxt") as f:
         f.write(text)
     return folder

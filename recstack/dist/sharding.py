@@ -337,12 +337,14 @@ def _load_init_checkpoint(path: str, model: nn.Module, names: dict[str, str]) ->
     only the pages of the rows read later are loaded)."""
     from pathlib import Path
 
-    from recstack.checkpoint import MODEL_FILE, CheckpointError
+    from recstack.checkpoint import MODEL_FILE, CheckpointError, read_state
 
     model_file = Path(path) / MODEL_FILE
     if not model_file.is_file():
         raise FileNotFoundError(f"no checkpoint at '{path}' (missing {MODEL_FILE})")
-    state = torch.load(model_file, map_location="cpu", mmap=True, weights_only=True)
+    state = read_state(model_file, "cpu", mmap=True)  # (one-line CheckpointError for a damaged file)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{model_file}: holds a {type(state).__name__}, not a model state_dict")
     tables = {}
     for old, new in names.items():
         if old not in state:

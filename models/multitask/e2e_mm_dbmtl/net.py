@@ -28,6 +28,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from recstack.config import ConfigError
 from recstack.features import TabularSpec
 from recstack.layers.dbmtl import DBMTL
 from recstack.layers.gate import Highway
@@ -70,7 +71,7 @@ class ImageTower(nn.Module):
 
     def forward(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.tune_bn and self.training and img.shape[0] == 1:
-            raise ValueError("img_dnn with use_bn cannot train on a batch of one group (BatchNorm over one image); "
+            raise ConfigError("img_dnn with use_bn cannot train on a batch of one group (BatchNorm over one image); "
                              "choose runner.train_batch_size so that no batch of one group is left over, or set "
                              "img_dnn.use_bn: false")
         logits = self.cnn(img)
