@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -21,8 +21,10 @@ from torch import nn
 from recstack.checkpoint import load_checkpoint, save_checkpoint
 from recstack.config import Config, ConfigError, check_hyper_parameters, log_config
 from recstack.data import create_loader, create_reader
+from recstack.data.base import DataFormatError
 from recstack.evaluator import IntervalStats, batch_size_of, format_metrics, move_batch
-from recstack.metrics import Metric
+from recstack.metrics import Metric, warn_undefined
+from recstack.runs import TrainingRun, moved_checkpoint_hint
 from recstack.utils import seed_everything, select_device, set_cpu_threads, thread_settings
 from recstack.wrapper import Batch, DygraphModel, load_wrapper, model_name
 
@@ -89,15 +91,47 @@ def train_step(wrapper: DygraphModel, model: nn.Module, optimizer: Any, metrics:
     return loss.detach(), print_dict
 
 
-def _progress(config: Config, iterable: Iterable, epoch: int) -> Iterable:
+def _progress(config: Config, loader: Any, epoch: int) -> tuple[Iterable, contextlib.AbstractContextManager]:
+    """The epoch's batches behind a tqdm bar on stderr (``runner.progress_bar``; default: when stderr is a
+    terminal), and the context to run the epoch in: log lines go through ``tqdm.write`` meanwhile, so they
+    print above the bar instead of into it.
+
+    The bar's total is the loader's ``expected_batches``: the previous epoch's batch count, or in the
+    first epoch an estimate from the share of the data files' bytes parsed so far (refined as it goes),
+    so the bar shows a percentage and an ETA.
+    """
     show = config.get("runner.progress_bar")
     if show is None:
         show = sys.stderr.isatty()
     if not show:
-        return iterable
+        return loader, contextlib.nullcontext()
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
-    return tqdm(iterable, desc=f"epoch {epoch}", unit="batch", leave=False, dynamic_ncols=True)
+    bar = tqdm(desc=f"epoch {epoch}", unit="batch", total=getattr(loader, "expected_batches", None), leave=False,
+               dynamic_ncols=True)
+
+    def batches() -> Iterable:
+        try:
+            for batch in loader:
+                total = getattr(loader, "expected_batches", None)
+                if total is not None and total != bar.total:
+                    bar.total = max(total, bar.n + 1)
+                    bar.refresh()
+                yield batch
+                bar.update(1)
+        finally:
+            bar.close()
+
+    @contextlib.contextmanager
+    def redirected() -> Iterator[None]:
+        with logging_redirect_tqdm(tqdm_class=tqdm):
+            try:
+                yield
+            finally:
+                bar.close()
+
+    return batches(), redirected()
 
 
 def _format_print_dict(print_dict: dict[str, Any] | None) -> str:
@@ -122,17 +156,19 @@ def train(config: Config) -> TrainResult:
     elif config.get("runner.embedding_sharding"):
         raise ConfigError(f"{config.source('runner.embedding_sharding')}: sharding needs runner.use_fleet: True and "
                           "torchrun (doc/distributed.md); remove it to train on one process")
-    if ctx is None:
-        return _train(config, None)
-    # on an error the group is left as it is: other ranks may be blocked in a collective, and torchrun
-    # stops them when this process exits with the error (doc/distributed.md, "Errors")
-    result = _train(config, ctx)
-    dist.teardown()
+    # the run's identity, run.json and train.log in model_save_path (recstack/runs.py; rank 0 only)
+    with TrainingRun(config, main=ctx is None or ctx.is_main) as run:
+        result = _train(config, ctx, run)
+    if ctx is not None:
+        # on an error the group is left as it is: other ranks may be blocked in a collective, and torchrun
+        # stops them when this process exits with the error (doc/distributed.md, "Errors")
+        dist.teardown()
     return result
 
 
-def _train(config: Config, ctx: Any) -> TrainResult:
+def _train(config: Config, ctx: Any, run: TrainingRun) -> TrainResult:
     log_config(config)
+    run.check()  # the output folders are writable, a previous run's checkpoints may go: before any training
     seed_everything(config.get("runner.seed"))
     set_cpu_threads(config.get("runner.cpu_threads"))
     device = select_device(config.get("runner.use_gpu")) if ctx is None else ctx.device
@@ -147,7 +183,7 @@ def _train(config: Config, ctx: Any) -> TrainResult:
         from recstack import dist
 
         if init_path and not sharded:  # every rank loads it before wrapping
-            load_checkpoint(init_path, model, map_location=device)
+            _warm_start(init_path, model, device)
             logger.info("warm start: loaded model parameters from %s", init_path)
         elif init_path:
             logger.info("warm start: each rank loads its shards and the dense parameters from %s", init_path)
@@ -156,16 +192,19 @@ def _train(config: Config, ctx: Any) -> TrainResult:
                                                                                                           config))
     reader = create_reader(config, "train")
     check_hyper_parameters(config, model_name(config))
+    run.check_cache(reader)
     loader = create_loader(config, "train", reader)
     if ctx is not None:
         loader.set_shard(ctx.rank, ctx.world_size)
         logger.info("data: rank %d of %d reads %s", ctx.rank, ctx.world_size, loader.shard_description())
     if init_path:
-        load_checkpoint(init_path, model, map_location=device)
+        _warm_start(init_path, model, device)
         logger.info("warm start: loaded model parameters from %s", init_path)
 
     main = ctx is None or ctx.is_main
-    writer = _summary_writer(config) if main else None
+    if config.get("runner.epochs") > 0:
+        run.begin(model_name(config))  # (rank 0) a previous run's epochs archived/removed, run.json, train.log
+    writer = _summary_writer(config, run) if main else None
     save_root = Path(config.get("runner.model_save_path"))
     interval = config.get("runner.print_interval")
     result = TrainResult(wrapper, model, optimizer)
@@ -184,13 +223,13 @@ def _train(config: Config, ctx: Any) -> TrainResult:
         interval_loss = torch.zeros((), dtype=torch.float64, device=device)
         samples = batches = 0
         epoch_start = tick = time.perf_counter()
-        batch_iter: Iterable = _progress(config, loader, epoch) if main else loader
+        batch_iter, progress = _progress(config, loader, epoch) if main else (loader, contextlib.nullcontext())
         joined = contextlib.nullcontext()
         if ctx is not None:
             joined = dist.join_context(model)  # ranks with fewer batches wait for the others
             if dist.is_sharded(model):
                 batch_iter = dist.equal_batches(batch_iter, device)
-        with joined:
+        with joined, progress:
             for batch_id, batch in enumerate(batch_iter):
                 got = time.perf_counter()
                 if has_batch_norm and batch_size_of(batch) == 1:
@@ -231,14 +270,15 @@ def _train(config: Config, ctx: Any) -> TrainResult:
             loss_sum = torch.tensor(loss_total, dtype=torch.float64)
             epoch_metrics_list = dist.reduce_metrics(metrics)
         if batches == 0:
-            raise ValueError(f"{config.source('runner.train_data_dir')}: training data produced no batches")
+            raise DataFormatError(f"{config.source('runner.train_data_dir')}: training data produced no batches")
         epoch_metrics = {name: metric.compute() for name, metric in zip(names, epoch_metrics_list)}
         epoch_loss = float(loss_sum) / batches
         logger.info("epoch: %d done, %sloss: %.6f, epoch time: %.2f s, samples: %d, ips: %.1f ins/s", epoch,
                     format_metrics(names, epoch_metrics_list), epoch_loss, seconds, samples,
                     samples / max(seconds, 1e-9))
+        warn_undefined(names, epoch_metrics_list, f"epoch {epoch}: ")  # a nan metric (e.g. one class only)
         meta = {"epoch": epoch, "metrics": epoch_metrics, "loss": epoch_loss, "model": model_name(config),
-                "config": str(config.path)}
+                "config": str(config.path), **run.meta()}
         checkpoint = save_root / str(epoch)
         if ctx is None:
             checkpoint = save_checkpoint(checkpoint, model,
@@ -253,6 +293,7 @@ def _train(config: Config, ctx: Any) -> TrainResult:
             del state
             dist.barrier()  # the checkpoint is complete before any rank goes on
         logger.info("saved checkpoint %s", checkpoint)
+        run.epoch_saved(epoch)
         if writer is not None:
             writer.add_scalar("epoch/loss", epoch_loss, epoch)
             for name, value in epoch_metrics.items():
@@ -271,6 +312,17 @@ def _train(config: Config, ctx: Any) -> TrainResult:
         result.optimizer = None if sharded else optimizer
         del model, optimizer
     return result
+
+
+def _warm_start(init_path: str, model: nn.Module, device: torch.device) -> None:
+    """Load ``runner.model_init_path``; a folder that a later run archived is an error saying where it went."""
+    try:
+        load_checkpoint(init_path, model, map_location=device)
+    except FileNotFoundError as err:
+        hint = moved_checkpoint_hint(init_path)
+        if not hint:
+            raise
+        raise FileNotFoundError(f"{err}{hint}") from None
 
 
 def _memory() -> tuple[float, float]:
@@ -303,11 +355,13 @@ class _StateHolder:
         return self._state
 
 
-def _summary_writer(config: Config):
+def _summary_writer(config: Config, run: TrainingRun):
+    """TensorBoard writer into the run's own subfolder ``<visual_log_path>/<run id>/``: TensorBoard shows
+    the runs of one folder as separate curves instead of drawing them over each other."""
     if not config.get("runner.use_visual"):
         return None
     from torch.utils.tensorboard import SummaryWriter
 
-    folder = config.get("runner.visual_log_path") or str(Path(config.get("runner.model_save_path")) / "visual_log")
-    logger.info("TensorBoard scalars in %s (tensorboard --logdir %s)", folder, folder)
-    return SummaryWriter(folder)
+    folder, root = run.visual_dir(), run.visual_root()
+    logger.info("TensorBoard scalars in %s (tensorboard --logdir %s shows every run's)", folder, root)
+    return SummaryWriter(str(folder))

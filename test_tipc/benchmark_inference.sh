@@ -27,7 +27,7 @@ for model in deepfm mmoe; do
         "$PYTHON" datasets/synthetic/generate.py "$dataset" --rows 50000 --seed 2 --output "$data/part-0.txt" >&2
     fi
     if [ ! -f "$OUT/$model/tostatic.json" ]; then
-        "$PYTHON" tools/trainer.py -m "$config" -o runner.model_save_path="$OUT/$model" > "$OUT/$model/train.log" 2>&1
+        "$PYTHON" tools/trainer.py -m "$config" -o runner.model_save_path="$OUT/$model" > "$OUT/$model/trainer_console.log" 2>&1  # (train.log: the trainer's own)
         "$PYTHON" tools/to_static.py -m "$config" -o runner.model_save_path="$OUT/$model" > "$OUT/$model/export.log" 2>&1
     fi
 done

@@ -248,7 +248,9 @@ def test_visual_logs_gpu_fallback_and_log_lines(tmp_path, caplog):
                      r"epoch time: \d+\.\d\d s", text)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(tmp_path / "out" / "visual_log"))
+    (run_dir,) = (tmp_path / "out" / "visual_log").iterdir()  # one subfolder per run, named by its run id
+    assert run_dir.name == json.loads((tmp_path / "out" / "run.json").read_text())["run_id"]
+    events = EventAccumulator(str(run_dir))
     events.Reload()
     tags = set(events.Tags()["scalars"])
     assert {"train/loss", "train/auc_income", "train/auc_marital", "epoch/loss", "epoch/auc_income"} <= tags

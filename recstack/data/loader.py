@@ -19,6 +19,8 @@ across batches, and a batch holds the concatenated samples of its groups.
 from __future__ import annotations
 
 import logging
+import math
+import os
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -65,6 +67,11 @@ class BatchLoader:
         self.bucket_by_length = bucket_by_length
         self.epoch = 0
         self.shard_rank, self.shard_count = 0, 1
+        #: batches the current pass is expected to yield, for a progress bar: the previous complete pass's
+        #: count, else (first pass) an estimate from the rows per byte of the data parsed so far; None
+        #: before anything is known. Updated by the producing thread as it reads.
+        self.expected_batches: int | None = None
+        self._last_count: int | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Select the shuffling of an epoch (same seed + epoch → same order)."""
@@ -104,12 +111,28 @@ class BatchLoader:
             files = files[self.shard_rank::self.shard_count]
         return files
 
+    def _estimate(self, rows: int, start_bytes: int, total_bytes: int, yielded: int) -> None:
+        """First pass: ``expected_batches`` from the rows kept so far and the share of the bytes parsed."""
+        done = getattr(self.reader, "bytes_read", 0) - start_bytes
+        if self._last_count is not None or total_bytes <= 0 or done <= 0:
+            return
+        rows_total = rows * total_bytes / min(done, total_bytes)
+        batches = rows_total / self.batch_size
+        self.expected_batches = max(yielded, math.floor(batches) if self.drop_last else math.ceil(batches))
+
     def _batches(self, pool: ThreadPoolExecutor | None) -> Iterator[Batch]:
         rng = np.random.default_rng([self.seed, self.epoch]) if self.shuffle else None
         bs = self.batch_size
         carry: Block | None = None
         by_row, rows_seen = self.shard_count > 1 and not self._shard_by_file(), 0
-        for block in self.reader.iter_blocks(self._files(rng), self.cache_dir, pool):
+        files = self._files(rng)
+        self.expected_batches = self._last_count
+        try:
+            total_bytes = sum(os.path.getsize(f) for f in files)
+        except OSError:
+            total_bytes = 0
+        start_bytes, rows_kept, yielded = getattr(self.reader, "bytes_read", 0), 0, 0
+        for block in self.reader.iter_blocks(files, self.cache_dir, pool):
             if rng is not None:
                 perm = rng.permutation(len(next(iter(block.values()))))
                 block = {k: v[perm] for k, v in block.items()}
@@ -120,6 +143,8 @@ class BatchLoader:
                 block = {k: v[keep] for k, v in block.items()}
                 if len(keep) == 0:
                     continue
+            rows_kept += len(next(iter(block.values())))
+            self._estimate(rows_kept, start_bytes, total_bytes, yielded)
             if carry is not None:
                 block = {k: self._join(k, carry[k], v) for k, v in block.items()}
                 carry = None
@@ -128,11 +153,14 @@ class BatchLoader:
                 block = self._bucket(block, n, rng)
             full = n - n % bs
             for start in range(0, full, bs):
+                yielded += 1
                 yield self._tensors({k: v[start:start + bs] for k, v in block.items()})
             if full < n:
                 carry = {k: v[full:] for k, v in block.items()}
         if carry is not None and not self.drop_last:
+            yielded += 1
             yield self._tensors(carry)
+        self._last_count = self.expected_batches = yielded  # a complete pass: the next one's total
 
     # ------------------------------------------------------------------ ragged columns
     @staticmethod
