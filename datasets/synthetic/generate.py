@@ -18,6 +18,9 @@ Used for the models' bundled sample data, for tests and for benchmarks::
   GroupRTPInput: one line per item visit, ``--rows`` visits, ``--mean-group-size``,
   ``--ungrouped`` for the same samples one per line; 64x64 PNGs in ``--image-dir``;
   see ``E2EMMWorld``).
+* ``ctr_csv``: EasyRec-style CSV of ad impressions for the rank models' feature configs
+  (``click,user_id,item_id,category,...``, 13 named fields, see ``CtrCsvWorld``): hashed string
+  ids, integer ids, raw and bucketised numbers, planted pairwise interactions.
 * ``amazon``: PaddleRec's DIN format (Amazon Electronics) with a user id field,
   ``hist_items;hist_cats;target_item;target_cat;label;user_id`` (see ``AmazonWorld``).
 
@@ -405,7 +408,7 @@ class AliCCPWorld:
     def sample(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         """Per field, value indices ``(n, most)`` padded with -1."""
         features = {}
-        for field, (size, _, (fewest, most), missing) in ALICCP_FIELDS.items():
+        for field, (_size, _, (fewest, most), missing) in ALICCP_FIELDS.items():
             values = draw(rng, self.cdfs[field], n * most).reshape(n, most)
             count = rng.integers(fewest, most + 1, n)
             count[rng.random(n) < missing] = 0
@@ -625,7 +628,8 @@ class AmazonWorld:
 
     def _items(self, rng: np.random.Generator, cats: np.ndarray) -> np.ndarray:
         """An item of each category in ``cats``, uniform within the category."""
-        return self.items_by_cat[self.cat_start[cats] + np.floor(rng.random(len(cats)) * self.cat_size[cats]).astype(np.int64)]
+        return self.items_by_cat[self.cat_start[cats]
+                                 + np.floor(rng.random(len(cats)) * self.cat_size[cats]).astype(np.int64)]
 
     def sample(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         """Sessions of 4 rows: users, histories (flat, with offsets), candidates and their share."""
@@ -644,7 +648,8 @@ class AmazonWorld:
         target_item = self._items(rng, target_cat)
         # share of each row's history in its candidate's category
         row_len = length[session]
-        positions = np.repeat(offsets[session], row_len) + (np.arange(row_len.sum()) - np.repeat(np.cumsum(row_len) - row_len, row_len))
+        positions = np.repeat(offsets[session], row_len) + (np.arange(row_len.sum())
+                                                            - np.repeat(np.cumsum(row_len) - row_len, row_len))
         match = hist_cat[positions] == np.repeat(target_cat, row_len)
         share = np.bincount(np.repeat(np.arange(n), row_len), weights=match, minlength=n) / row_len
         return {"user": user[session], "session": session, "offsets": offsets, "hist_item": hist_item,
@@ -664,8 +669,115 @@ class AmazonWorld:
             labels.astype(np.int64).tolist(), features["user"].tolist()))
 
 
+# ----------------------------------------------------------------------------- ctr_csv (rank models, feature config)
+# Columns of the CTR impression data, in file order (EasyRec-style CSV with named fields).
+CTR_CSV_COLUMNS = ("click", "user_id", "item_id", "category", "brand", "device", "city", "gender", "hour", "weekday",
+                   "age", "price", "item_ctr")
+CTR_CSV_USERS, CTR_CSV_ITEMS, CTR_CSV_CATEGORIES, CTR_CSV_BRANDS, CTR_CSV_CITIES = 50_000, 20_000, 40, 200, 100
+CTR_CSV_AGE_BOUNDARIES = (20, 25, 30, 35, 40, 50, 60)  # the age groups of the planted effects
+CTR_CSV_DEVICES = ("android", "ios", "pc")
+CTR_CSV_RATE = 0.3
+# planted pairwise interactions: (field a, field b, rank, std of the effect)
+CTR_CSV_PAIRS = (("age_group", "category", 2, 0.7), ("gender", "category", 2, 0.5), ("device", "hour", 2, 0.45))
+
+
+class CtrCsvWorld:
+    """Ground truth of the synthetic CTR impression data for the rank models' feature configs (config_tabular.yaml).
+
+    One CSV line per impression: ``click``, then ``user_id`` (50,000 Zipf ids, no signal, for hashing),
+    ``item_id`` (20,000 Zipf items; each item has a fixed ``category``, ``brand``, list ``price`` and a
+    hidden quality), ``device``, ``city`` (100, Zipf), ``gender`` (M / F, 8% missing), ``hour`` (0..23,
+    evening peak), ``weekday`` (0..6), ``age`` (16..70), ``price`` (the item's price times a small
+    discount noise) and ``item_ctr`` (a noisy historical click rate of the item, in [0, 1]).
+
+    ``click`` ~ Bernoulli(sigmoid(logit)): main effects of category, brand, city, device, age group
+    (:data:`CTR_CSV_AGE_BOUNDARIES`), an evening peak of ``hour``, ``-log(price)``, the item's quality (which
+    ``item_ctr`` reveals with noise) and three planted pairwise interactions of rank 2
+    (:data:`CTR_CSV_PAIRS`: age group x category, gender x category, device x hour), which a
+    factorization machine or a cross network can represent and a first-order model cannot.
+    ``hash_dim`` is accepted for the driver's uniform call and unused.
+    """
+
+    def __init__(self, world_seed: int, hash_dim: int | None = None) -> None:
+        rng = world_rng(world_seed, "ctr_csv")
+        self.user_cdf = zipf_cdf(CTR_CSV_USERS, 0.9)
+        self.item_cdf = zipf_cdf(CTR_CSV_ITEMS, 1.0)
+        self.city_cdf = zipf_cdf(CTR_CSV_CITIES, 1.0)
+        self.item_category = draw(rng, zipf_cdf(CTR_CSV_CATEGORIES, 0.8), CTR_CSV_ITEMS)
+        self.item_brand = draw(rng, zipf_cdf(CTR_CSV_BRANDS, 0.9), CTR_CSV_ITEMS)
+        self.item_price = np.clip(np.exp(rng.normal(3.7, 0.8, CTR_CSV_ITEMS)), 1.0, 500.0)
+        self.item_quality = rng.standard_normal(CTR_CSV_ITEMS)
+        calibration = self.sample(rng, CALIBRATION_ROWS)
+        sizes = {"category": CTR_CSV_CATEGORIES, "brand": CTR_CSV_BRANDS, "city": CTR_CSV_CITIES, "device": 3,
+                 "age_group": len(CTR_CSV_AGE_BOUNDARIES) + 1, "gender": 3, "hour": 24}
+        self.main = {name: scale_effect(rng.standard_normal(sizes[name]), calibration[name], std)
+                     for name, std in (("category", 0.45), ("brand", 0.3), ("city", 0.25), ("device", 0.2),
+                                       ("age_group", 0.2))}
+        self.pairs = []
+        for a, b, rank, std in CTR_CSV_PAIRS:
+            table = rng.standard_normal((sizes[a], rank)) @ rng.standard_normal((rank, sizes[b]))
+            self.pairs.append((a, b, scale_effect(table, (calibration[a], calibration[b]), std)))
+        log_price = np.log(calibration["price"])
+        self.price_mean, self.price_std = log_price.mean(), log_price.std()
+        self.bias = 0.0
+        self.bias = calibrate_bias(self.logits(calibration), CTR_CSV_RATE)
+        self.tokens = {
+            "category": token_table([f"cat_{i:02d}" for i in range(CTR_CSV_CATEGORIES)]),
+            "brand": token_table([f"brand_{i:03d}" for i in range(CTR_CSV_BRANDS)]),
+            "city": token_table([f"city_{i:03d}" for i in range(CTR_CSV_CITIES)]),
+            "device": token_table(list(CTR_CSV_DEVICES)),
+            "gender": token_table(["M", "F", ""]),
+        }
+
+    def sample(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+        """Field values of ``n`` impressions (``age_group`` is the age's bucket, not a column)."""
+        item = draw(rng, self.item_cdf, n)
+        age = np.clip(np.round(rng.normal(33.0, 11.0, n)), 16, 70).astype(np.int64)
+        device = np.searchsorted(np.cumsum([0.55, 0.35, 0.10]), rng.random(n), side="right").clip(0, 2)
+        return {
+            "user": draw(rng, self.user_cdf, n), "item": item, "category": self.item_category[item],
+            "brand": self.item_brand[item], "device": device, "city": draw(rng, self.city_cdf, n),
+            "gender": np.where(rng.random(n) < 0.08, 2, (rng.random(n) < 0.5).astype(np.int64)),
+            "hour": np.floor(np.mod(rng.normal(20.0, 5.0, n), 24)).astype(np.int64),
+            "weekday": rng.integers(0, 7, n), "age": age,
+            "age_group": np.searchsorted(CTR_CSV_AGE_BOUNDARIES, age, side="right"),
+            "price": (self.item_price[item] * rng.uniform(0.8, 1.0, n)).round(2),
+            "item_ctr": np.clip(sigmoid(-1.0 + 0.8 * (self.item_quality[item] + rng.normal(0.0, 0.5, n))),
+                                0, 1).round(4),
+        }
+
+    def logits(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        """True click logits ``(n,)``."""
+        z = self.bias + sum(table[features[name]] for name, table in self.main.items())
+        for a, b, table in self.pairs:
+            z = z + table[features[a], features[b]]
+        z = z + 0.35 * np.cos(2 * np.pi * (features["hour"] - 21) / 24)
+        z = z - 0.3 * (np.log(features["price"]) - self.price_mean) / self.price_std
+        return z + 0.5 * self.item_quality[features["item"]]
+
+    def render(self, features: dict[str, np.ndarray], labels: np.ndarray) -> str:
+        """CSV lines with the fields of :data:`CTR_CSV_COLUMNS`."""
+        t = self.tokens
+        columns = [
+            labels.astype(np.int64).astype(str).tolist(),
+            [f"u{v:06d}" for v in features["user"].tolist()],
+            [f"i{v:05d}" for v in features["item"].tolist()],
+            t["category"][features["category"]].tolist(),
+            t["brand"][features["brand"]].tolist(),
+            t["device"][features["device"]].tolist(),
+            t["city"][features["city"]].tolist(),
+            t["gender"][features["gender"]].tolist(),
+            features["hour"].astype(str).tolist(),
+            features["weekday"].astype(str).tolist(),
+            features["age"].astype(str).tolist(),
+            [f"{v:.2f}" for v in features["price"].tolist()],
+            [f"{v:.4f}" for v in features["item_ctr"].tolist()],
+        ]
+        return join_rows(columns, ",")
+
+
 WORLDS = {"criteo": CriteoWorld, "criteo_lr": CriteoLRWorld, "census": CensusWorld, "aliccp": AliCCPWorld,
-          "video_play": VideoPlayWorld, "amazon": AmazonWorld}
+          "video_play": VideoPlayWorld, "amazon": AmazonWorld, "ctr_csv": CtrCsvWorld}
 
 
 # ----------------------------------------------------------------------------- e2e_mm (E2E_MM_DBMTL)
@@ -763,16 +875,16 @@ def generate_e2e_mm(visits: int, seed: int, output: Path, image_dir: Path, world
     """Write GroupRTPInput lines of ``visits`` item visits (see :class:`E2EMMWorld`) and the item images.
 
     Each visit's impressions form one group, split into lines of at most ``max_group_size`` samples
-    (:func:`recstack.data.group_rtp.group_by_item`; 0: no limit). With ``ungrouped`` every sample is
+    (:func:`recstack.easyrec.group_rtp.group_by_item`; 0: no limit). With ``ungrouped`` every sample is
     its own line (group size 1, the image path repeated): the same samples, in the same order.
     Columns: ``is_valid_play;play_time;<features>;<image path>;<group size>``, samples separated by
     ``\\x01``, the 15 features of a sample (the video_play fields after the labels) by ``\\x02``; image
     paths relative to the data file's folder. With ``cate_label`` a third label column follows ``play_time``:
     ``cate_label``, the item's quality class (``floor(16 Phi(q))`` in 0..15, a target the image shows, for the
-    auxiliary image loss), so ``selected_cols`` is ``0,1,2,3,4,5``. ``proba`` receives one line per sample, in file order:
-    ``p,p_tabular`` (the true p(is_valid_play), and the one an image-blind model could reach at best).
+    auxiliary image loss), so ``selected_cols`` is ``0,1,2,3,4,5``. ``proba`` receives one line per sample,
+    in file order: ``p,p_tabular`` (the true p(is_valid_play), and the one an image-blind model could reach at best).
     """
-    from recstack.data.group_rtp import group_by_item
+    from recstack.easyrec.group_rtp import group_by_item
 
     if mean_group_size < 1:
         raise ValueError(f"mean_group_size must be >= 1, got {mean_group_size}")
@@ -855,7 +967,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hash-dim", type=int, default=CRITEO_HASH_DIM,
                         help=f"criteo formats: ids in [0, hash-dim) (default {CRITEO_HASH_DIM})")
     e2e = parser.add_argument_group("e2e_mm (grouped lines + item images)")
-    e2e.add_argument("--image-dir", type=Path, help="folder of the item PNGs (default: images/ beside the output's folder)")
+    e2e.add_argument("--image-dir", type=Path,
+                     help="folder of the item PNGs (default: images/ beside the output's folder)")
     e2e.add_argument("--mean-group-size", type=float, default=4.0, help="mean samples per item visit (>= 1; default 4)")
     e2e.add_argument("--max-group-size", type=int, default=0, help="split larger groups into lines (0: no limit)")
     e2e.add_argument("--ungrouped", action="store_true", help="the same samples one per line (group size 1)")

@@ -41,6 +41,12 @@ video_play multitask/mmoe:easyrec_sample_data 4000 1000
 aliccp multitask/esmm 6000 3000
 amazon rank/din 8000 2000
 e2e_mm multitask/e2e_mm_dbmtl 600 200
+ctr_csv rank/deepfm:tabular_sample_data 20000 4000
+ctr_csv rank/dcn:tabular_sample_data 20000 4000
+ctr_csv rank/dcn_v2:tabular_sample_data 20000 4000
+ctr_csv rank/xdeepfm:tabular_sample_data 20000 4000
+ctr_csv rank/wide_deep:tabular_sample_data 20000 4000
+ctr_csv rank/dnn:tabular_sample_data 20000 4000
 SAMPLES
 
 # Short-video data (datasets/video, PaddleRec's multi-task tutorial): each census sample above with its

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
 from recstack.config import Bool, Config, ListOf, NonNegativeInt, NonNegativeNumber, PositiveInt
+from recstack.rank_inputs import configure_feeds, field_inputs
+from recstack.wrapper import SLOT_FORMAT_SCHEMA
 from recstack.wrapper import DygraphModel as BaseModel
-from recstack.wrapper import SLOT_FORMAT_SCHEMA, slot_format_args
 
 from .net import DCNv2
 
@@ -21,8 +22,9 @@ class DygraphModel(BaseModel):
     label_names = ("label",)
 
     def create_model(self, config: Config) -> DCNv2:
+        inputs = field_inputs(config, "DCNv2")  # slot keys or feature config
         model = DCNv2(
-            **slot_format_args(config),
+            inputs,
             fc_sizes=config.get("hyper_parameters.fc_sizes", type=list),
             cross_num=config.get("hyper_parameters.cross_num", type=int),
             is_stacked=config.get("hyper_parameters.is_Stacked", type=bool),
@@ -31,6 +33,7 @@ class DygraphModel(BaseModel):
             num_experts=config.get("hyper_parameters.num_experts", type=int),
             dnn_use_bn=config.get("hyper_parameters.dnn_use_bn", type=bool),
         )
+        configure_feeds(self, config, inputs.input_names)
         self.cross = model.cross   # create_loss penalises its weights
         self.l2_reg_cross = config.get("hyper_parameters.l2_reg_cross", 0.0, type=float)
         return model

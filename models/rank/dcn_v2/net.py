@@ -9,31 +9,29 @@ full rank, or a gated mixture of low-rank experts ``U_i tanh(C_i tanh(V_i^T x_l)
 
 from __future__ import annotations
 
-import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from recstack.layers import MLP, CrossNetMix, make_embedding
+from recstack.layers import MLP, CrossNetMix
+from recstack.layers.field_inputs import FieldInputs
 from recstack.layers.init import init_linear
 
 
 class DCNv2(nn.Module):
-    """DCN-V2 over ``S`` sparse slots (one shared hashed-id table) and ``Dn`` dense values.
+    """DCN-V2 over field embeddings and dense values (:class:`FieldInputs`).
 
-    ``x_0`` is the flattened sparse embeddings followed by the dense values as they are
-    (width ``S * D + Dn``), as in the paper; the cross network is ``CrossNetMix``.
+    ``x_0`` is the flattened field embeddings followed by the dense values as they are
+    (width ``S * D + Dn`` in the slot format), as in the paper; the cross network is ``CrossNetMix``.
+    Fields may have different widths (the cross runs over the concatenation).
 
-    Initialisation: table truncated normal with std ``0.1 / sqrt(D)`` (PaddleRec's);
+    Initialisation: field vectors truncated normal with std ``0.1 / sqrt(D)`` (the producer's; PaddleRec's);
     cross weights Xavier normal, biases 0 (``CrossNetMix``'s init); MLP and
     output weights N(0, 1/sqrt(fan_in)) as PaddleRec, biases 0.
 
     Args:
-        sparse_feature_number: rows of the id table.
-        sparse_feature_dim: embedding size ``D``.
-        dense_feature_dim: number of dense values ``Dn``.
-        num_sparse_fields: number of sparse slots ``S``.
+        inputs: the field-embedding block (:func:`recstack.rank_inputs.field_inputs`).
         fc_sizes: hidden layer widths of the MLP (ReLU).
         cross_num: number of cross layers.
         is_stacked: cross network → MLP (True) or both side by side on ``x_0`` (False).
@@ -44,25 +42,24 @@ class DCNv2(nn.Module):
         dropout: dropout after each hidden layer of the MLP (PaddleRec: 0.5, no key).
 
     Shapes:
-        sparse ``(B, S)`` int64, dense ``(B, Dn)`` float32 → probability ``(B, 1)``.
+        ``inputs.input_names`` tensors (slot: sparse ``(B, S)`` int64, dense ``(B, Dn)``) → probability ``(B, 1)``.
     """
 
-    def __init__(self, sparse_feature_number: int, sparse_feature_dim: int, dense_feature_dim: int,
-                 num_sparse_fields: int, fc_sizes: Sequence[int], cross_num: int, is_stacked: bool = True,
+    def __init__(self, inputs: FieldInputs, fc_sizes: Sequence[int], cross_num: int, is_stacked: bool = True,
                  use_low_rank_mixture: bool = True, low_rank: int = 32, num_experts: int = 4,
                  dnn_use_bn: bool = False, dropout: float = 0.5) -> None:
         super().__init__()
-        self.embedding = make_embedding(sparse_feature_number, sparse_feature_dim,
-                                        0.1 / math.sqrt(sparse_feature_dim))
-        width = num_sparse_fields * sparse_feature_dim + dense_feature_dim
+        self.embedding = inputs
+        width = inputs.flat_dim + inputs.dense_dim
         self.cross = CrossNetMix(width, cross_num, low_rank if use_low_rank_mixture else None, num_experts)
         self.dnn = MLP(width, fc_sizes, dropout=dropout, batch_norm=dnn_use_bn, init="normal")
         self.is_stacked = is_stacked
         self.output = init_linear(nn.Linear(self.dnn.output_dim if is_stacked else self.dnn.output_dim + width, 1),
                                   "normal")
 
-    def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        x0 = torch.cat([self.embedding(sparse).flatten(1), dense], dim=1)   # (B, S * D + Dn)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        fields, dense = self.embedding(*inputs)
+        x0 = torch.cat([fields.flatten(1), dense], dim=1)   # (B, S * D + Dn)
         if self.is_stacked:
             hidden = self.dnn(self.cross(x0))
         else:

@@ -10,7 +10,7 @@ field pair, scores ``s_ij``) and a DNN over the field embeddings and the pair sc
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

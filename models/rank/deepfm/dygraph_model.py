@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from recstack.config import Config, ListOf, PositiveInt
+from recstack.rank_inputs import configure_feeds, field_inputs
+from recstack.wrapper import SLOT_FORMAT_SCHEMA
 from recstack.wrapper import DygraphModel as BaseModel
-from recstack.wrapper import SLOT_FORMAT_SCHEMA, slot_format_args
 
 from .net import DeepFM
 
@@ -15,7 +16,11 @@ class DygraphModel(BaseModel):
     label_names = ("label",)
 
     def create_model(self, config: Config) -> DeepFM:
-        return DeepFM(
-            **slot_format_args(config),
+        inputs = field_inputs(config, "DeepFM", first_order=True, dense_fields=True,
+                              equal_width=True)  # slot keys or feature config
+        model = DeepFM(
+            inputs,
             fc_sizes=config.get("hyper_parameters.fc_sizes", type=list),
         )
+        configure_feeds(self, config, inputs.input_names)
+        return model

@@ -17,7 +17,7 @@ its batch was padded (``recstack.layers.attention``).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -82,5 +82,6 @@ class DIN(nn.Module):
         history = self.embed(hist_item, hist_cat)  # (B, L, D)
         target = self.embed(target_item.reshape(-1), target_cat.reshape(-1))  # (B, D)
         interest = self.interest(self.attention(target, history, mask))  # (B, D)
-        logit = self.mlp(torch.cat([interest, target, interest * target], dim=-1)) + self.item_bias(target_item.reshape(-1))
+        logit = (self.mlp(torch.cat([interest, target, interest * target], dim=-1))
+                 + self.item_bias(target_item.reshape(-1)))
         return torch.sigmoid(logit)

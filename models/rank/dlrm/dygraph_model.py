@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from recstack.config import Config, ConfigError, ListOf, PositiveInt
 from recstack.metrics import AUC, Accuracy
-from recstack.wrapper import DygraphModel as BaseModel
 from recstack.wrapper import SLOT_FORMAT_SCHEMA, slot_format_args
+from recstack.wrapper import DygraphModel as BaseModel
 
 from .net import DLRM
 

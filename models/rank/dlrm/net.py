@@ -12,7 +12,7 @@ that interacts with the sparse embeddings by pairwise dot products.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from recstack.config import Config
-from recstack.wrapper import DygraphModel as BaseModel
 from recstack.wrapper import SLOT_FORMAT_SCHEMA, slot_format_args
+from recstack.wrapper import DygraphModel as BaseModel
 
 from .net import FFM
 

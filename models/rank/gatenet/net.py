@@ -11,7 +11,7 @@ and a gate after every hidden layer, ``h' = h * sigmoid(W h)``;
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from recstack.config import Config, ListOf, PositiveInt
+from recstack.rank_inputs import configure_feeds, field_inputs, wide_inputs
+from recstack.wrapper import SLOT_FORMAT_SCHEMA
 from recstack.wrapper import DygraphModel as BaseModel
-from recstack.wrapper import SLOT_FORMAT_SCHEMA, slot_format_args
 
 from .net import WideDeep
 
@@ -15,7 +16,11 @@ class DygraphModel(BaseModel):
     label_names = ("label",)
 
     def create_model(self, config: Config) -> WideDeep:
-        return WideDeep(
-            **slot_format_args(config),
+        inputs = field_inputs(config, "WideAndDeep", wide_groups=True)  # slot keys or feature config
+        model = WideDeep(
+            inputs,
+            wide=wide_inputs(config, "WideAndDeep"),
             fc_sizes=config.get("hyper_parameters.fc_sizes", type=list),
         )
+        configure_feeds(self, config, model.input_names)
+        return model

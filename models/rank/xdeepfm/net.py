@@ -11,58 +11,56 @@ MLP over the same field embeddings (26 sparse slots with x = 1 and 13 dense valu
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from recstack.layers import CIN, MLP, FieldEmbedding
+from recstack.layers import CIN, MLP
+from recstack.layers.field_inputs import FieldInputs
 
 
 class XDeepFM(nn.Module):
-    """xDeepFM over ``S`` sparse slots (one shared hashed-id table) and ``Dn`` dense values.
+    """xDeepFM over ``F`` fields of one width ``D`` (:class:`FieldInputs` with ``first_order``).
 
-    As DeepFM here, one table of width ``1 + D`` holds each id's first-order weight (column 0) and
-    its field vector, so a batch does one lookup and one row-wise update; dense field ``i`` has the
-    first-order weight ``u_i0`` and the vector ``u_i[1:]`` (both times ``x_i``).
+    As DeepFM here, each field carries its first-order weight in column 0 (slot format: one table of
+    width ``1 + D``, so a batch does one lookup and one row-wise update; dense field ``i`` has the
+    first-order weight ``u_i0`` and the vector ``u_i[1:]``, both times ``x_i``). From a feature config
+    every feature is a field and all need the same ``embedding_dim`` (the CIN's feature maps).
 
     The CIN feeds every layer's feature maps both to the next layer and to the output
     (``split_half=False``, as PaddleRec's CIN), so ``layer_sizes_cin`` means what it means there:
     ``[128, 32]`` pools 160 maps.
 
-    Initialisation: table and dense field vectors truncated normal with std
-    ``0.1 / sqrt(sparse_feature_dim)`` (PaddleRec's table init; PaddleRec sets the dense ones to 1.0),
+    Initialisation: field vectors truncated normal with std ``0.1 / sqrt(D)`` (the producer's;
+    PaddleRec's table init, PaddleRec sets the dense ones to 1.0),
     CIN layers PyTorch's default Linear init (``recstack.layers.CIN``), the CIN output layer
     N(0, 0.1/sqrt(fan_in)) as PaddleRec's, MLP weights N(0, 1/sqrt(fan_in)) and the bias 0.
 
     Args:
-        sparse_feature_number: rows of the id table.
-        sparse_feature_dim: embedding size ``D``.
-        dense_feature_dim: number of dense values ``Dn``.
-        num_sparse_fields: number of sparse slots ``S``.
+        inputs: the field-embedding block (:func:`recstack.rank_inputs.field_inputs`).
         layer_sizes_cin: feature maps of each CIN layer.
         layer_sizes_dnn: hidden layer widths of the deep part.
 
     Shapes:
-        sparse ``(B, S)`` int64, dense ``(B, Dn)`` float32 → probability ``(B, 1)``.
+        ``inputs.input_names`` tensors (slot: sparse ``(B, S)`` int64, dense ``(B, Dn)``) → probability ``(B, 1)``.
     """
 
-    def __init__(self, sparse_feature_number: int, sparse_feature_dim: int, dense_feature_dim: int,
-                 num_sparse_fields: int, layer_sizes_cin: Sequence[int], layer_sizes_dnn: Sequence[int]) -> None:
+    def __init__(self, inputs: FieldInputs, layer_sizes_cin: Sequence[int], layer_sizes_dnn: Sequence[int]) -> None:
         super().__init__()
-        std = 0.1 / math.sqrt(sparse_feature_dim)
-        # one table holds each id's first-order weight (column 0) and its field vector
-        self.embedding = FieldEmbedding(sparse_feature_number, 1 + sparse_feature_dim, dense_feature_dim, init_std=std)
-        self.embedding_dim = sparse_feature_dim
-        num_fields = num_sparse_fields + dense_feature_dim
+        if not inputs.first_order or inputs.dense_dim:
+            raise ValueError("xDeepFM reads fields with a first-order column and no dense values apart")
+        self.embedding = inputs  # (B, F, 1 + D): each field's first-order weight (column 0) and its vector
+        self.embedding_dim = inputs.require_equal_width("xDeepFM") - 1
+        num_fields = inputs.num_fields
         self.cin = CIN(num_fields, layer_sizes_cin, split_half=False)
         self.cin_output = nn.Linear(self.cin.output_dim, 1, bias=False)
         nn.init.normal_(self.cin_output.weight, 0.0, 0.1 / math.sqrt(self.cin.output_dim))
-        self.dnn = MLP(num_fields * sparse_feature_dim, layer_sizes_dnn, output_dim=1, init="normal")
+        self.dnn = MLP(num_fields * self.embedding_dim, layer_sizes_dnn, output_dim=1, init="normal")
         self.bias = nn.Parameter(torch.zeros(1))
 
-    def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        weights, fields = self.embedding(sparse, dense).split([1, self.embedding_dim], dim=2)  # (B, F, 1), (B, F, D)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        weights, fields = self.embedding(*inputs)[0].split([1, self.embedding_dim], dim=2)  # (B, F, 1), (B, F, D)
         linear = weights.sum(dim=1) + self.bias
         logit = linear + self.cin_output(self.cin(fields)) + self.dnn(fields.flatten(1))
         return torch.sigmoid(logit)
