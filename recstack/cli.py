@@ -1,8 +1,10 @@
-"""Command-line entry points behind ``tools/trainer.py`` and ``tools/infer.py``.
+"""The tools' shared entry: argument parsing, and expected errors to one line and an exit status.
 
-Both take PaddleRec's flags: ``-m CONFIG.yaml`` and ``-o key=value ...``.
-Expected user errors (bad config, bad data, missing checkpoint) print one clear
-line and exit with status 2 instead of a traceback.
+``tools/trainer.py`` and ``tools/infer.py`` are :func:`train_main` / :func:`infer_main`; every tool with
+PaddleRec's ``-m CONFIG.yaml -o key=value ...`` flags builds its parser on :func:`argument_parser`, and every
+tool's ``main`` goes through :func:`report_user_errors`: expected user errors (bad config, bad data, missing
+checkpoint) print one clear line and exit with status 2 instead of a traceback. The tools run as
+``python tools/<tool>.py`` with the package installed (``pip install -e .``); none edits ``sys.path``.
 """
 
 from __future__ import annotations
@@ -10,16 +12,24 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-from typing import Callable, Sequence
+import sys
+from collections.abc import Callable, Sequence
 
-from recstack.checkpoint import CheckpointError
 from recstack.config import ConfigError, load_config
-from recstack.data.base import DataFormatError
-from recstack.utils import setup_logging
 
 logger = logging.getLogger("recstack")
 
-USER_ERRORS = (ConfigError, DataFormatError, FileNotFoundError, CheckpointError)
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The expected user errors: a bad config, data file or checkpoint, a missing file.
+
+    Imported when an error is being reported, so that the light tools (the HTTP client, the serving
+    benchmark) start without torch: :mod:`recstack.checkpoint` imports it.
+    """
+    from recstack.checkpoint import CheckpointError
+    from recstack.data.base import DataFormatError
+
+    return ConfigError, DataFormatError, FileNotFoundError, CheckpointError
 
 
 #: ``-h`` epilogs of the PaddleRec tools: typical commands, where the keys are documented, exit status.
@@ -79,41 +89,64 @@ def parse_args(description: str, argv: Sequence[str] | None, epilog: str | None 
     return argument_parser(description, epilog).parse_args(argv)
 
 
-def report_user_errors(main: Callable[..., int]) -> Callable[..., int]:
-    """Wrap a tool's ``main``: :data:`USER_ERRORS` become one ERROR line and exit status 2.
+#: An error type a tool reports as one line, the exit status, and the line's prefix (:func:`report_user_errors`).
+Failure = tuple[type[BaseException] | tuple[type[BaseException], ...], int, str]
 
-    For tools that build on :func:`recstack.config.load_config` and the core without the
-    ``-m``/``-o`` runner of :func:`train_main` (the benchmarks, the client).
+
+def report_user_errors(main: Callable[..., int] | None = None, *, failures: Sequence[Failure] = (),
+                       plain: bool = False) -> Callable[..., int]:
+    """Wrap a tool's ``main``: every tool's one way from an expected error to its exit status.
+
+    :func:`user_errors` (a bad config, data, checkpoint or missing file) become one ERROR line and exit
+    status 2; ``failures`` add ``(error type, exit status, line prefix)``, matched first, e.g.
+    ``(ExportError, 1, "export failed: ")`` for the exporters, ``(UnavailableError, 2, "unavailable: ")``
+    for the inference tools. Anything else is a bug and keeps its traceback. ``plain``: the line goes to
+    stderr as it is, without the log format (the tools that print for people rather than log: the client,
+    ``tools/to_triton.py``).
+
+    Use it as ``@report_user_errors`` or ``@report_user_errors(failures=[...])``.
     """
+    if main is None:
+        return functools.partial(report_user_errors, failures=failures, plain=plain)
+
     @functools.wraps(main)
     def wrapped(*args, **kwargs) -> int:
         try:
             return main(*args, **kwargs)
-        except USER_ERRORS as err:
-            logger.error("%s", err)
-            return 2
+        except Exception as err:
+            for kind, status, prefix in (*failures, (user_errors(), 2, "")):
+                if isinstance(err, kind):
+                    if plain:
+                        print(f"{prefix}{err}", file=sys.stderr)
+                    else:
+                        logger.error("%s%s", prefix, err)
+                    return status
+            raise
 
     return wrapped
 
 
 def _run(description: str, argv: Sequence[str] | None, action: Callable, epilog: str | None = None) -> int:
+    from recstack.utils import setup_logging
+
     args = parse_args(description, argv, epilog)
     setup_logging()
-    try:
-        config = load_config(args.config_yaml, args.opt)
-        action(config)
-    except USER_ERRORS as err:
-        logger.error("%s", err)
-        return 2
-    return 0
+
+    @report_user_errors
+    def run() -> int:
+        action(load_config(args.config_yaml, args.opt))
+        return 0
+
+    return run()
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
     """``tools/trainer.py``: train, one checkpoint per epoch."""
+    from recstack.testing import from_environment
     from recstack.trainer import train
 
     def action(config):
-        result = train(config)
+        result = train(config, callbacks=from_environment())  # test hooks (recstack/testing.py), off by default
         last = result.epochs[-1] if result.epochs else None
         if last is not None:
             logger.info("done: %d epoch(s); checkpoints in %s (last: %s); %s", len(result.epochs),

@@ -31,9 +31,10 @@ import logging
 import math
 import os
 import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import yaml
 
@@ -66,47 +67,70 @@ _BOOL = (bool,)
 #: Every ``runner`` key recstack understands. ``doc/yaml.md`` documents the same table.
 RUNNER_KEYS: dict[str, Key] = {
     # --- data
-    "train_data_dir": Key(_OPT_STR, None, "folder of training files (all files in it, sorted); relative to the YAML's folder", data_path=True),
-    "train_reader_path": Key(_OPT_STR, None, "reader for training: a module name in the model folder (e.g. criteo_reader) or a core reader name"),
+    "train_data_dir": Key(_OPT_STR, None, "folder of training files (all files in it, "
+                          "sorted); relative to the YAML's folder", data_path=True),
+    "train_reader_path": Key(_OPT_STR, None, "reader for training: a module name in the "
+                             "model folder (e.g. criteo_reader) or a core reader name"),
     "train_batch_size": Key(_INT, 512, "training batch size"),
     "test_data_dir": Key(_OPT_STR, None, "folder of evaluation files; relative to the YAML's folder", data_path=True),
     "infer_reader_path": Key(_OPT_STR, None, "reader for evaluation (defaults to train_reader_path)"),
     "infer_batch_size": Key(_INT, 512, "evaluation batch size"),
     "shuffle": Key(_BOOL, False, "shuffle training data: file order and rows within each parsed block (seeded)"),
     "num_workers": Key(_INT, 1, "background threads that parse data ahead of the model (0 = parse inline)"),
-    "bucket_by_length": Key(_BOOL, False, "readers with variable-length columns (DIN's history): group each parsed block's rows by length into batches (batch order shuffled with shuffle), so batches pad less"),
-    "cache_dir": Key(_OPT_STR, None, "folder for the binary cache of parsed files (raw .bin arrays + meta.json, keyed by path, size, mtime and reader settings); relative to the YAML's folder like the data; null = parse text each epoch", data_path=True),
+    "bucket_by_length": Key(_BOOL, False, "readers with variable-length columns (DIN's "
+                            "history): group each parsed block's rows by length into batches "
+                            "(batch order shuffled with shuffle), so batches pad less"),
+    "cache_dir": Key(_OPT_STR, None, "folder for the binary cache of parsed files (raw .bin arrays "
+                     "+ meta.json, keyed by path, size, mtime and reader settings); relative to the "
+                     "YAML's folder like the data; null = parse text each epoch", data_path=True),
     # --- training loop
     "epochs": Key(_INT, 1, "number of training epochs"),
     "print_interval": Key(_INT, 10, "log a batch line every N batches"),
     "seed": Key(_INT, 12345, "random seed (torch, numpy, python, shuffling); 0 to 2**32 - 1"),
     "use_auc": Key(_BOOL, True, "reset metrics at the start of every epoch (False: metrics accumulate over epochs)"),
-    "model_save_path": Key(_STR, "output_model", "checkpoints are written to <model_save_path>/<epoch>/ (relative to the working directory)"),
-    "model_init_path": Key(_OPT_STR, None, "warm start: checkpoint folder whose model parameters are loaded before training"),
+    "model_save_path": Key(_STR, "output_model", "checkpoints are written to "
+                           "<model_save_path>/<epoch>/ (relative to the working directory)"),
+    "model_init_path": Key(_OPT_STR, None, "warm start: checkpoint folder "
+                           "whose model parameters are loaded before training"),
     "save_optimizer": Key(_BOOL, True, "also save the optimizer state in each checkpoint"),
-    "previous_run": Key(_STR, "archive", "what a run does with another run's <epoch>/ folders found in model_save_path, before its first epoch: archive (move them to <model_save_path>/previous_runs/<run id>/), remove (delete them) or refuse (stop, exit 2); see doc/yaml.md, Runs and output folders"),
+    "previous_run": Key(_STR, "archive", "what a run does with another run's <epoch>/ folders "
+                        "found in model_save_path, before its first epoch: archive (move them "
+                        "to <model_save_path>/previous_runs/<run id>/), remove (delete them) "
+                        "or refuse (stop, exit 2); see doc/yaml.md, Runs and output folders"),
     # --- evaluation
-    "infer_load_path": Key(_OPT_STR, None, "folder holding <epoch>/ checkpoints to evaluate (defaults to model_save_path)"),
+    "infer_load_path": Key(_OPT_STR, None, "folder holding <epoch>/ checkpoints "
+                           "to evaluate (defaults to model_save_path)"),
     "infer_start_epoch": Key(_INT, 0, "first checkpoint epoch evaluated by tools/infer.py"),
     "infer_end_epoch": Key(_OPT_INT, None, "evaluate epochs [infer_start_epoch, infer_end_epoch) (defaults to epochs)"),
     # --- devices, threads
     "use_gpu": Key(_BOOL, False, "train/evaluate on CUDA; a clear message and CPU fallback when no GPU is present"),
-    "cpu_threads": Key(_OPT_INT, None, "torch intra-op threads (null = torch's default); see doc/yaml.md on the OpenMP trap"),
+    "cpu_threads": Key(_OPT_INT, None, "torch intra-op threads (null = "
+                       "torch's default); see doc/yaml.md on the OpenMP trap"),
     # --- logging
     "use_visual": Key(_BOOL, False, "write TensorBoard scalars (loss, metrics per interval and per epoch)"),
     "visual_log_path": Key(_OPT_STR, None, "TensorBoard folder (defaults to <model_save_path>/visual_log)"),
     "progress_bar": Key((bool, type(None)), None, "tqdm progress bar (null = only when stderr is a terminal)"),
     # --- distributed
-    "use_fleet": Key(_BOOL, False, "multi-process data-parallel training (PaddleRec's fleet) on torch.distributed: start with torchrun --nproc_per_node=N tools/trainer.py -m ...; without torchrun (WORLD_SIZE unset) the job runs as one process, with a warning (doc/distributed.md)"),
-    "dist_backend": Key(_OPT_STR, None, "torch.distributed backend with use_fleet: gloo (CPU) or nccl (GPU); null = nccl when use_gpu finds a GPU, gloo otherwise"),
-    "dist_timeout_s": Key((int, float), 1800, "process-group timeout in seconds with use_fleet: a collective waiting longer (a hung or lost rank) fails the job"),
-    "dist_comm_hook": Key(_OPT_STR, None, "DDP gradient compression with use_fleet: fp16 or bf16 (dense gradients only: refused with sparse embedding gradients); null = none"),
-    "embedding_sharding": Key(_OPT_STR, None, "with use_fleet: shard the id table of the slot-format rank models on TorchRec (optional extra, tools/install_torchrec.sh): table_wise, column_wise, row_wise, table_row_wise, data_parallel or auto (TorchRec's planner chooses); null = plain DDP (doc/distributed.md)"),
+    "use_fleet": Key(_BOOL, False, "multi-process data-parallel training (PaddleRec's fleet) on torch.distributed: "
+                     "start with torchrun --nproc_per_node=N tools/trainer.py -m ...; without torchrun (WORLD_SIZE "
+                     "unset) the job runs as one process, with a warning (doc/distributed.md)"),
+    "dist_backend": Key(_OPT_STR, None, "torch.distributed backend with use_fleet: gloo (CPU) "
+                        "or nccl (GPU); null = nccl when use_gpu finds a GPU, gloo otherwise"),
+    "dist_timeout_s": Key((int, float), 1800, "process-group timeout in seconds with use_fleet: "
+                          "a collective waiting longer (a hung or lost rank) fails the job"),
+    "dist_comm_hook": Key(_OPT_STR, None, "DDP gradient compression with use_fleet: fp16 or bf16 (dense "
+                          "gradients only: refused with sparse embedding gradients); null = none"),
+    "embedding_sharding": Key(_OPT_STR, None, "with use_fleet: shard the id table of the slot-format "
+                              "rank models on TorchRec (optional extra, tools/install_torchrec.sh): "
+                              "table_wise, column_wise, row_wise, table_row_wise, data_parallel or auto "
+                              "(TorchRec's planner chooses); null = plain DDP (doc/distributed.md)"),
     # --- PaddleRec keys accepted so that PaddleRec configs load unchanged; they have no effect here
-    "use_inference": Key(_BOOL, False, "PaddleRec: save an inference model each epoch; recstack exports once, after training: tools/to_static.py", compat_only=True),
+    "use_inference": Key(_BOOL, False, "PaddleRec: save an inference model each epoch; recstack "
+                         "exports once, after training: tools/to_static.py", compat_only=True),
     "save_inference_feed_varnames": Key((list, type(None)), None, "PaddleRec inference feed names", compat_only=True),
     "save_inference_fetch_varnames": Key((list, type(None)), None, "PaddleRec inference fetch names", compat_only=True),
-    "reader_type": Key(_OPT_STR, None, "PaddleRec reader type (QueueDataset/InmemoryDataset/DataLoader)", compat_only=True),
+    "reader_type": Key(_OPT_STR, None, "PaddleRec reader type (QueueDataset/InmemoryDataset/DataLoader)",
+                       compat_only=True),
     "sync_mode": Key(_OPT_STR, None, "PaddleRec parameter-server sync mode", compat_only=True),
     "thread_num": Key(_OPT_INT, None, "PaddleRec static-graph thread count; use cpu_threads", compat_only=True),
     "use_xpu": Key(_BOOL, False, "PaddleRec: Kunlun XPU", compat_only=True),
@@ -205,15 +229,18 @@ OPTIMIZER_KEYS: dict[str, Key] = {
     "learning_rate": Key((float, int), 0.001, "learning rate"),
     "weight_decay": Key((float, int), 0.0, "AdamW's decoupled weight decay (dense parameters)"),
     "sparse": Key(_BOOL, True, "row-wise (sparse) updates for embedding tables; Adam/AdamW use SparseAdam for them"),
-    "lr_schedule": Key((dict, type(None)), None, "learning-rate schedule stepped once per batch: {boundaries: [steps], values: [rates]} (Paddle's PiecewiseDecay); see LR_SCHEDULE_KEYS"),
+    "lr_schedule": Key((dict, type(None)), None, "learning-rate schedule stepped once per batch: {boundaries: "
+                       "[steps], values: [rates]} (Paddle's PiecewiseDecay); see LR_SCHEDULE_KEYS"),
     "strategy": Key(_OPT_STR, None, "PaddleRec fleet strategy (sync/async); no effect here", compat_only=True),
 }
 
 #: Keys of ``hyper_parameters.optimizer.lr_schedule`` (a piecewise-constant rate over training steps).
 LR_SCHEDULE_KEYS: dict[str, Key] = {
     "class": Key(_STR, "PiecewiseDecay", "schedule kind; PiecewiseDecay (Paddle's name) is the one available"),
-    "boundaries": Key((list,), None, "step numbers (batches since the start of training, counted from 0) where the rate changes; strictly increasing positive ints"),
-    "values": Key((list,), None, "the rates: values[0] before boundaries[0], values[i] from boundaries[i-1] on; one more than boundaries"),
+    "boundaries": Key((list,), None, "step numbers (batches since the start of training, counted "
+                      "from 0) where the rate changes; strictly increasing positive ints"),
+    "values": Key((list,), None, "the rates: values[0] before boundaries[0], "
+                  "values[i] from boundaries[i-1] on; one more than boundaries"),
 }
 
 #: Common names users type for a key, mapped to recstack's (PaddleRec's) name, for did-you-mean.
@@ -226,8 +253,10 @@ ALIASES: dict[str, str] = {
 #: Keys of ``hyper_parameters`` that belong to the training core, not to a model.
 CORE_HYPER_PARAMETERS: dict[str, Key] = {
     "optimizer": Key((dict,), {}, "optimizer settings (see OPTIMIZER_KEYS)"),
-    "reg": Key((float, int), 0.0, "L2 regularisation: added to dense gradients, and to the rows touched in a batch for sparse tables (as Paddle's L2Decay on sparse gradients)"),
-    "clip_by_norm": Key((float, int, type(None)), None, "clip the global gradient norm (all parameters, tables included) to this value before each step; null or 0: no clipping"),
+    "reg": Key((float, int), 0.0, "L2 regularisation: added to dense gradients, and to the rows "
+               "touched in a batch for sparse tables (as Paddle's L2Decay on sparse gradients)"),
+    "clip_by_norm": Key((float, int, type(None)), None, "clip the global gradient norm (all parameters, "
+                        "tables included) to this value before each step; null or 0: no clipping"),
 }
 
 #: Range checks of ``hyper_parameters.optimizer`` keys (after their type check). The learning rate
@@ -540,7 +569,8 @@ def validate_runner(config: Config) -> None:
     for key, value in runner.items():
         full = f"runner.{key}"
         if key not in RUNNER_KEYS:
-            raise ConfigError(f"unknown key {config.source(full)}{did_you_mean(full, ['runner.' + k for k in RUNNER_KEYS])}")
+            raise ConfigError(f"unknown key {config.source(full)}"
+                              f"{did_you_mean(full, ['runner.' + k for k in RUNNER_KEYS])}")
         spec = RUNNER_KEYS[key]
         if not check_type(value, spec.types):
             raise ConfigError(f"{config.source(full)}: expected {type_name(spec.types)}, got {value!r}")

@@ -1,10 +1,10 @@
-"""Evaluation loop shared by ``tools/infer.py`` and in-process evaluation, and the log-line helpers."""
+"""Evaluation loop shared by ``tools/infer.py`` and in-process evaluation."""
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -12,55 +12,12 @@ from torch import nn
 from recstack.checkpoint import CheckpointError
 from recstack.config import Config, ConfigError
 from recstack.data.base import DataFormatError
-from recstack.metrics import Metric, warn_undefined
+from recstack.logs import IntervalStats, format_metrics
+from recstack.metrics import warn_undefined
+from recstack.prepare import batch_size_of, move_batch
 from recstack.wrapper import Batch, DygraphModel
 
 logger = logging.getLogger(__name__)
-
-
-def format_metrics(names: list[str], metrics: list[Metric]) -> str:
-    """``"auc: 0.712345, "`` for each metric (PaddleRec's log layout)."""
-    return "".join(f"{name}: {metric.compute():.6f}, " for name, metric in zip(names, metrics))
-
-
-class IntervalStats:
-    """Reader/batch cost and throughput since the last batch log line."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.batches = 0
-        self.samples = 0
-        self.reader_cost = 0.0
-        self.batch_cost = 0.0
-
-    def add(self, reader_cost: float, batch_cost: float, samples: int) -> None:
-        self.batches += 1
-        self.samples += samples
-        self.reader_cost += reader_cost
-        self.batch_cost += batch_cost
-
-    def line(self) -> str:
-        """``avg_reader_cost: ... sec, avg_batch_cost: ... sec, avg_samples: ..., ips: ... ins/s``."""
-        n = max(1, self.batches)
-        return (f"avg_reader_cost: {self.reader_cost / n:.5f} sec, avg_batch_cost: {self.batch_cost / n:.5f} sec, "
-                f"avg_samples: {self.samples / n:.5f}, ips: {self.samples / max(self.batch_cost, 1e-9):.1f} ins/s")
-
-
-def move_batch(batch: Batch, device: torch.device) -> Batch:
-    """A batch on ``device`` (unchanged on CPU)."""
-    if device.type == "cpu":
-        return batch
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-def batch_size_of(batch: Batch) -> int:
-    """Samples in a batch: the rows of its first column; in a grouped batch (GroupRTPInput, whose
-    ``sample_num`` column maps each sample to its group) the samples, not the groups."""
-    if "sample_num" in batch:
-        return len(batch["sample_num"])
-    return len(next(iter(batch.values())))
 
 
 @torch.no_grad()
@@ -137,30 +94,15 @@ def infer(config: Config) -> dict[int, dict[str, float]]:
     from pathlib import Path
 
     from recstack.checkpoint import MODEL_FILE, clean_interrupted_saves, load_checkpoint
-    from recstack.config import check_hyper_parameters, log_config
-    from recstack.data import create_loader, create_reader
+    from recstack.config import log_config
+    from recstack.dist.strategy import make_strategy
+    from recstack.prepare import prepare_run
     from recstack.runs import previous_runs_hint, warn_mixed_runs
-    from recstack.trainer import build_model
-    from recstack.utils import seed_everything, select_device, set_cpu_threads, thread_settings
-    from recstack.wrapper import model_name
 
-    ctx = None
-    if config.get("runner.use_fleet"):  # each rank evaluates its shard; metrics are global, rank 0 logs
-        from recstack import dist
-
-        ctx = dist.init_distributed(config)
+    # runner.use_fleet under torchrun: each rank evaluates its shard; metrics are global, rank 0 logs
+    strategy = make_strategy(config, training=False)
     log_config(config)
-    seed_everything(config.get("runner.seed"))
-    set_cpu_threads(config.get("runner.cpu_threads"))
-    device = select_device(config.get("runner.use_gpu")) if ctx is None else ctx.device
-    logger.info("threads: %s", thread_settings())
-    wrapper, model = build_model(config, device)
-    reader = create_reader(config, "infer")
-    check_hyper_parameters(config, model_name(config))
-    loader = create_loader(config, "infer", reader)
-    if ctx is not None:
-        loader.set_shard(ctx.rank, ctx.world_size)
-        logger.info("data: rank %d of %d reads %s", ctx.rank, ctx.world_size, loader.shard_description())
+    wrapper, model, _, _, loader, device = prepare_run(config, "infer", strategy)
     root = Path(config.get("runner.infer_load_path"))
     start, end = config.get("runner.infer_start_epoch"), config.get("runner.infer_end_epoch")
     if end <= start:
@@ -190,9 +132,8 @@ def infer(config: Config) -> dict[int, dict[str, float]]:
             continue
         logger.info("loaded checkpoint %s", root / str(epoch))
         results[epoch] = evaluate(wrapper, model, loader, config, epoch=epoch, device=device)
-    if ctx is not None:
-        del model
-        dist.teardown()
+    del model
+    strategy.teardown()
     if failed:
         raise EpochsFailed(results, failed)
     return results

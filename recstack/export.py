@@ -23,9 +23,14 @@
    figures, and each file's size and SHA-256: the JSON is the export's manifest). Every file is written
    under a temporary name and renamed into place only after the checks pass, the JSON last, so a failed
    export leaves the previous one intact; an export killed between the renames can leave new files
-   beside the old JSON, which every loader refuses (:func:`verify_export_file`): a reader sees the old
-   export, the new one, or a one-line error, never a mix. Temporaries of killed exports are removed
-   by the next one (:mod:`recstack.fileio`).
+   beside the old JSON, which every loader refuses (:func:`recstack.export_spec.verify_export_file`): a
+   reader sees the old export, the new one, or a one-line error, never a mix. Temporaries of killed
+   exports are removed by the next one (:mod:`recstack.fileio`).
+
+The JSON's keys and the loading side (:class:`recstack.export_spec.ExportedModel`) are
+:mod:`recstack.export_spec`'s. :func:`export_parts` writes several exports cut from one checkpoint
+through the wrapper's hooks (:attr:`recstack.wrapper.DygraphModel.export_parts`; E2E_MM_DBMTL's image /
+rec / total models, ``tools/export_mm_model.py``).
 
 Why tracing and the TorchScript-based ONNX exporter (``dynamo=False``) rather than
 ``torch.jit.script`` or the ``torch.export``-based exporter: scripting rejects ordinary Python in
@@ -38,15 +43,14 @@ sizes and lengths catch a trace that baked a shape in. doc/inference.md has the 
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import logging
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,7 +58,20 @@ from torch import nn
 
 import recstack
 from recstack.checkpoint import MODEL_FILE, clean_interrupted_saves, load_checkpoint
-from recstack.config import Config, ConfigError
+from recstack.config import Config
+
+# (ExportFileError, load_spec, torchscript_apis, verify_export_file: importable from here as before the split)
+from recstack.export_spec import (  # noqa: F401
+    FORMAT_VERSION,
+    PREFIX,
+    ExportFileError,
+    TensorSpec,
+    file_sha256,
+    load_spec,
+    numpy_dtype,
+    torchscript_apis,
+    verify_export_file,
+)
 from recstack.fileio import atomic_path
 from recstack.wrapper import DygraphModel, as_tasks, model_name
 
@@ -64,21 +81,8 @@ logger = logging.getLogger(__name__)
 OPSET = 17
 #: Max abs difference allowed between eager and each exported model (fp32).
 TOLERANCE = 1e-5
-#: File name prefix of the exported files (PaddleRec's ``tostatic.pdmodel``).
-PREFIX = "tostatic"
-#: Version of the JSON layout.
-FORMAT_VERSION = 1
 #: Batches scanned for one whose variable-length axes differ from the example batch.
 SCAN_BATCHES = 64
-
-# The deprecation warnings of the TorchScript APIs this module uses on purpose (see the module
-# docstring); filtered only around those calls.
-_DEPRECATIONS = (
-    r"`torch\.jit\.(trace|trace_method|save|load|freeze)` is deprecated",
-    r"You are using the legacy TorchScript-based ONNX export",
-    r"The feature will be removed\. Please remove usage of this function",
-)
-
 
 # The exporter's caveat on advanced indexing with negative indices; the models index with
 # nonzero() / arange() results, and the parity checks run the exported graph.
@@ -89,57 +93,7 @@ class ExportError(RuntimeError):
     """An export failed its checks (parity, names, shapes); the message says what and where."""
 
 
-class ExportFileError(ConfigError):
-    """An export on disk cannot be used: a file is damaged or does not match the JSON beside it
-    (an interrupted or mixed export); the message names the folder and the file."""
-
-
-@contextlib.contextmanager
-def torchscript_apis() -> Iterator[None]:
-    """Silence the deprecation warnings of ``torch.jit.trace/save/load/freeze`` and the legacy ONNX exporter."""
-    with warnings.catch_warnings():
-        for message in _DEPRECATIONS:
-            warnings.filterwarnings("ignore", message=message, category=DeprecationWarning)
-        yield
-
-
 # ---------------------------------------------------------------------- description
-@dataclass
-class TensorSpec:
-    """One model input or output as the exported files see it.
-
-    Attributes:
-        name: the ONNX input/output name (and TorchScript argument position).
-        dtype: numpy dtype name (``int64``, ``float32``).
-        shape: sizes, with a string naming each dynamic axis (``["batch", 26]``).
-        column: inputs: the reader column (batch key) it is read from, ``None`` when the
-            wrapper's ``create_feeds`` computes it; outputs: the label column it predicts.
-        task: outputs: the task name (``None`` for a single-task model).
-        kind: outputs: ``probability`` or ``value``.
-        meaning: outputs: one line for people.
-    """
-
-    name: str
-    dtype: str
-    shape: list[int | str]
-    column: str | None = None
-    task: str | None = None
-    kind: str | None = None
-    meaning: str | None = None
-
-    @property
-    def dynamic_axes(self) -> dict[int, str]:
-        return {i: s for i, s in enumerate(self.shape) if isinstance(s, str)}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
-
-
-def numpy_dtype(tensor: torch.Tensor) -> str:
-    """The numpy name of a tensor's dtype (``int64``, ``float32``)."""
-    return str(torch.empty(0, dtype=tensor.dtype).numpy().dtype)
-
-
 class ExportModule(nn.Module):
     """The model with its outputs as a tuple (one ``(B, ...)`` tensor per task), as exported."""
 
@@ -152,7 +106,8 @@ class ExportModule(nn.Module):
 
 
 def describe_inputs(wrapper: DygraphModel, config: Config, batch: dict[str, torch.Tensor],
-                    reader_columns: dict[str, tuple[Any, int]] | None = None) -> tuple[list[TensorSpec], list[torch.Tensor]]:
+                    reader_columns: dict[str, tuple[Any, int]] | None = None
+                    ) -> tuple[list[TensorSpec], list[torch.Tensor]]:
     """The model inputs of ``batch`` and their specs (names, dtypes, shapes with dynamic axes).
 
     Args:
@@ -316,7 +271,7 @@ def embedding_tables(module: nn.Module, inputs: Sequence[torch.Tensor],
     input or a view of it (same storage); an input looked up in several tables gets the smallest.
     Inputs transformed before the lookup (offsets added) are listed when a submodule declares them in
     an ``id_bounds`` dict (input name -> one bound per column, as
-    :class:`recstack.layers.feature_embedding.FeatureEmbedding` does). Servers check ids against these
+    :class:`recstack.easyrec.feature_embedding.FeatureEmbedding` does). Servers check ids against these
     bounds (:mod:`recstack.serving`).
     """
     import torch.nn.functional as F
@@ -387,29 +342,24 @@ def load_for_export(config: Config, checkpoint: str | Path | None = None) -> Loa
         ExportError: the data gives no batch.
         FileNotFoundError, CheckpointError, ConfigError, DataFormatError: bad checkpoint, config or data.
     """
-    from recstack.config import check_hyper_parameters, log_config
-    from recstack.data import create_loader, create_reader
-    from recstack.trainer import build_model
-    from recstack.utils import seed_everything, set_cpu_threads, thread_settings
+    from recstack.config import log_config
+    from recstack.prepare import prepare_run
 
     log_config(config)
-    seed_everything(config.get("runner.seed"))
-    set_cpu_threads(config.get("runner.cpu_threads"))
-    logger.info("threads: %s", thread_settings())
+    mode = "infer" if config.get("runner.test_data_dir") else "train"
+    # seed, threads, model, reader, checks, loader: as the trainer and evaluator do, on the CPU
+    wrapper, model, _, reader, loader, _ = prepare_run(config, mode, device=torch.device("cpu"))
     if config.get("runner.use_gpu"):
-        logger.info("runner.use_gpu is True; export runs on CPU (the exported files run on either, see doc/inference.md)")
+        logger.info("runner.use_gpu is True; export runs on CPU "
+                    "(the exported files run on either, see doc/inference.md)")
     name = model_name(config)
     checkpoint = Path(checkpoint) if checkpoint is not None else resolve_checkpoint(config)
-    wrapper, model = build_model(config, torch.device("cpu"))
-    mode = "infer" if config.get("runner.test_data_dir") else "train"
     if mode == "train":
         logger.warning("runner.test_data_dir is not set; the export is verified on a batch of train_data_dir")
-    reader = create_reader(config, mode)
-    check_hyper_parameters(config, name)
     load_checkpoint(checkpoint, model)
     logger.info("loaded checkpoint %s", checkpoint)
     model.eval()
-    batches = iter(create_loader(config, mode, reader))
+    batches = iter(loader)
     try:
         example = next(batches)
     except StopIteration:
@@ -453,16 +403,9 @@ def export_model(config: Config, out_dir: str | Path | None = None, prefix: str 
     tables = embedding_tables(module, inputs, input_names)
     checks = _verification_batches(example, batches, inputs_spec, wrapper, config)
 
-    head = {
-        "model_name": name,
-        "config": str(config.path) if config.path else None,
-        "config_dir": str(config.config_dir),
-        "resolved_config": config.to_dict(),
-        "checkpoint": str(checkpoint.resolve()),
-    }
-    result = write_export(module, inputs, checks, inputs_spec, outputs_spec, out_dir, prefix, head,
-                          {"embedding_tables": tables}, tolerance,
-                          relative=getattr(wrapper, "export_relative_tolerance", False))
+    result = write_export(module, inputs, checks, inputs_spec, outputs_spec, out_dir, prefix,
+                          export_head(config, name, checkpoint), {"embedding_tables": tables}, tolerance,
+                          relative=wrapper.export_relative_tolerance)
     logger.info("exported %s in %.1f s", name, time.perf_counter() - start)
     return result
 
@@ -577,67 +520,44 @@ def write_export(module: nn.Module, inputs: Sequence[torch.Tensor], checks: Sequ
 
 def export_parts(config: Config, out_dirs: dict[str, str | Path], checkpoint: str | Path | None = None,
                  tolerance: float = TOLERANCE, prefix: str = PREFIX) -> dict[str, ExportResult]:
-    """Export several networks cut from one checkpoint (E2E_MM_DBMTL's image / rec / total models), each as
-    :func:`export_model` does (TorchScript + ONNX + JSON, eager / TorchScript / ONNX Runtime parity).
+    """Export several networks cut from one checkpoint (E2E_MM_DBMTL's image / rec / total models,
+    ``tools/export_mm_model.py``), each as :func:`export_model` does (TorchScript + ONNX + JSON with
+    ``export_part``: its name, eager / TorchScript / ONNX Runtime parity).
 
-    The wrapper names its parts (``export_parts``), builds each part's module from the network
-    (``export_module(net, kind)``), gives each part's input names and tensors for a batch of its reader
-    (``export_feeds(net, batch, kind) -> (names, tensors)``) and, optionally, describes the outputs
-    (``export_outputs(kind, outputs)``, else :func:`describe_outputs`) and checks the parts against the
-    training graph and each other (``check_parts(net, batch, tolerance) -> {check: max abs diff}``, raising
-    :class:`ExportError`) before anything is written. Each part's JSON records ``export_part`` (its kind).
-    The parity batches: the first batch, its first row alone and the second batch (when there is one).
+    The core loads the model and its data (:func:`load_for_export`) and checks the names asked for against the
+    wrapper's :attr:`~recstack.wrapper.DygraphModel.export_parts`; the wrapper's
+    :meth:`~recstack.wrapper.DygraphModel.export_part_models` cuts and writes the parts (with
+    :func:`write_export`), so what the parts are lives with the model.
 
     Args:
         config: the model's config.
-        out_dirs: output folder of each part to export, by kind.
+        out_dirs: output folder of each part to export, by name.
         checkpoint: checkpoint folder (default :func:`resolve_checkpoint`).
         tolerance: max abs difference allowed.
         prefix: file name prefix in each folder.
 
     Returns:
-        The result of each part, by kind (its JSON holds the cross checks under ``part_checks``).
+        The result of each part, by name.
+
+    Raises:
+        ExportError: a name the wrapper does not export, none asked for, or a check failed (nothing written).
     """
     loaded = load_for_export(config, checkpoint)
-    wrapper, net = loaded.wrapper, loaded.model
-    kinds = tuple(getattr(wrapper, "export_parts", ()))
+    kinds = tuple(loaded.wrapper.export_parts)
     unknown = [k for k in out_dirs if k not in kinds]
     if unknown or not out_dirs:
         raise ExportError(f"{loaded.name}: exportable parts are {list(kinds) or 'none'}, asked for {list(out_dirs)}")
-    batches = [loaded.example]
-    second = next(loaded.batches, None)
-    if second is not None:
-        batches.append(second)
-    cross = {}
-    if hasattr(wrapper, "check_parts"):
-        for batch in batches:
-            for key, value in wrapper.check_parts(net, batch, tolerance).items():
-                cross[key] = max(cross.get(key, 0.0), value)
-    head = {"model_name": loaded.name, "config": str(config.path) if config.path else None,
+    return loaded.wrapper.export_part_models(loaded, {k: Path(v) for k, v in out_dirs.items()},
+                                             export_head(config, loaded.name, loaded.checkpoint), tolerance, prefix)
+
+
+def export_head(config: Config, name: str, checkpoint: Path) -> dict[str, Any]:
+    """The JSON keys after ``format_version`` that say what was exported: the model folder's name, the config
+    (path, folder, resolved values) and the checkpoint (:mod:`recstack.inference` rebuilds the model from
+    them)."""
+    return {"model_name": name, "config": str(config.path) if config.path else None,
             "config_dir": str(config.config_dir), "resolved_config": config.to_dict(),
-            "checkpoint": str(loaded.checkpoint.resolve())}
-    results = {}
-    for kind, out_dir in out_dirs.items():
-        module = wrapper.export_module(net, kind).eval()
-        names, inputs = wrapper.export_feeds(net, loaded.example, kind)
-        checks = [(f"batch of {len(inputs[0])}", list(inputs))]
-        if len(inputs[0]) > 1:
-            checks.append(("first row alone", [t[:1] for t in inputs]))
-        for batch in batches[1:]:
-            other = wrapper.export_feeds(net, batch, kind)[1]
-            checks.append((f"second batch of {len(other[0])}", list(other)))
-        inputs_spec = [TensorSpec(n, numpy_dtype(t), ["batch", *t.shape[1:]],
-                                  n if n in loaded.example and loaded.example[n] is t else None)
-                       for n, t in zip(names, inputs)]
-        with torch.no_grad():
-            outputs = as_tasks(module(*inputs))
-        describe = getattr(wrapper, "export_outputs", None)
-        outputs_spec = describe(kind, outputs) if describe is not None else \
-            describe_outputs(wrapper, outputs, len(inputs[0]), names)
-        results[kind] = write_export(module, inputs, checks, inputs_spec, outputs_spec, out_dir, prefix,
-                                     {**head, "export_part": kind}, {"part_checks": cross}, tolerance,
-                                     relative=getattr(wrapper, "export_relative_tolerance", False))
-    return results
+            "checkpoint": str(checkpoint.resolve())}
 
 
 def _versions() -> dict[str, str]:
@@ -646,101 +566,3 @@ def _versions() -> dict[str, str]:
 
     return {"recstack": recstack.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
             "onnxruntime": ort.__version__}
-
-
-def load_spec(path: str | Path) -> dict[str, Any]:
-    """Read an export's JSON description.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ConfigError: not an export description of a known format version (:class:`ExportFileError`:
-            an empty or damaged file).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no export description '{path}' (tools/to_static.py writes <prefix>.json beside "
-                                "the .onnx and .pt files)")
-    try:
-        raw = path.read_bytes()
-        spec = json.loads(raw.decode("utf-8"))
-    except OSError as err:
-        raise ExportFileError(f"{path}: cannot be read ({err.strerror or err})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        what = "an empty file" if not raw.strip() else f"not valid JSON: {str(err).splitlines()[0][:100]}"
-        raise ExportFileError(f"{path}: {what} (a damaged export?): {_redo(None)}") from None
-    if not isinstance(spec, dict) or spec.get("format_version") != FORMAT_VERSION:
-        raise ConfigError(f"{path}: not a recstack export description (format_version {FORMAT_VERSION})")
-    files = spec.get("files")
-    if not (isinstance(files, dict) and all(isinstance(files.get(k), str) for k in ("onnx", "torchscript"))):
-        raise ExportFileError(f"{path}: no 'files' naming the .onnx and .pt files (a damaged export?): "
-                              f"{_redo(spec)}")
-    return spec
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's content."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _redo(spec: dict[str, Any] | None) -> str:
-    tool = "tools/export_mm_model.py" if spec and spec.get("export_part") else "tools/to_static.py"
-    return f"re-run {tool}"
-
-
-#: export descriptions already warned about (no file hashes)
-_UNHASHED: set[str] = set()
-
-
-def verify_export_file(spec_file: str | Path, spec: dict[str, Any], kind: str) -> bytes:
-    """The content of the export's ``kind`` file (``onnx`` or ``torchscript``), checked against the JSON.
-
-    The JSON written by :func:`write_export` is the export's manifest: each file's size and SHA-256.
-    A file that differs is a mixed or interrupted export (a ``tostatic.pt`` of a newer export beside
-    the JSON of an older one) and is refused. Exports written before the hashes existed load with a
-    warning (once per description); their recorded sizes are still checked. The bytes returned are
-    the ones checked: load them (not the path), so a file replaced meanwhile cannot slip through.
-
-    Raises:
-        FileNotFoundError: the file is missing.
-        ExportFileError: its size or hash differs from the JSON's (one line naming the folder and file).
-    """
-    spec_file = Path(spec_file)
-    name = spec["files"][kind]
-    path = spec_file.parent / name
-    if not path.is_file():
-        raise FileNotFoundError(f"'{path}' does not exist (the export's JSON {spec_file.name} names it)")
-    mismatch = f"{spec_file.parent}: {name} does not match {spec_file.name} (an interrupted or mixed export?): " \
-               f"{_redo(spec)}"
-    size = (spec.get("sizes_bytes") or {}).get(name)
-    if size is not None and path.stat().st_size != size:
-        raise ExportFileError(mismatch)
-    data = path.read_bytes()
-    expected = (spec.get("sha256") or {}).get(name)
-    if expected is None:
-        if str(spec_file) not in _UNHASHED:
-            _UNHASHED.add(str(spec_file))
-            logger.warning("%s has no file hashes (an export of an older recstack): its files are not checked "
-                           "against it; %s to add them", spec_file, _redo(spec))
-        if size is not None and len(data) != size:
-            raise ExportFileError(mismatch)
-    elif hashlib.sha256(data).hexdigest() != expected:
-        raise ExportFileError(mismatch)
-    return data
-
-
-def load_torchscript(data: bytes, path: str | Path, map_location: str | torch.device = "cpu") -> torch.jit.ScriptModule:
-    """``torch.jit.load`` of an export's (verified) ``.pt`` content, one-line :class:`ExportFileError` when damaged."""
-    import io
-
-    try:
-        with torchscript_apis():
-            return torch.jit.load(io.BytesIO(data), map_location=map_location)
-    except RuntimeError as err:
-        if "PytorchStreamReader" not in str(err) and "zip" not in str(err) and "constants.pkl" not in str(err):
-            raise
-        raise ExportFileError(f"{path}: not a loadable TorchScript file ({len(data)} bytes; truncated or damaged): "
-                              "re-run tools/to_static.py") from None

@@ -16,16 +16,22 @@ A metric that cannot be computed (an AUC over one class, a GAUC without a user
 holding both classes, any metric over no samples) is ``nan``;
 :meth:`Metric.undefined_reason` says why, and :func:`warn_undefined` logs it once
 per evaluation (the trainer at each epoch's end, ``tools/infer.py`` per checkpoint).
+
+Each metric is registered in :data:`recstack.registry.METRICS` under the name a config's
+``metrics_set`` uses (EasyRec's names): ``auc``, ``gauc``, ``mean_squared_error``, ``accuracy``,
+``log_loss``; a task tower logs it as ``<log_name>_<tower>`` (``auc_ctr``, ``mse_play_time``).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
+
+from recstack.registry import METRICS
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +44,10 @@ class Metric:
     #: True when ``state()`` tensors add up across processes (histograms, sums, counts); False when they
     #: concatenate (:class:`GAUC`), which :meth:`load_state` then takes back (see :mod:`recstack.dist`)
     additive_state: bool = True
+    #: prefix of the logged name (``auc`` -> ``auc_<task>``); ``None``: the name it is registered under
+    log_name: str | None = None
+    #: True for metrics of probabilities against 0/1 labels (a ``CLASSIFICATION`` task tower only)
+    binary: bool = False
 
     def __init__(self) -> None:
         self.reset()
@@ -64,6 +74,7 @@ class Metric:
         return self.compute()
 
 
+@METRICS.register("auc")
 class AUC(Metric):
     """Area under the ROC curve from histograms of predicted probabilities.
 
@@ -76,6 +87,9 @@ class AUC(Metric):
     Args:
         num_buckets: histogram resolution.
     """
+
+    log_name = "auc"
+    binary = True
 
     def __init__(self, num_buckets: int = 100_000) -> None:
         self.num_buckets = num_buckets
@@ -160,8 +174,12 @@ class _Mean(Metric):
         return [self.total, self.count]
 
 
+@METRICS.register("log_loss")
 class LogLoss(_Mean):
     """Mean binary cross-entropy of probabilities (clamped to [1e-7, 1 - 1e-7])."""
+
+    log_name = "log_loss"
+    binary = True
 
     @torch.no_grad()
     def update(self, preds: torch.Tensor, labels: torch.Tensor) -> None:
@@ -170,16 +188,23 @@ class LogLoss(_Mean):
         self._add(-(y * torch.log(p) + (1 - y) * torch.log1p(-p)))
 
 
+@METRICS.register("mean_squared_error")
 class MSE(_Mean):
     """Mean squared error."""
+
+    log_name = "mse"
 
     @torch.no_grad()
     def update(self, preds: torch.Tensor, labels: torch.Tensor) -> None:
         self._add((preds.detach().reshape(-1).double() - labels.detach().reshape(-1).double()) ** 2)
 
 
+@METRICS.register("accuracy")
 class Accuracy(_Mean):
     """Binary accuracy at a probability threshold (default 0.5)."""
+
+    log_name = "accuracy"
+    binary = True
 
     def __init__(self, threshold: float = 0.5) -> None:
         self.threshold = threshold
@@ -191,6 +216,7 @@ class Accuracy(_Mean):
         self._add(hit)
 
 
+@METRICS.register("gauc")
 class GAUC(Metric):
     """Group AUC: the AUC of each group (user), weighted by the group's number of samples.
 
@@ -209,6 +235,8 @@ class GAUC(Metric):
 
     #: the wrapper passes the batch's group keys to ``update`` (``groups=``)
     needs_groups = True
+    log_name = "gauc"
+    binary = True
     #: the state is per-sample: ranks' states concatenate (distributed training gathers them)
     additive_state = False
 

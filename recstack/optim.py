@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import bisect
 import logging
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn

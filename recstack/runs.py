@@ -37,12 +37,13 @@ import os
 import secrets
 import shutil
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import recstack
-from recstack.checkpoint import MODEL_FILE, META_FILE, list_checkpoints
+from recstack.checkpoint import META_FILE, MODEL_FILE, list_checkpoints
 from recstack.config import Config, ConfigError
 from recstack.fileio import HOST, atomic_open, owner_alive, owner_tag
 from recstack.utils import LOG_FORMAT
@@ -319,7 +320,7 @@ class TrainingRun:
         self._restore: tuple[int, logging.Handler | None] | None = None
 
     # -------------------------------------------------------------- context
-    def __enter__(self) -> "TrainingRun":
+    def __enter__(self) -> TrainingRun:
         if self.main:
             log = logging.getLogger(LOG_ROOT)
             if not logging.root.handlers and not log.handlers:

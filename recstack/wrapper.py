@@ -9,24 +9,44 @@ and overrides only what differs from these defaults:
 ``create_loss``     mean binary cross-entropy, summed over tasks
 ``create_optimizer`` optimizer by name from ``hyper_parameters.optimizer`` (+ ``reg``, ``clip_by_norm``)
 ``create_metrics``  one AUC per task: ``auc``, or ``auc_<task>`` for multi-task models
-``train_forward``   feeds → forward → loss → metric update; returns (loss, metrics, print_dict)
+``forward_outputs`` one forward pass of the model as the loop holds it (DDP's, when wrapped):
+                    (predictions, extra outputs named in ``extra_output_names``)
+``regularization_loss`` the batch's regularisation term: the network's own
+                    ``regularization_loss(*inputs)`` when it has one, found inside DDP
+``train_forward``   feeds → forward → loss (+ regularisation) → metric update; returns
+                    (loss, metrics, print_dict)
 ``infer_forward``   feeds → forward → metric update; returns (metrics, print_dict)
 ==================  =====================================================================
 
 Models return probabilities: one ``(B, 1)`` tensor, or a list/tuple of them
 (one per task, in :attr:`task_names` order).
+
+The ``dy_model`` a hook receives is the model as the training loop holds it: the network, or
+under ``runner.use_fleet`` its ``DistributedDataParallel`` wrapper, which forwards neither methods
+nor attributes of the network. Hooks call it (``dy_model(*inputs)``: DDP's forward, which prepares
+the gradient all-reduce) and reach the network's own methods through :func:`unwrap_model`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recstack.config import (Check, Config, ConfigError, IntRange, NonNegativeInt, PositiveInt, check_schema,
-                             did_you_mean, task_names)
+from recstack.config import (
+    Check,
+    Config,
+    ConfigError,
+    IntRange,
+    NonNegativeInt,
+    PositiveInt,
+    check_schema,
+    did_you_mean,
+    task_names,
+)
 from recstack.metrics import AUC, Metric
 from recstack.optim import build_optimizer
 from recstack.registry import OPTIMIZERS
@@ -72,6 +92,19 @@ def as_tasks(pred: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
     return [pred] if isinstance(pred, torch.Tensor) else list(pred)
 
 
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The network inside the parallel wrappers the training loop may put around it.
+
+    ``DistributedDataParallel`` (``runner.use_fleet``) and TorchRec's ``DistributedModelParallel``
+    (``runner.embedding_sharding``) hold the network as ``.module``; ``getattr`` on the wrapper finds
+    only the wrapper's own attributes, so a hook that needs a method of the network (its
+    ``regularization_loss``, a submodule) calls this first. A plain network is returned as it is.
+    """
+    while isinstance(model, nn.parallel.DistributedDataParallel) or type(model).__name__ == "DistributedModelParallel":
+        model = model.module
+    return model
+
+
 class DygraphModel:
     """Base class of every model wrapper.
 
@@ -86,8 +119,9 @@ class DygraphModel:
             order, when they are not :attr:`task_names` (e.g. a model with an extra output).
         export_dynamic_axes: axes of model inputs that vary from batch to batch besides the batch
             axis 0, ``{feed name: {axis: axis name}}``; axis 0 listed here names an input whose rows are not
-            the batch's samples (E2E_MM_DBMTL's images, one per group: ``{"img": {0: "groups"}}``). Inputs read from variable-length reader
-            columns (width 0 in the reader's ``columns``) get axis 1 without being listed here.
+            the batch's samples (E2E_MM_DBMTL's images, one per group: ``{"img": {0: "groups"}}``). Inputs read
+            from variable-length reader columns (width 0 in the reader's ``columns``) get axis 1 without being
+            listed here.
     """
 
     #: ``hyper_parameters`` key -> :class:`recstack.config.Check` (type and range) of the keys this model
@@ -100,6 +134,12 @@ class DygraphModel:
     task_names: tuple[str, ...] = ()
     group_name: str | None = None
     output_names: tuple[str, ...] = ()
+    #: names of the training-only outputs the network returns besides its predictions (E2E_MM_DBMTL:
+    #: ``img_logits`` for its auxiliary image loss); empty: none. A network with extras takes a keyword
+    #: ``return_extras`` in its ordinary ``forward``: ``forward(*inputs, return_extras=True)`` returns
+    #: ``(predictions, {name: tensor})``, plain ``forward(*inputs)`` the predictions alone (inference,
+    #: export). See :meth:`forward_outputs`.
+    extra_output_names: tuple[str, ...] = ()
     export_dynamic_axes: dict[str, dict[int, str]] = {}
 
     # ------------------------------------------------------------------ model
@@ -152,10 +192,44 @@ class DygraphModel:
         ``task`` names the output (:attr:`output_names`, else :attr:`task_names`; ``None`` for the
         output of a model without task names, or an output beyond the names); ``kind`` is
         ``"probability"`` (the default: models return probabilities) or ``"value"`` (a
-        regression output; :class:`recstack.tasks.TaskTowerWrapper` marks its L2_LOSS towers).
+        regression output; :class:`recstack.easyrec.tasks.TaskTowerWrapper` marks its L2_LOSS towers).
         """
         names = list(self.output_names or self.task_names)
         return [(names[i] if i < len(names) else None, "probability") for i in range(count)]
+
+    # ------------------------------------------------------------------ export hooks
+    # What recstack.export and recstack.inference ask of a wrapper besides the above; the defaults fit a
+    # model exported whole by tools/to_static.py.
+
+    #: compare each export with eager on ``|difference| / max(1, max |eager output|)``
+    #: (:func:`recstack.export.scaled_diff`) instead of the absolute difference: for outputs far above 1
+    #: (E2E_MM_DBMTL's image embeddings of 0-255 pixels), where float32 round-off alone exceeds 1e-5.
+    export_relative_tolerance: bool = False
+    #: names of the exports a model cuts from one checkpoint besides the whole model (E2E_MM_DBMTL:
+    #: ``("img", "rec", "total")``, written by ``tools/export_mm_model.py`` through
+    #: :meth:`export_part_models`); empty: none.
+    export_parts: tuple[str, ...] = ()
+
+    def export_part_models(self, loaded: Any, out_dirs: dict[str, Any], head: dict[str, Any], tolerance: float,
+                           prefix: str) -> dict[str, Any]:
+        """Write the exports named in ``out_dirs`` (a subset of :attr:`export_parts`), each with
+        :func:`recstack.export.write_export` and ``export_part`` (its name) in its JSON.
+
+        Called by :func:`recstack.export.export_parts` with the checkpoint loaded
+        (:class:`recstack.export.LoadedModel`: the eval-mode network, its reader's batches), the output
+        folder of each part, the JSON keys saying what was exported (:func:`recstack.export.export_head`),
+        the parity tolerance and the files' prefix. Returns the :class:`recstack.export.ExportResult` of
+        each part by name, and raises :class:`recstack.export.ExportError` (nothing written) when a check
+        fails. Default: no parts.
+        """
+        raise NotImplementedError(f"{type(self).__module__}: the model exports no parts (export_parts is empty)")
+
+    def export_feeds(self, net: nn.Module, batch: Batch, part: str) -> tuple[list[str], list[torch.Tensor]]:
+        """Names and tensors of the inputs of the export ``part`` (one of :attr:`export_parts`) for a batch of
+        the model's reader: what :func:`recstack.inference.load_batches` feeds an export whose JSON has
+        ``export_part`` (``net``: the network with the export's checkpoint, eval mode). Default: no parts.
+        """
+        raise NotImplementedError(f"{type(self).__module__}: the model exports no parts (export_parts is empty)")
 
     # ------------------------------------------------------------------ training
     def create_loss(self, pred: torch.Tensor | Sequence[torch.Tensor], label: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -172,7 +246,8 @@ class DygraphModel:
         name = config.get("hyper_parameters.optimizer.class", "Adam", type=str)
         if name not in OPTIMIZERS:
             raise ConfigError(f"{config.source('hyper_parameters.optimizer.class')}: unknown optimizer '{name}'"
-                              f"{did_you_mean(name.lower(), OPTIMIZERS.names())} (known: {', '.join(OPTIMIZERS.names())})")
+                              f"{did_you_mean(name.lower(), OPTIMIZERS.names())} "
+                              f"(known: {', '.join(OPTIMIZERS.names())})")
         return build_optimizer(
             dy_model,
             name,
@@ -220,11 +295,50 @@ class DygraphModel:
         else:
             self.update_metrics(metrics_list, pred, labels, groups=self.metric_groups(batch_data))
 
+    def forward_outputs(self, dy_model: nn.Module,
+                        inputs: Sequence[torch.Tensor]) -> tuple[Any, dict[str, torch.Tensor]]:
+        """One training forward pass: ``(predictions, extra outputs)``.
+
+        Calls ``dy_model`` itself, so that under ``runner.use_fleet`` DDP's forward is the one that runs
+        (it syncs the buffers and prepares the gradient all-reduce; a method of the network called
+        instead would bypass it and the ranks' gradients would not be averaged). With
+        :attr:`extra_output_names` the call is ``dy_model(*inputs, return_extras=True)`` and the network
+        returns ``(predictions, {name: tensor})``; without, the extras are ``{}``.
+
+        Raises:
+            RuntimeError: the network returned an extra output the wrapper does not declare, or left
+                out one it does.
+        """
+        if not self.extra_output_names:
+            return dy_model(*inputs), {}
+        pred, extras = dy_model(*inputs, return_extras=True)
+        if set(extras) != set(self.extra_output_names):
+            raise RuntimeError(f"{type(self).__module__}: the network returned the extra outputs {sorted(extras)}, "
+                               f"the wrapper's extra_output_names are {list(self.extra_output_names)}")
+        return pred, extras
+
+    def regularization_loss(self, dy_model: nn.Module, inputs: Sequence[torch.Tensor]) -> torch.Tensor | None:
+        """The batch's regularisation term (a scalar added to the loss), or ``None`` for none.
+
+        Default: the network's own ``regularization_loss(*inputs)`` when it defines one (DBMTL, EasyRec's
+        MMoE, E2E_MM_DBMTL: ``l2_regularization`` and ``embedding_regularization``), looked up on the
+        network inside DDP (:func:`unwrap_model`), so the term is the same wrapped or not. Under DDP
+        its gradient reaches each parameter's gradient before DDP's all-reduce of that parameter
+        (autograd sums both paths first), so every rank applies it; a term that depends on the batch
+        (the embedding one) is each rank's own batch's, averaged over the ranks with the gradients.
+        """
+        hook = getattr(unwrap_model(dy_model), "regularization_loss", None)
+        return hook(*inputs) if callable(hook) else None
+
     def train_forward(self, dy_model: nn.Module, metrics_list: list[Metric], batch_data: Batch,
                       config: Config) -> tuple[torch.Tensor, list[Metric], dict[str, Any] | None]:
+        """Feeds → :meth:`forward_outputs` → :meth:`create_loss` + :meth:`regularization_loss` → metrics."""
         inputs, labels = self.create_feeds(batch_data, config)
-        pred = dy_model(*inputs)
+        pred, _ = self.forward_outputs(dy_model, inputs)
         loss = self.create_loss(pred, labels)
+        regularization = self.regularization_loss(dy_model, inputs)
+        if regularization is not None:
+            loss = loss + regularization
         self._update_metrics(metrics_list, pred, labels, batch_data)
         return loss, metrics_list, None
 
@@ -256,3 +370,29 @@ def load_wrapper(config: Config) -> DygraphModel:
 def model_name(config: Config) -> str:
     """The model folder's name (``deepfm``, ``mmoe``)."""
     return config.config_dir.name
+
+
+def build_model(config: Config, device: torch.device, meta_tables: bool = False) -> tuple[DygraphModel, nn.Module]:
+    """The model folder's wrapper (:func:`load_wrapper`) and its network (``create_model``) on ``device``.
+
+    Every entry point builds a model through this: the trainer, the evaluator, the exporter and serving.
+
+    ``meta_tables``: id tables made by ``recstack.layers.make_embedding`` stay on the ``meta``
+    device, unallocated (``runner.embedding_sharding``: each rank then fills its shards only).
+
+    Raises:
+        TypeError: ``create_model`` returned something that is not an ``nn.Module``.
+    """
+    wrapper = load_wrapper(config)
+    if meta_tables:
+        from recstack.layers.embedding import meta_tables as on_meta
+
+        with on_meta():
+            model = wrapper.create_model(config)
+    else:
+        model = wrapper.create_model(config)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"create_model of {model_name(config)} returned {type(model).__name__}, not an nn.Module")
+    if meta_tables:
+        return wrapper, model._apply(lambda t: t if t.is_meta else t.to(device))
+    return wrapper, model.to(device)

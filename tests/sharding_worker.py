@@ -31,8 +31,7 @@ sys.path.insert(0, str(ROOT))
 from recstack.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from recstack.config import load_config  # noqa: E402
 from recstack.dist.sharding import full_state_dict, shard_model  # noqa: E402
-from recstack.trainer import build_model  # noqa: E402
-from recstack.wrapper import slot_format_args  # noqa: E402
+from recstack.wrapper import build_model, slot_format_args  # noqa: E402
 
 
 def batches(config, steps: int, batch: int, seed: int = 7):
@@ -145,7 +144,7 @@ def _holdings(model, table_on_meta: bool) -> dict:
     from torch.distributed._shard.sharded_tensor import ShardedTensor
 
     shards, largest = [], 0
-    for key, value in model.state_dict().items():
+    for value in model.state_dict().values():
         if isinstance(value, ShardedTensor):
             shards += [list(s.tensor.shape) for s in value.local_shards()]
         else:

@@ -159,7 +159,7 @@ def test_esmm_outputs_loss_and_cvr_auc_over_clicked_samples():
 
     from recstack.config import load_config
     from recstack.data import create_loader
-    from recstack.trainer import build_model
+    from recstack.wrapper import build_model
 
     config = load_config(Path(__file__).resolve().parents[1] / "models/multitask/esmm/config.yaml",
                          ["runner.infer_batch_size=3000"])

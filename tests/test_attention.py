@@ -4,7 +4,15 @@ import pytest
 import torch
 from torch import nn
 
-from recstack.layers import MLP, DINAttention, Dice, LocalActivationUnit, get_activation, lengths_to_mask, masked_softmax
+from recstack.layers import (
+    MLP,
+    Dice,
+    DINAttention,
+    LocalActivationUnit,
+    get_activation,
+    lengths_to_mask,
+    masked_softmax,
+)
 
 
 def dice_formula(x, mean, var, alpha, eps):

@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from recstack.config import (RUNNER_KEYS, ConfigError, check_hyper_parameters, load_config, log_config,
-                             parse_value)
+from recstack.config import RUNNER_KEYS, ConfigError, check_hyper_parameters, load_config, log_config, parse_value
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,7 +72,8 @@ def test_unknown_runner_key_in_file_names_file_and_closest_key(config_file):
 
 
 def test_unknown_override_key_says_it_came_from_o(config_file):
-    with pytest.raises(ConfigError, match=r"'runner.train_batch_szie' \(from -o\); did you mean 'runner.train_batch_size'"):
+    with pytest.raises(ConfigError,
+                       match=r"'runner.train_batch_szie' \(from -o\); did you mean 'runner.train_batch_size'"):
         load_config(config_file, ["runner.train_batch_szie=8"])
 
 
@@ -107,7 +107,8 @@ def test_unknown_section_and_yaml_errors(config_file, tmp_path):
 
 def test_missing_key_and_typed_get(config_file):
     cfg = load_config(config_file)
-    with pytest.raises(ConfigError, match="missing key 'hyper_parameters.fc_size'; did you mean 'hyper_parameters.fc_sizes'"):
+    with pytest.raises(ConfigError,
+                       match="missing key 'hyper_parameters.fc_size'; did you mean 'hyper_parameters.fc_sizes'"):
         cfg.get("hyper_parameters.fc_size")
     assert cfg.get("hyper_parameters.fc_size", [1]) == [1]
     assert cfg.get("hyper_parameters.optimizer.learning_rate", type=float) == 0.001
@@ -137,7 +138,8 @@ def test_resolved_config_is_logged(config_file, caplog):
 
 
 def test_paddlerec_compat_keys_are_accepted(config_file, caplog):
-    config_file.write_text(BASE.replace("  epochs: 2\n", "  epochs: 2\n  use_inference: False\n  reader_type: QueueDataset\n"))
+    config_file.write_text(BASE.replace("  epochs: 2\n",
+                                        "  epochs: 2\n  use_inference: False\n  reader_type: QueueDataset\n"))
     with caplog.at_level(logging.WARNING):
         cfg = load_config(config_file)
     assert cfg.get("runner.reader_type") == "QueueDataset"

@@ -14,7 +14,7 @@ from recstack.data import DataFormatError, create_loader
 from recstack.data.base import RaggedArray
 from recstack.data.din import DINReader
 from recstack.data.loader import BatchLoader
-from recstack.trainer import build_model
+from recstack.wrapper import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "models" / "rank" / "din" / "config.yaml"
@@ -230,7 +230,8 @@ def test_din_wrapper_reports_auc_and_gauc_and_rejects_unknown_act():
 
 # ---------------------------------------------------------------------------- preprocessor
 def load_preprocessor():
-    spec = importlib.util.spec_from_file_location("amazon_preprocess", REPO / "datasets/amazon_electronics/preprocess.py")
+    spec = importlib.util.spec_from_file_location("amazon_preprocess",
+                                                  REPO / "datasets/amazon_electronics/preprocess.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -264,7 +265,8 @@ def test_amazon_preprocessor_on_a_tiny_raw_sample(tmp_path):
     sequences = {0: [4, 1, 0, 3], 1: [0, 3, 2, 1]}
     expected_train = {(u, tuple(s[:k]), s[k], 1) for u, s in sequences.items() for k in (1, 2)}
     assert {(r[5], tuple(r[0]), r[2], int(r[4])) for r in train if r[4] == 1} == expected_train
-    assert {(r[5], tuple(r[0]), r[2], int(r[4])) for r in test if r[4] == 1} == {(0, (4, 1, 0), 3, 1), (1, (0, 3, 2), 1, 1)}
+    assert {(r[5], tuple(r[0]), r[2], int(r[4]))
+            for r in test if r[4] == 1} == {(0, (4, 1, 0), 3, 1), (1, (0, 3, 2), 1, 1)}
     assert len(train) == 8 and len(test) == 4  # each positive with one negative
     for rows in (train, test):
         for hist, cats, target, cat, label, user in rows:
@@ -272,7 +274,8 @@ def test_amazon_preprocessor_on_a_tiny_raw_sample(tmp_path):
             if label == 0:
                 assert target not in sequences[user]  # a negative is an item the user never reviewed
     # the negative shares its positive's history; seeded: the same files again, other files with another seed
-    assert sorted((tuple(r[0]), r[5]) for r in train if r[4] == 0) == sorted((tuple(r[0]), r[5]) for r in train if r[4] == 1)
+    assert sorted((tuple(r[0]), r[5]) for r in train if r[4] == 0) == sorted((tuple(r[0]), r[5])
+                                                                             for r in train if r[4] == 1)
     again = tmp_path / "again"
     pre.main(["--reviews", str(tmp_path / "reviews.json.gz"), "--meta", str(tmp_path / "meta.json"),
               "--output", str(again), "--seed", "7", "--no-user-id"])

@@ -3,10 +3,13 @@
 The torchrun runs start ``python -m torch.distributed.run --nproc_per_node=2`` on a free port with DeepFM's
 sample data (4,000 training rows, one file: row sharding). Two ranks with batch B take, at each step, the
 rows of one process's batch of 2B, so their weights must equal one process trained with batch 2B.
+The multi-task models (DBMTL, EasyRec's MMoE, E2E_MM_DBMTL) are checked the same way, with their
+regularisation and E2E's auxiliary image loss (an extra output of its forward) in the loss.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -19,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from sklearn.metrics import log_loss, roc_auc_score
 
 from recstack.checkpoint import load_checkpoint
@@ -248,3 +252,95 @@ def test_a_killed_rank_ends_the_job_naming_it(tmp_path):
     blocks = re.split(r"\n\[\d+\]:", summary)
     assert any("rank      : 1 (local_rank: 1)" in b and "SIGKILL" in b for b in blocks), summary
     assert not (tmp_path / "ddp" / "0").exists()
+
+
+# ---------------------------------------------------------------------- multi-task models: regularisation, extras
+MULTITASK_DIR = REPO / "models/multitask"
+#: name -> (model folder, config, model_config section); steps and per-rank batch (E2E: groups of ~3 samples)
+MULTITASK = {"dbmtl": ("dbmtl", "config.yaml", "dbmtl"),
+             "mmoe_easyrec": ("mmoe", "config_easyrec.yaml", "mmoe"),
+             "e2e_mm_dbmtl": ("e2e_mm_dbmtl", "config.yaml", "e2e_mm_dbmtl")}
+MULTITASK_BATCH = {"dbmtl": 32, "mmoe_easyrec": 32, "e2e_mm_dbmtl": 4}
+MULTITASK_STEPS = 4
+#: parameters' agreement with the reference, float64 (seen: 6e-17, 2e-15; E2E 2e-9, the CNN's gradients on
+#: 0-255 pixels being large); the regularisation moves them by ~8e-3 (E2E: 7e-2)
+MULTITASK_TOLERANCE = {"dbmtl": 1e-12, "mmoe_easyrec": 1e-12, "e2e_mm_dbmtl": 1e-7}
+#: regularisation strong enough to move the weights well beyond float64 round-off in 4 steps (the configs'
+#: 1e-6 / 5e-6 do too, by less)
+L2, EMBEDDING_L2 = 1e-2, 1e-3
+
+
+def _multitask_data(name: str, tmp_path: Path, l2: float = L2, embedding_l2: float = EMBEDDING_L2) -> dict:
+    """The model's config as a dict, per-rank batch, ``runner.use_fleet``, the regularisation above; E2E with
+    its auxiliary image loss on (a ``cate_label`` column added to 40 groups of its sample data)."""
+    folder, config_name, section = MULTITASK[name]
+    data = yaml.safe_load((MULTITASK_DIR / folder / config_name).read_text())
+    data["runner"].update(train_batch_size=MULTITASK_BATCH[name], use_fleet=True, dist_timeout_s=60)
+    hp = data["hyper_parameters"]
+    hp["model_config"][section]["l2_regularization"] = l2
+    hp["model_config"]["embedding_regularization"] = embedding_l2
+    if name == "e2e_mm_dbmtl":  # 40 groups, their images shrunk to 32 x 32 (a quarter of the CNN's work)
+        from PIL import Image
+
+        sample = MULTITASK_DIR / folder / "data/sample_data"
+        train, images = tmp_path / "e2e_train", tmp_path / "images"
+        train.mkdir(exist_ok=True)
+        images.mkdir(exist_ok=True)
+        lines = []
+        for i, line in enumerate((sample / "train/part-0.txt").read_text().splitlines()[:40]):
+            cols = line.split(";")  # labels; features; ../images/item_XXXX.png; group size
+            with Image.open(sample / "train" / cols[-2]) as image:
+                image.resize((32, 32)).save(images / Path(cols[-2]).name)
+            cate = "\x01".join(str((i + j) % 16) for j in range(int(cols[-1])))
+            lines.append(";".join([*cols[:2], cate, *cols[2:]]))
+        (train / "part-0.txt").write_text("\n".join(lines) + "\n")
+        hp["data_config"].update(selected_cols="0,1,2,3,4,5", label_fields=[*hp["data_config"]["label_fields"],
+                                                                            "cate_label"])
+        hp["data_config"]["input_fields"].insert(2, {"input_name": "cate_label", "input_type": "INT32"})
+        for feature in hp["feature_config"]["features"]:
+            if feature["feature_type"] == "ImgFeature":
+                feature["img_shape"] = {"width": 32, "height": 32, "channel": 3}
+        hp["export_config"]["img_shape"] = {"width": 32, "height": 32, "channel": 3}
+        hp["model_config"][section]["img_model"]["img_loss_weight"] = 0.5
+        # SGD: Adam divides by sqrt(v), and for the CNN's conv weights before a BatchNorm, whose gradients nearly
+        # cancel, that turns float64 round-off of DDP's other summation order into differences up to 4e-7
+        hp["optimizer"] = {"class": "SGD", "learning_rate": 0.01}
+        data["runner"]["train_data_dir"] = str(train)
+    return data
+
+
+@pytest.mark.parametrize("name", list(MULTITASK))
+def test_multitask_ranks_apply_regularisation_and_extra_losses(tmp_path, name):
+    """Two ranks under DDP vs one process doing both ranks' batches by hand (tests/dist_worker.py,
+    ``run_multitask``), 4 steps, float64, Adam (SparseAdam on the tables): the same weights and losses.
+    The regularisation is in both (the reference without it ends elsewhere), so DDP no longer drops it;
+    E2E's image loss comes from the logits its DDP forward returns as an extra output."""
+    sys.path.insert(0, str(REPO / "tests"))
+    import dist_worker
+
+    folder = MULTITASK_DIR / MULTITASK[name][0]
+    data = _multitask_data(name, tmp_path)
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"config_dir": str(folder), "data": data, "steps": MULTITASK_STEPS}))
+    check(subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+         f"--master_port={free_port()}", str(REPO / "tests" / "dist_worker.py"), "--multitask", str(spec),
+         str(tmp_path / "out")],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=120))
+    ranks = [torch.load(tmp_path / "out" / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    config = dist_worker.multitask_config({"config_dir": str(folder), "data": data})
+    # parameters only: BatchNorm's running statistics (E2E) follow DDP's broadcasts (see run_multitask)
+    params = [name for name, _ in dist_worker.build_model(config, torch.device("cpu"))[1].named_parameters()]
+    rank0, rank1 = [{k: r["state"][k] for k in params} for r in ranks]
+    assert _max_diff(rank0, rank1) == 0.0  # identical on both ranks
+
+    reference, reference_losses = dist_worker.run_multitask(config, None, MULTITASK_STEPS)
+    assert _max_diff(rank0, {k: reference[k] for k in params}) <= MULTITASK_TOLERANCE[name], name
+    rank_mean = np.mean([r["losses"] for r in ranks], axis=0)  # each rank's loss is its own batch's
+    np.testing.assert_allclose(rank_mean, reference_losses, rtol=1e-9, atol=0)
+
+    no_reg = dist_worker.multitask_config({"config_dir": str(folder),
+                                           "data": _multitask_data(name, tmp_path, l2=0.0, embedding_l2=0.0)})
+    unregularised, unregularised_losses = dist_worker.run_multitask(no_reg, None, MULTITASK_STEPS)
+    assert _max_diff(rank0, {k: unregularised[k] for k in params}) > 1e-5, name  # regularisation moved them
+    assert rank_mean[0] - unregularised_losses[0] > 1e-3, name  # and is part of the DDP loss

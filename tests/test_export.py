@@ -12,9 +12,10 @@ import torch
 from recstack.checkpoint import save_checkpoint
 from recstack.config import load_config
 from recstack.data import create_loader
-from recstack.export import ExportError, describe_inputs, export_model, load_spec, resolve_checkpoint, torchscript_apis
-from recstack.trainer import build_model
+from recstack.export import ExportError, describe_inputs, export_model, resolve_checkpoint
+from recstack.export_spec import load_spec, torchscript_apis
 from recstack.utils import seed_everything
+from recstack.wrapper import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 DEEPFM = REPO / "models/rank/deepfm/config.yaml"
@@ -146,7 +147,8 @@ def test_describe_inputs_uses_reader_columns_and_declared_axes():
     assert tensors[0] is batch["ids"]
     bad = _Wrapper()
     bad.export_dynamic_axes = {"seq": {2: "x"}}
-    with pytest.raises(ExportError, match=r"export_dynamic_axes\['seq'\] names axis 2, but the input has shape \(4, 5\)"):
+    with pytest.raises(ExportError,
+                       match=r"export_dynamic_axes\['seq'\] names axis 2, but the input has shape \(4, 5\)"):
         describe_inputs(bad, None, batch)
 
 

@@ -19,9 +19,9 @@ import torch
 from recstack.config import ConfigError, from_dict
 from recstack.data import create_loader
 from recstack.data.base import DataFormatError
-from recstack.data.group_rtp import GroupRTPReader, decode_image, format_group_line, group_by_item
 from recstack.data.loader import BatchLoader
-from recstack.features import TabularSpec
+from recstack.easyrec.features import TabularSpec
+from recstack.easyrec.group_rtp import GroupRTPReader, decode_image, format_group_line, group_by_item
 
 A, B, C = "\x01", "\x02", "\x03"
 EXAMPLE = (f"1{A}0{A}0;35.2{A}0.0{A}12.5;u1{B}2{B}99.0{B}a{C}b{A}u2{B}3{B}99.0{B}c{A}u3{B}1{B}99.0{B}a;"
@@ -171,7 +171,7 @@ def test_bad_images(tmp_path):
 def test_missing_image_is_zeros_and_counted(tmp_path, caplog):
     config = make_config(tmp_path, EXAMPLE + EXAMPLE.replace("2002", "3003"))
     reader = GroupRTPReader([str(tmp_path / "train" / "part-0.txt")], config)
-    with caplog.at_level(logging.WARNING, logger="recstack.data.group_rtp"):
+    with caplog.at_level(logging.WARNING, logger="recstack.easyrec.group_rtp"):
         (batch,) = list(BatchLoader(reader, 8, num_workers=0))
     assert reader.missing_images == 1 and batch["img"].shape == (4, 3, 4, 3)
     assert not batch["img"][3].any() and batch["img"][2].any()

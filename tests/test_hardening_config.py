@@ -10,8 +10,16 @@ from pathlib import Path
 import pytest
 
 from recstack.cli import EPILOGS, infer_main, report_user_errors, train_main
-from recstack.config import (CORE_HYPER_PARAMETERS, MAX_SEED, ConfigError, ListOf, PositiveInt, check_schema,
-                             from_dict, load_config)
+from recstack.config import (
+    CORE_HYPER_PARAMETERS,
+    MAX_SEED,
+    ConfigError,
+    ListOf,
+    PositiveInt,
+    check_schema,
+    from_dict,
+    load_config,
+)
 from recstack.data.base import DataFormatError
 from recstack.wrapper import load_wrapper
 
@@ -20,7 +28,7 @@ DEEPFM = REPO / "models/rank/deepfm/config.yaml"
 ALL_CONFIGS = sorted(REPO.glob("models/*/*/config*.yaml"))
 #: hyper_parameters keys checked elsewhere than a wrapper's hyper_parameter_schema: the core's
 #: (optimizer, reg, clip_by_norm), task_names (recstack.config.task_names) and EasyRec's sections
-#: (read key by key, typed and range-checked, by recstack.schema.Node)
+#: (read key by key, typed and range-checked, by recstack.easyrec.schema.Node)
 NOT_IN_SCHEMA = set(CORE_HYPER_PARAMETERS) | {"task_names", "data_config", "feature_config", "model_config",
                                               "export_config"}
 
@@ -73,7 +81,8 @@ def test_infer_start_after_end_names_both_keys(caplog, tmp_path, monkeypatch):
 
 
 def test_infer_with_nothing_to_evaluate_is_a_config_error(caplog, tmp_path, monkeypatch):
-    """infer_end_epoch left to its default (runner.epochs): the evaluator's check, now a ConfigError, not a ValueError."""
+    """infer_end_epoch left to its default (runner.epochs): the evaluator's check, now a ConfigError, not a
+    ValueError."""
     monkeypatch.chdir(tmp_path)
     with caplog.at_level(logging.INFO):
         code = infer_main(["-m", str(DEEPFM), "-o", "runner.infer_end_epoch=null", "runner.epochs=1",
@@ -174,7 +183,7 @@ def test_wrapper_without_dygraph_model_class_is_a_config_error(tmp_path):
 def test_classification_label_outside_0_1_is_a_data_error():
     import torch
 
-    from recstack.tasks import TaskTowerSpec, task_losses
+    from recstack.easyrec.tasks import TaskTowerSpec, task_losses
 
     tower = TaskTowerSpec(tower_name="ctr", label_name="y", loss_type="CLASSIFICATION")
     with pytest.raises(DataFormatError, match="label 'y' must be in"):

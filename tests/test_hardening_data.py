@@ -19,6 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_group_rtp import EXAMPLE, A  # noqa: E402
+from test_group_rtp import batches as group_batches
+from test_group_rtp import make_config as group_config
+from test_readers import census_config, slot_config, slot_line  # noqa: E402
 
 from recstack.cli import infer_main, train_main
 from recstack.config import from_dict, load_config
@@ -27,11 +31,8 @@ from recstack.data.base import DataFormatError, RaggedArray, parse_float, parse_
 from recstack.data.csv import CensusReader
 from recstack.data.din import DINReader
 from recstack.data.slot import FeatIdxValueReader, SlotReader
-from recstack.data.tabular import TabularReader
+from recstack.easyrec.tabular import TabularReader
 from recstack.metrics import AUC, GAUC, MSE, warn_undefined
-
-from test_group_rtp import A, EXAMPLE, batches as group_batches, make_config as group_config  # noqa: E402
-from test_readers import census_config, slot_config, slot_line  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DBMTL = REPO / "models/multitask/dbmtl/config.yaml"

@@ -24,13 +24,14 @@ import numpy as np
 import pytest
 import torch
 
+from recstack.backends import Batch, InferenceSettings, create_backend
 from recstack.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from recstack.config import load_config
-from recstack.export import ExportFileError, export_model
+from recstack.export import export_model
+from recstack.export_spec import ExportedModel, ExportFileError
 from recstack.fileio import HOST, atomic_open
-from recstack.inference import Batch, ExportedModel, InferenceSettings, create_backend
-from recstack.trainer import build_model
 from recstack.utils import seed_everything
+from recstack.wrapper import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 DEEPFM = REPO / "models/rank/deepfm/config.yaml"
@@ -172,7 +173,7 @@ def test_an_export_without_hashes_still_loads_with_one_warning(store, tmp_path, 
     del spec["sha256"]
     (export / "tostatic.json").write_text(json.dumps(spec))
     model = ExportedModel.locate(export)
-    with caplog.at_level(logging.WARNING, logger="recstack.export"):
+    with caplog.at_level(logging.WARNING, logger="recstack.export_spec"):
         create_backend(model, InferenceSettings("onnxruntime"))
         create_backend(model, InferenceSettings("torchscript"))
     assert [r.getMessage() for r in caplog.records].count(
@@ -281,7 +282,8 @@ def test_a_save_killed_between_its_renames_keeps_the_old_checkpoint(tmp_path):
 def test_atomic_writes_remove_dead_writers_temporaries_only(tmp_path):
     target = tmp_path / "report.log"
     gone = dead_pid()
-    dead, live, other = (tmp_path / f".report.log.{gone}@{HOST}.tmp", tmp_path / f".report.log.{os.getppid()}@{HOST}.tmp",
+    dead, live, other = (tmp_path / f".report.log.{gone}@{HOST}.tmp",
+                         tmp_path / f".report.log.{os.getppid()}@{HOST}.tmp",
                          tmp_path / f".report.log.{gone}@{'0' * 8}.tmp")
     unrelated = tmp_path / f".other.log.{gone}@{HOST}.tmp"
     for path in (dead, live, other, unrelated):

@@ -222,12 +222,12 @@ def test_train_log_infer_log_and_tensorboard_per_run(tmp_path, monkeypatch, capl
         assert any(p.name.startswith("events.out.tfevents") for p in (out / "visual_log" / run).iterdir())
 
     # a run that fails after it began says so in its log and its run.json
-    import recstack.trainer
+    import recstack.dist.strategy
 
     def broken(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(recstack.trainer, "save_checkpoint", broken)
+    monkeypatch.setattr(recstack.dist.strategy, "save_checkpoint", broken)  # the strategy writes checkpoints
     with pytest.raises(OSError):
         train(config(out))
     failed = json.loads((out / RUN_FILE).read_text())
@@ -241,7 +241,7 @@ def test_loader_knows_its_batch_count():
     loader = create_loader(cfg, "train")
     assert loader.expected_batches is None
     seen = []
-    for batch in loader:
+    for _ in loader:
         seen.append(loader.expected_batches)
     assert seen[0] == len(seen) == 32  # 4,000 lines / 128: estimated from the bytes parsed, from the first batch on
     assert loader.expected_batches == 32

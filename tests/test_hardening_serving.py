@@ -20,10 +20,13 @@ import numpy as np
 import pytest
 import uvicorn
 
+from recstack.backends import InferenceSettings, create_backend
+from recstack.benchmark import run_benchmark
 from recstack.config import load_config
 from recstack.data.factory import UntrustedCodeError, core_reader_alias, resolve_reader
 from recstack.export import export_model
-from recstack.inference import ExportedModel, InferenceSettings, create_backend, load_batches, run_benchmark
+from recstack.export_spec import ExportedModel
+from recstack.inference import load_batches
 from recstack.serving import RequestError, ServingOptions, create_app, uvicorn_config
 from recstack.serving.limits import LINGER_SECONDS
 from recstack.serving.model import ServedModel
@@ -88,7 +91,7 @@ def read_until_closed(sock: socket.socket, limit: float) -> tuple[bytes, float]:
         sock.settimeout(max(0.05, limit - (time.monotonic() - started)))
         try:
             chunk = sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             break
         except ConnectionResetError:
             break
@@ -232,11 +235,11 @@ def test_slow_header_slow_body_and_the_connection_cap(served):
 
 # ---------------------------------------------------------------------- item 12: user input never gives a 500
 @pytest.mark.parametrize("body, field, message", [
-    ('{"rows": [GOOD, {"sparse": [1, 2, 3, BIG, %s], "dense": %s}]}' % (", ".join(["1"] * 22), [0.5] * 13),
+    ('{"rows": [GOOD, {"sparse": [1, 2, 3, BIG, %s], "dense": %s}]}' % (", ".join(["1"] * 22), [0.5] * 13),  # noqa: UP031
      "rows[1].sparse[3]", r"rows\[1\]\.sparse\[3\]: a 5000-digit integer \(9999999999999\.\.\.\) is outside int64"),
-    ('{"rows": [{"sparse": %s, "dense": [-BIG, %s]}]}' % ([1] * 26, ", ".join(["0.5"] * 12)),
+    ('{"rows": [{"sparse": %s, "dense": [-BIG, %s]}]}' % ([1] * 26, ", ".join(["0.5"] * 12)),  # noqa: UP031
      "rows[0].dense[0]", r"rows\[0\]\.dense\[0\]: a 5000-digit integer \(-999999999999\.\.\.\) overflows float32"),
-    ('{"inputs": {"sparse": [[BIG, %s]], "dense": [%s]}}' % (", ".join(["1"] * 25), [0.5] * 13),
+    ('{"inputs": {"sparse": [[BIG, %s]], "dense": [%s]}}' % (", ".join(["1"] * 25), [0.5] * 13),  # noqa: UP031
      "inputs.sparse[0][0]", r"inputs\.sparse\[0\]\[0\]: a 5000-digit integer .* outside int64"),
     ('{"rows": BIG}', "rows", r"rows: expected a list of objects, got a 5000-digit integer"),
 ])
@@ -276,7 +279,7 @@ def test_oversized_numbers_in_headers_and_uploads_are_400s(server, served, monke
 def test_every_shipped_reader_module_resolves_to_a_core_reader_without_running():
     for path in sorted(REPO.glob("models/*/*/*eader*.py")):
         reader = core_reader_alias(path)
-        assert reader is not None and reader.__module__.startswith("recstack.data."), path
+        assert reader is not None and reader.__module__.startswith(("recstack.data.", "recstack.easyrec.")), path
 
 
 def test_an_edited_export_json_cannot_make_the_server_import_code(deepfm, tmp_path):

@@ -1,4 +1,5 @@
-"""recstack.inference / recstack.autolog / tools/infer_benchmark.py: backends, settings, the report."""
+"""recstack.backends / recstack.benchmark / recstack.inference / recstack.autolog / tools/infer_benchmark.py:
+backends, settings, the report."""
 
 import re
 import subprocess
@@ -11,14 +12,17 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from recstack import inference
+from recstack import backends
 from recstack.autolog import format_report, timing_stats
+from recstack.backends import InferenceSettings, UnavailableError, create_backend
+from recstack.benchmark import compute_metrics, run_benchmark
 from recstack.config import load_config
 from recstack.export import export_model
-from recstack.inference import (ExportedModel, InferenceSettings, UnavailableError, compute_metrics, create_backend,
-                                load_batches, run_benchmark)
-from recstack.trainer import build_model, train
+from recstack.export_spec import ExportedModel
+from recstack.inference import load_batches
+from recstack.trainer import train
 from recstack.utils import seed_everything
+from recstack.wrapper import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 DEEPFM = REPO / "models/rank/deepfm/config.yaml"
@@ -91,7 +95,8 @@ def test_meaningless_settings_are_refused(exported, kwargs, message):
 
 @pytest.mark.skipif("DnnlExecutionProvider" in PROVIDERS, reason="this onnxruntime has the oneDNN provider")
 def test_mkldnn_without_the_onednn_provider_says_so(exported):
-    with pytest.raises(UnavailableError, match=r"--enable_mkldnn True: this onnxruntime .* has no DnnlExecutionProvider"):
+    with pytest.raises(UnavailableError,
+                       match=r"--enable_mkldnn True: this onnxruntime .* has no DnnlExecutionProvider"):
         create_backend(exported, settings(enable_mkldnn=True))
 
 
@@ -150,7 +155,8 @@ def test_cli_report_log_file_and_predictions(exported, tmp_path):
     done = run_tool("--model_dir", str(exported.directory), "--data_dir",
                     str(REPO / "models/rank/deepfm/data/sample_data/test"), "--reader_file",
                     str(REPO / "models/rank/deepfm/criteo_reader.py"), "--batchsize", "256", "--cpu_threads", "2",
-                    "--use_gpu", "False", "--enable_mkldnn", "False", "--enable_tensorRT", "False", "--precision", "fp32",
+                    "--use_gpu", "False", "--enable_mkldnn", "False",
+                    "--enable_tensorRT", "False", "--precision", "fp32",
                     "--benchmark", "True", "--save_log_path", "logs", "--save_predictions", "pred.tsv",
                     "--params_file", "ignored.pdiparams", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -191,5 +197,5 @@ def test_locate_by_model_file_and_eager_rebuild(exported):
     assert list(batches[0].inputs) == ["sparse", "dense"] and list(batches[0].labels) == ["label"]
     config = load_config(DEEPFM)
     seed_everything(0)
-    assert inference.EagerBackend(exported, settings("eager")).model.state_dict().keys() == \
+    assert backends.EagerBackend(exported, settings("eager")).model.state_dict().keys() == \
         build_model(config, torch.device("cpu"))[1].state_dict().keys()

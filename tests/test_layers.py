@@ -6,10 +6,24 @@ import pytest
 import torch
 from torch import nn
 
-from recstack.layers import (CIN, MLP, CrossNet, CrossNetMix, DotInteraction, EmbeddingGate, Experts,
-                             ExtractionLayer, MLPExperts,
-                             FactorizationMachine, FieldAwareInteraction, FieldEmbedding, FieldEmbeddedInteraction,
-                             TaskGates, Towers, mix_experts)
+from recstack.layers import (
+    CIN,
+    MLP,
+    CrossNet,
+    CrossNetMix,
+    DotInteraction,
+    EmbeddingGate,
+    Experts,
+    ExtractionLayer,
+    FactorizationMachine,
+    FieldAwareInteraction,
+    FieldEmbeddedInteraction,
+    FieldEmbedding,
+    MLPExperts,
+    TaskGates,
+    Towers,
+    mix_experts,
+)
 from recstack.layers.init import init_linear, truncated_normal_
 
 

@@ -20,7 +20,8 @@ from recstack.config import ConfigError, load_config
 from recstack.data import create_loader
 from recstack.evaluator import infer
 from recstack.layers import MLPExperts
-from recstack.trainer import build_model, train
+from recstack.trainer import train
+from recstack.wrapper import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 MMOE = REPO / "models" / "multitask" / "mmoe"

@@ -12,7 +12,8 @@ import torch
 from recstack.config import ConfigError, load_config
 from recstack.evaluator import infer
 from recstack.layers import ExtractionLayer
-from recstack.trainer import build_model, train
+from recstack.trainer import train
+from recstack.wrapper import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 PLE_CONFIG = REPO / "models/multitask/ple/config.yaml"

@@ -19,7 +19,8 @@ class Tiny(nn.Module):
         return torch.sigmoid(self.linear(self.table(ids).sum(1)))
 
 
-def step(model, opt, ids=torch.tensor([[1, 2], [2, 3]])):
+def step(model, opt, ids=None):
+    ids = torch.tensor([[1, 2], [2, 3]]) if ids is None else ids
     loss = model(ids).sum()
     opt.zero_grad()
     loss.backward()
@@ -74,7 +75,8 @@ def test_lazy_l2_touches_only_batch_rows_and_matches_dense_l2_there():
         rows = torch.tensor([1, 2, 3])
         grad[rows] += reg * dense_model.table.weight[rows]
         expected = dense_model.table.weight - 0.1 * grad
-        expected_linear = dense_model.linear.weight - 0.1 * (dense_model.linear.weight.grad + reg * dense_model.linear.weight)
+        expected_linear = dense_model.linear.weight - 0.1 * (dense_model.linear.weight.grad
+                                                             + reg * dense_model.linear.weight)
     torch.testing.assert_close(sparse_model.table.weight.detach(), expected)
     torch.testing.assert_close(sparse_model.linear.weight.detach(), expected_linear)
     untouched = torch.ones(50, dtype=torch.bool)
@@ -173,7 +175,8 @@ def test_trainer_steps_the_schedule_once_per_batch(tmp_path):
 
     from recstack.config import load_config
     from recstack.data import create_loader
-    from recstack.trainer import build_model, train_step
+    from recstack.trainer import train_step
+    from recstack.wrapper import build_model
 
     config = load_config(Path(__file__).resolve().parents[1] / "models/rank/din/config.yaml",
                          ["hyper_parameters.optimizer.lr_schedule={boundaries: [3, 5], values: [0.004, 0.002, 0.001]}",

@@ -23,9 +23,12 @@ import pytest
 import torch
 import uvicorn
 
+from recstack.backends import InferenceSettings, create_backend
+from recstack.benchmark import run_benchmark
 from recstack.config import load_config
 from recstack.export import export_model
-from recstack.inference import ExportedModel, InferenceSettings, create_backend, load_batches, run_benchmark
+from recstack.export_spec import ExportedModel
+from recstack.inference import load_batches
 from recstack.serving import ServingOptions, create_app, uvicorn_config
 from recstack.serving.model import ServedModel
 
@@ -294,7 +297,8 @@ CORPUS = [
     ("upload-short-line", "POST", "/upload", upload_with(2, "click:0 dense_feature:0.1 1:2"), 400,
      r"upload:2: expected 13 'dense_feature' values, got 1", None, 2),
     ("upload-id-past-table", "POST", "/upload",
-     upload_with(3, re.sub(r" 7:\d+", " 7:1000001", LINES[2].decode()).strip()), 400, r"upload:3: sparse id outside \[0, sparse_feature_number=1000001\)", None, 3),  # the reader's own check
+     upload_with(3, re.sub(r" 7:\d+", " 7:1000001", LINES[2].decode()).strip()), 400,
+     r"upload:3: sparse id outside \[0, sparse_feature_number=1000001\)", None, 3),  # the reader's own check
     ("upload-nan", "POST", "/upload", upload_with(2, re.sub(r"dense_feature:[\d.]+", "dense_feature:nan",
                                                             LINES[1].decode(), count=1).strip()),
      400, r"upload:2: ", None, 2),
@@ -475,7 +479,7 @@ def test_fused_feature_tables_declare_per_column_bounds_and_the_server_checks_th
     FeatureEmbedding declares each column's bucket count and an id past it is a 400 naming the column."""
     from recstack.export import embedding_tables
     from recstack.serving.validation import RequestError, column_array, input_specs
-    from recstack.trainer import build_model
+    from recstack.wrapper import build_model
 
     config = load_config(REPO / "models/multitask/dbmtl/config.yaml")
     _, net = build_model(config, torch.device("cpu"))
@@ -502,6 +506,6 @@ def test_fused_feature_tables_declare_per_column_bounds_and_the_server_checks_th
 
 
 def _width(config, name: str) -> int:
-    from recstack.features import TabularSpec
+    from recstack.easyrec.features import TabularSpec
 
     return TabularSpec.from_config(config).block_columns()[name][1]

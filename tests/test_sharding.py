@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from recstack.config import ConfigError, load_config
-from recstack.dist.sharding import SHARDABLE_MODELS, shard_model, to_embedding_bags, torchrec_available
+from recstack.dist.sharding import reads_slot_format, shard_model, slot_id_table, to_embedding_bags, torchrec_available
 from recstack.wrapper import load_wrapper, slot_format_args
 
 pytestmark = pytest.mark.skipif(not torchrec_available(),
@@ -32,6 +32,9 @@ pytestmark = pytest.mark.skipif(not torchrec_available(),
 ROOT = Path(__file__).resolve().parents[1]
 DEEPFM = ROOT / "models" / "rank" / "deepfm" / "config.yaml"
 TOLERANCE = 1e-6
+#: the model folders whose structure lets them shard (slot format, one plain id table): checked below
+SHARDABLE_MODELS = ("deepfm", "dlrm", "dnn", "dcn", "dcn_v2", "wide_deep", "xdeepfm", "deepfefm", "ffm", "fm",
+                    "gatenet")
 
 
 def _free_port() -> int:
@@ -118,6 +121,25 @@ def test_sharded_checkpoint_exports(two_process_run, tmp_path):
     assert (export_dir / "tostatic.pt").is_file() and (export_dir / "tostatic.onnx").is_file()
 
 
+def test_shardable_models_follow_from_their_structure():
+    """No list of names in recstack: the slot format and one plain id table decide, for every model folder."""
+    found = []
+    for path in sorted(ROOT.glob("models/*/*/config.yaml")):
+        config = load_config(path)
+        if not reads_slot_format(config):
+            continue
+        config = load_config(path, ["hyper_parameters.sparse_feature_number=50"])
+        try:
+            slot_id_table(load_wrapper(config).create_model(config), path.parent.name)
+        except ConfigError:
+            continue
+        found.append(path.parent.name)
+    assert sorted(found) == sorted(SHARDABLE_MODELS)
+    two_tables = torch.nn.ModuleDict({"a": torch.nn.Embedding(3, 2), "b": torch.nn.Embedding(3, 2)})
+    with pytest.raises(ConfigError, match=r"model 'twin' cannot be sharded.*2 nn.Embedding tables \['a', 'b'\]"):
+        slot_id_table(two_tables, "twin")
+
+
 @pytest.mark.parametrize("folder", SHARDABLE_MODELS)
 def test_embedding_bags_equal_plain_table(folder):
     """The converted model (one TorchRec collection, unsharded) gives the plain model's outputs."""
@@ -157,5 +179,6 @@ def test_bad_sharding_configs(overrides, message):
 
 def test_unsupported_model_names_model_and_supported_ones():
     config = _config(ROOT / "models" / "multitask" / "mmoe" / "config.yaml", "runner.embedding_sharding=table_wise")
-    with pytest.raises(ConfigError, match=r"model 'mmoe' cannot be sharded.*deepfm, dlrm"):
+    with pytest.raises(ConfigError, match=r"model 'mmoe' cannot be sharded.*slot-format model"
+                                          r".*does not describe the slot format"):
         shard_model(torch.nn.Linear(1, 1), config, torch.device("cpu"), lambda m: None)

@@ -14,9 +14,9 @@ from recstack.config import ConfigError, from_dict
 from recstack.data import create_loader
 from recstack.data.base import DataFormatError
 from recstack.data.hashing import stable_hash
-from recstack.data.tabular import TabularReader
-from recstack.features import TabularSpec
-from recstack.layers import FeatureEmbedding
+from recstack.easyrec.feature_embedding import FeatureEmbedding
+from recstack.easyrec.features import TabularSpec
+from recstack.easyrec.tabular import TabularReader
 
 FIELDS = [
     {"input_name": "click", "input_type": "INT32"},
@@ -108,11 +108,13 @@ def test_tab_separator_and_escaped_separators(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("1,2.5,beijing,25,3.0,x\n1,2.5,beijing,25\n", r"part-0.txt:2: expected 6 ','-separated fields \(click, time, "
                                                    r"city, age, \.\.\.\), got 4: '1,2.5,beijing,25'"),
-    ("1,2.5,beijing,25,3.0,x\n\n1,2.5,beijing,abc,3,x\n", r"part-0.txt:3: field 'age' \(INT64\) is not an integer: 'abc'"),
+    ("1,2.5,beijing,25,3.0,x\n\n1,2.5,beijing,abc,3,x\n",
+     r"part-0.txt:3: field 'age' \(INT64\) is not an integer: 'abc'"),
     ("99999999999,2.5,beijing,25,3.0,x\n", r"part-0.txt:1: field 'click' \(INT32\) is out of range"),
     ("1,fast,beijing,25,3.0,x\n", r"part-0.txt:1: field 'time' \(FLOAT\) is not a number: 'fast'"),
     ("1,2.5,beijing,25,3.0,x\n1,nan,beijing,25,3.0,x\n", r"part-0.txt:2: label 'time' is not a finite number"),
-    ("1,2.5,beijing,150,3.0,x\n", r"part-0.txt:1: field 'age' \(feature 'age'\): id 150 outside \[0, num_buckets=100\)"),
+    ("1,2.5,beijing,150,3.0,x\n",
+     r"part-0.txt:1: field 'age' \(feature 'age'\): id 150 outside \[0, num_buckets=100\)"),
     ("1,2.5,beijing,-5,3.0,x\n", r"part-0.txt:1: field 'age' \(feature 'age'\): id -5 outside"),
     ("1,2.5,beijing,25,inf,x\n", r"part-0.txt:1: field 'score' \(feature 'score'\) is not a finite number"),
 ])
@@ -210,7 +212,8 @@ def test_real_census_lines_parse_exactly(shared_data, tmp_path):
     fields[24]["input_type"] = "DOUBLE"  # the instance weight, e.g. 1700.09
     hp = {"data_config": {"label_fields": ["age"], "input_fields": fields},
           "feature_config": {"features": [
-              {"input_names": ["class_worker"], "feature_type": "IdFeature", "hash_bucket_size": 97, "embedding_dim": 4},
+              {"input_names": ["class_worker"], "feature_type": "IdFeature", "hash_bucket_size": 97,
+               "embedding_dim": 4},
               {"input_names": ["c24"], "feature_type": "RawFeature"}]},
           "model_config": {"feature_groups": [{"group_name": "all", "feature_names": ["class_worker", "c24"]}]}}
     (tmp_path / "train").mkdir()

@@ -11,7 +11,7 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 
-from recstack.export import load_spec
+from recstack.export_spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 TIPC = REPO / "test_tipc"
@@ -132,7 +132,8 @@ def test_common_func_parsing(tmp_path):
 source test_tipc/common_func.sh
 printf 'x\\nkey.a:1|2\\n--b:  v w \\nkey:null\\n--b:second\\nmodes:lite_train_lite_infer=3|whole_infer=null\\n' > "$1"
 echo "[$(func_get "$1" key.a)] [$(func_get "$1" --b)] [$(func_get "$1" key dflt)] [$(func_get "$1" missing)]"
-echo "[$(func_mode_value "$(func_get "$1" modes)" lite_train_lite_infer)] [$(func_mode_value "$(func_get "$1" modes)" whole_infer)] [$(func_mode_value "a=b" whole_infer)]"
+echo "[$(func_mode_value "$(func_get "$1" modes)" lite_train_lite_infer)] \
+[$(func_mode_value "$(func_get "$1" modes)" whole_infer)] [$(func_mode_value "a=b" whole_infer)]"
 """
     done = subprocess.run(["bash", "-c", script, "bash", str(tmp_path / "c.txt")], cwd=REPO, capture_output=True,
                           text=True)

@@ -15,14 +15,15 @@ from recstack.checkpoint import load_checkpoint
 from recstack.config import ConfigError, load_config
 from recstack.data import create_loader
 from recstack.evaluator import evaluate, infer
-from recstack.trainer import build_model, train
-from recstack.wrapper import load_wrapper
+from recstack.trainer import train
+from recstack.wrapper import build_model, load_wrapper
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(REPO.glob("models/*/*/config.yaml"))
 #: Further sample-data configs of a folder, trained and checked like config.yaml: the multi-task models'
 #: config_video.yaml (datasets/video: the census format, tasks like and completion), ids "<model>_video", and
-#: MMoE's config_easyrec.yaml (EasyRec's keys, short-video play data), id "mmoe_easyrec".
+#: MMoE's config_easyrec.yaml (EasyRec's keys, short-video play data), id "mmoe_easyrec". The rank models'
+#: config_tabular.yaml are deliberately not listed: tests/test_rank_tabular.py trains, thresholds and exports them.
 VARIANT_CONFIGS = (sorted(REPO.glob("models/*/*/config_video.yaml"))
                    + sorted(REPO.glob("models/*/*/config_easyrec.yaml")))
 
@@ -68,10 +69,24 @@ THRESHOLDS = {
     # 0.735, mse_play_time 0.131 / 0.134 / 0.133 with seeds 2024 / 1 / 7 (models/multitask/mmoe/README.md).
     "mmoe_easyrec": {"auc_is_valid_play": 0.68, "mse_play_time": 0.150},
     # E2E_MM_DBMTL (grouped short-video lines with 64x64 item images, part of the signal only in the images):
-    # test auc_is_valid_play 0.784 / 0.792, mse_play_time 0.215 / 0.260 with seeds 2024 / 7 (its README); the
-    # test file's play_time variance is 0.264 (its mean differs from the train file's), so the MSE bound is loose.
-    "e2e_mm_dbmtl": {"auc_is_valid_play": 0.73, "mse_play_time": 0.29},
+    # test auc_is_valid_play 0.784 / 0.792, mse_play_time 0.215 / 0.260 with seeds 2024 / 7 (its README). The
+    # test file's play_time variance is 0.264 and predicting the train file's mean scores 0.269, so a fixed
+    # bound near there passes a constant predictor: the MSE bound is 0.95 x that constant's MSE, computed from
+    # the data (0.255). Measured after the last epoch (seeds 2024 / 7 / 1, 1 and 2 torch threads): 0.192 /
+    # 0.219, 0.229 / 0.244, 0.243 / 0.220. The AUC is the fragile figure: seed 2024 reaches 0.790 with 2
+    # threads but 0.605 with 1 (seeds 7 and 1: 0.787-0.809 with either).
+    "e2e_mm_dbmtl": {"auc_is_valid_play": 0.73,
+                     "mse_play_time": lambda config: 0.95 * constant_predictor_mse(config, "play_time")},
 }
+
+
+def constant_predictor_mse(config, label: str) -> float:
+    """MSE on the test data (``runner.test_data_dir``, as infer reads it) of predicting every sample's
+    ``label`` as the mean of the training data's: what a model that learned only the mean scores."""
+    def values(mode: str) -> torch.Tensor:
+        return torch.cat([batch[label].double().reshape(-1) for batch in create_loader(config, mode)])
+
+    return float(((values("infer") - values("train").mean()) ** 2).mean())
 
 
 def model_id(path: Path) -> str:
@@ -124,6 +139,7 @@ def test_train_checkpoint_infer_reaches_planted_signal(trained, config_path):
     assert sorted(results) == list(range(config.get("runner.infer_start_epoch"), config.get("runner.infer_end_epoch")))
     last = results[epochs - 1]
     for name, threshold in THRESHOLDS[model_id(config_path)].items():
+        threshold = threshold(config) if callable(threshold) else threshold
         if name.startswith("mse"):  # an error metric: lower is better, the threshold is an upper bound
             assert last[name] < threshold, f"{model_id(config_path)} {name} {last[name]:.4f} >= {threshold}"
         else:
@@ -150,9 +166,11 @@ def test_export_and_deployed_inference_match_eager(trained, config_path, tmp_pat
     checkpoint predict what the eager model predicts on the test data, with the same metrics."""
     import numpy as np
 
+    from recstack.backends import InferenceSettings, create_backend
+    from recstack.benchmark import compute_metrics, run_benchmark
     from recstack.export import export_model
-    from recstack.inference import ExportedModel, InferenceSettings, compute_metrics, create_backend, load_batches, \
-        run_benchmark
+    from recstack.export_spec import ExportedModel
+    from recstack.inference import load_batches
 
     config, result, out = trained(config_path)
     last = out / str(config.get("runner.epochs") - 1)
@@ -233,8 +251,8 @@ def test_mmoe_gate_num_must_match_tasks(tmp_path):
 
 def test_visual_logs_gpu_fallback_and_log_lines(tmp_path, caplog):
     config = load_config(REPO / "models/multitask/mmoe/config.yaml",
-                         ["runner.epochs=1", "runner.use_visual=True", "runner.use_gpu=True", "runner.print_interval=10",
-                          f"runner.model_save_path={tmp_path / 'out'}"])
+                         ["runner.epochs=1", "runner.use_visual=True", "runner.use_gpu=True",
+                          "runner.print_interval=10", f"runner.model_save_path={tmp_path / 'out'}"])
     with caplog.at_level(logging.INFO):
         train(config)
     text = caplog.text
@@ -272,7 +290,8 @@ def test_command_line_tools_as_a_user_runs_them(tmp_path):
     assert re.search(r"epoch: 0 done, auc: 0\.\d{6}, loss: \d\.\d{6}, epoch time: \d+\.\d\d s", done.stdout)
     assert (tmp_path / "output_model_deepfm" / "0" / "model.pt").is_file()  # relative to the working directory
     assert "checkpoints in output_model_deepfm" in done.stdout
-    evaluated = run_tool(str(REPO / "tools/infer.py"), "-m", str(config), "-o", "runner.infer_end_epoch=1", cwd=tmp_path)
+    evaluated = run_tool(str(REPO / "tools/infer.py"), "-m", str(config), "-o", "runner.infer_end_epoch=1",
+                         cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr + evaluated.stdout
     auc = float(re.search(r"checkpoint epoch 0: auc: (0\.\d+)", evaluated.stdout).group(1))
     assert 0.5 < auc <= 1 and not math.isnan(auc)
@@ -286,7 +305,8 @@ def test_use_auc_resets_metrics_each_epoch_or_accumulates(tmp_path):
     runs = {}
     for use_auc in (True, False):
         config = load_config(REPO / "models/multitask/mmoe/config.yaml",
-                             ["runner.epochs=2", f"runner.use_auc={use_auc}", f"runner.model_save_path={tmp_path / str(use_auc)}"])
+                             ["runner.epochs=2", f"runner.use_auc={use_auc}",
+                              f"runner.model_save_path={tmp_path / str(use_auc)}"])
         runs[use_auc] = train(config).epochs
     assert runs[True][0].metrics == runs[False][0].metrics  # same seed, same first epoch
     assert runs[True][1].loss == runs[False][1].loss  # same training ...
@@ -295,7 +315,8 @@ def test_use_auc_resets_metrics_each_epoch_or_accumulates(tmp_path):
 
 def test_infer_skips_epochs_without_checkpoints(tmp_path, caplog):
     config_path = REPO / "models/multitask/mmoe/config.yaml"
-    train(load_config(config_path, ["runner.epochs=1", "runner.train_batch_size=64", f"runner.model_save_path={tmp_path}"]))
+    train(load_config(config_path, ["runner.epochs=1", "runner.train_batch_size=64",
+                                    f"runner.model_save_path={tmp_path}"]))
     with caplog.at_level(logging.WARNING):
         results = infer(load_config(config_path, [f"runner.infer_load_path={tmp_path}"]))  # infer_end_epoch: 4
     assert list(results) == [0]

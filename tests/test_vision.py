@@ -18,7 +18,7 @@ def resnet18_parameters(num_classes: int, batch_norm: bool) -> int:
     or a bias (one per output channel), then the Linear to num_classes."""
     convs = [(3, 64, 7)]  # (in, out, kernel)
     c_in = 64
-    for i, width in enumerate((64, 128, 256, 512)):
+    for width in (64, 128, 256, 512):
         for unit in range(2):
             convs += [(c_in, width, 3), (width, width, 3)]
             if unit == 0 and c_in != width:

@@ -61,7 +61,7 @@ def generate(rows: int, files: int, folder: Path) -> None:
 
 def run_once(nproc: int, overrides: list[str], threads: int, workdir: Path, timeout: float) -> dict:
     """One training run; returns ``{"ips": float, "memory": [(train_peak, peak, now) per rank]}`` or ``{"error"}``."""
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     per_rank = max(1, threads // nproc)
     env["OMP_NUM_THREADS"] = str(per_rank)
     tool = [str(REPO / "tools/trainer.py"), "-m", str(CONFIG), "-o", *overrides, f"runner.cpu_threads={per_rank}"]
@@ -126,7 +126,6 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=1200, help="seconds per run")
     args = parser.parse_args()
 
-    sys.path.insert(0, str(REPO))
     try:
         from recstack.dist.sharding import torchrec_available
         sharding_note = None if torchrec_available() else "TorchRec is not installed (tools/install_torchrec.sh)"

@@ -27,7 +27,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 
-from recstack.cli import argument_parser  # noqa: E402
+from recstack.cli import argument_parser, report_user_errors  # noqa: E402
+from recstack.export import ExportError  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -38,35 +39,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@report_user_errors(failures=[(ExportError, 1, "export failed: ")])
 def main(argv=None) -> int:
     import logging
     from pathlib import Path
 
-    from recstack.cli import USER_ERRORS
     from recstack.config import load_config
-    from recstack.export import ExportError, export_parts
+    from recstack.export import export_parts
     from recstack.utils import setup_logging
 
     args = parse_args(argv)
     setup_logging()
     logger = logging.getLogger("recstack")
-    try:
-        config = load_config(args.config_yaml, args.opt)
-        dirs = {kind: path for kind, path in (("img", args.img_model_export_dir), ("rec", args.rec_model_export_dir),
-                                              ("total", args.total_model_export_dir)) if path}
-        if not dirs:
-            root = Path(config.get("runner.model_save_path"))
-            dirs = {kind: root / f"{kind}_model" for kind in ("img", "rec", "total")}
-        results = export_parts(config, dirs)
-    except ExportError as err:
-        logger.error("export failed: %s", err)
-        return 1
-    except USER_ERRORS as err:
-        logger.error("%s", err)
-        return 2
+    config = load_config(args.config_yaml, args.opt)
+    # EasyRec's flags name the parts of E2E_MM_DBMTL (the wrapper's export_parts)
+    dirs = {kind: path for kind, path in (("img", args.img_model_export_dir), ("rec", args.rec_model_export_dir),
+                                          ("total", args.total_model_export_dir)) if path}
+    if not dirs:
+        root = Path(config.get("runner.model_save_path"))
+        dirs = {kind: root / f"{kind}_model" for kind in ("img", "rec", "total")}
+    results = export_parts(config, dirs)
     for kind, result in results.items():
-        logger.info("%s model: %s, %s, %s (parity, relative above 1: %s)", kind, result.torchscript, result.onnx, result.spec_file,
-                    ", ".join(f"{k} {v:.2g}" for k, v in result.max_abs_diff.items()))
+        logger.info("%s model: %s, %s, %s (parity, relative above 1: %s)", kind, result.torchscript, result.onnx,
+                    result.spec_file, ", ".join(f"{k} {v:.2g}" for k, v in result.max_abs_diff.items()))
     checks = next(iter(results.values())).spec["part_checks"]
     logger.info("cross checks (difference, relative above 1): %s", ", ".join(f"{k} {v:.2g}" for k, v in checks.items()))
     return 0

@@ -1,6 +1,7 @@
 """Benchmark deployed inference of an exported model (PaddleRec's ``tools/paddle_infer.py`` flags).
 
-    python tools/infer_benchmark.py --model_dir output_model_deepfm --data_dir models/rank/deepfm/data/sample_data/test \\
+    python tools/infer_benchmark.py --model_dir output_model_deepfm \\
+        --data_dir models/rank/deepfm/data/sample_data/test \\
         --reader_file models/rank/deepfm/criteo_reader.py --batchsize 512 --cpu_threads 2 --use_gpu False \\
         --enable_tensorRT False --precision fp32 --benchmark True --save_log_path output/logs
 
@@ -15,11 +16,14 @@ an error that says why (exit status 2), never a silent fallback. See doc/inferen
 import os
 import sys
 
-# Before torch loads: OpenMP (and onnxruntime's intra-op pool, see recstack/inference.py) wait
+# Before torch loads: OpenMP (and onnxruntime's intra-op pool, see recstack/backends.py) wait
 # passively, so a busy co-process cannot collapse throughput (doc/benchmarks.md).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+
+from recstack.backends import UnavailableError  # noqa: E402
+from recstack.cli import report_user_errors  # noqa: E402
 
 
 def str2bool(value: str) -> bool:
@@ -70,16 +74,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+@report_user_errors(failures=[(UnavailableError, 2, "unavailable: ")])
 def main(argv=None) -> int:
     import logging
 
     args = parse_args(argv)
     from recstack.autolog import ResourceMonitor
-    from recstack.cli import USER_ERRORS
+    from recstack.backends import InferenceSettings, create_backend
+    from recstack.benchmark import build_report, compute_metrics, run_benchmark, save_predictions
+    from recstack.export_spec import ExportedModel
     from recstack.fileio import atomic_open
-    from recstack.inference import (ExportedModel, InferenceSettings, UnavailableError, build_report,
-                                    compute_metrics, create_backend, load_batches, run_benchmark,
-                                    save_predictions)
+    from recstack.inference import load_batches
     from recstack.utils import setup_logging
 
     setup_logging()
@@ -87,38 +92,31 @@ def main(argv=None) -> int:
     if args.params_file:
         logger.info("--params_file %s: accepted for PaddleRec compatibility; recstack's exported files hold "
                     "their parameters", args.params_file)
-    try:
-        model = ExportedModel.locate(args.model_dir, args.model_file)
-        suffix = os.path.splitext(args.model_file or "")[1]
-        wanted = {".onnx": "onnxruntime", ".pt": "torchscript"}.get(suffix)
-        if wanted and args.backend in ("onnxruntime", "torchscript") and args.backend != wanted:
-            raise UnavailableError(f"--model_file {args.model_file} is a {suffix} file; it runs with --backend "
-                                   f"{wanted}, not {args.backend}")
-        args.backend = args.backend or wanted or "onnxruntime"
-        settings = InferenceSettings(args.backend, args.use_gpu, args.gpu_id, args.cpu_threads, args.enable_mkldnn,
-                                     args.enable_tensorRT, args.precision)
-        settings.check()
-        name = args.model_name or model.model_name
-        batch_size = args.batchsize or model.config().get("runner.infer_batch_size")
-        backend = create_backend(model, settings)
-        batches, data_info = load_batches(model, batch_size, args.data_dir, args.reader_file, args.max_batches,
-                                          trust_code=args.trust_export_code)
-        monitor = ResourceMonitor(args.gpu_id if args.use_gpu else None)
-        warmup = args.warmup if args.warmup is not None else (10 if args.benchmark else 0)
-        result = run_benchmark(backend, batches, warmup=warmup, runs=args.runs, monitor=monitor)
-        result.metrics = compute_metrics(model.spec["outputs"], result.predictions, result.labels)
-        extra = []
-        if args.save_predictions:
-            path = save_predictions(args.save_predictions, model.spec["outputs"], result.predictions, result.labels)
-            extra.append(("predictions", f"saved to {path}"))
-        report = build_report(model, backend, settings, batch_size, data_info, result, monitor, name, extra)
-        monitor.close()
-    except UnavailableError as err:
-        logger.error("unavailable: %s", err)
-        return 2
-    except USER_ERRORS as err:
-        logger.error("%s", err)
-        return 2
+    model = ExportedModel.locate(args.model_dir, args.model_file)
+    suffix = os.path.splitext(args.model_file or "")[1]
+    wanted = {".onnx": "onnxruntime", ".pt": "torchscript"}.get(suffix)
+    if wanted and args.backend in ("onnxruntime", "torchscript") and args.backend != wanted:
+        raise UnavailableError(f"--model_file {args.model_file} is a {suffix} file; it runs with --backend "
+                               f"{wanted}, not {args.backend}")
+    args.backend = args.backend or wanted or "onnxruntime"
+    settings = InferenceSettings(args.backend, args.use_gpu, args.gpu_id, args.cpu_threads, args.enable_mkldnn,
+                                 args.enable_tensorRT, args.precision)
+    settings.check()
+    name = args.model_name or model.model_name
+    batch_size = args.batchsize or model.config().get("runner.infer_batch_size")
+    backend = create_backend(model, settings)
+    batches, data_info = load_batches(model, batch_size, args.data_dir, args.reader_file, args.max_batches,
+                                      trust_code=args.trust_export_code)
+    monitor = ResourceMonitor(args.gpu_id if args.use_gpu else None)
+    warmup = args.warmup if args.warmup is not None else (10 if args.benchmark else 0)
+    result = run_benchmark(backend, batches, warmup=warmup, runs=args.runs, monitor=monitor)
+    result.metrics = compute_metrics(model.spec["outputs"], result.predictions, result.labels)
+    extra = []
+    if args.save_predictions:
+        path = save_predictions(args.save_predictions, model.spec["outputs"], result.predictions, result.labels)
+        extra.append(("predictions", f"saved to {path}"))
+    report = build_report(model, backend, settings, batch_size, data_info, result, monitor, name, extra)
+    monitor.close()
     sys.stdout.write(report)
     if args.save_log_path:
         path = os.path.join(args.save_log_path, f"{name}.log")

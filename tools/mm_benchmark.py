@@ -75,8 +75,9 @@ def time_training(config, batches, repeats: int) -> tuple[float, int, int]:
     also the samples and images per timed pass."""
     import torch
 
-    from recstack.trainer import build_model, train_step
+    from recstack.trainer import train_step
     from recstack.utils import seed_everything
+    from recstack.wrapper import build_model
 
     rates = []
     for _ in range(repeats):

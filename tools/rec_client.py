@@ -27,7 +27,7 @@ import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from recstack.cli import report_user_errors  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -139,6 +139,7 @@ def send_all(host: str, port: int, path: str, bodies, concurrency: int, timeout:
     return results, latencies, time.perf_counter() - start
 
 
+@report_user_errors(plain=True)  # a bad --config, --data_dir, --model_dir: the message, exit status 2
 def main(argv=None) -> int:
     import numpy as np
 
@@ -165,7 +166,7 @@ def main(argv=None) -> int:
 
     model = config = None
     if args.model_dir:
-        from recstack.inference import ExportedModel
+        from recstack.export_spec import ExportedModel
 
         model = ExportedModel.locate(args.model_dir)
         config = model.config(args.reader_file)
@@ -221,7 +222,9 @@ def main(argv=None) -> int:
           f"(concurrency {args.concurrency})")
     status = 1 if failed else 0
     if args.compare and ok and not failed:
-        from recstack.inference import InferenceSettings, create_backend, load_batches, run_benchmark
+        from recstack.backends import InferenceSettings, create_backend
+        from recstack.benchmark import run_benchmark
+        from recstack.inference import load_batches
 
         reader_file = args.reader_file if args.mode == "predict" or (args.reader_file or "").endswith(".py") else None
         batches, _ = load_batches(model, args.batchsize, data_dir, reader_file)
@@ -239,11 +242,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from recstack.config import ConfigError
-    from recstack.data.base import DataFormatError
-
-    try:
-        sys.exit(main())
-    except (ConfigError, DataFormatError, FileNotFoundError) as err:  # a bad --config, --data_dir, --model_dir
-        print(err, file=sys.stderr)
-        sys.exit(2)
+    sys.exit(main())

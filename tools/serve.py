@@ -25,9 +25,9 @@ for _i, _arg in enumerate(sys.argv):
 
 import argparse  # noqa: E402
 import signal  # noqa: E402
-from pathlib import Path  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from recstack.backends import UnavailableError  # noqa: E402
+from recstack.cli import report_user_errors  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -74,49 +74,42 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@report_user_errors(failures=[(UnavailableError, 2, "unavailable: ")])
 def main(argv=None) -> int:
     import logging
 
     args = parse_args(argv)
-    from recstack.cli import USER_ERRORS
-    from recstack.inference import ExportedModel, InferenceSettings, UnavailableError
+    import uvicorn
+
+    from recstack.backends import InferenceSettings
+    from recstack.export_spec import ExportedModel
+    from recstack.serving import ServingOptions, create_app, uvicorn_config
+    from recstack.serving.model import ServedModel
     from recstack.utils import setup_logging
 
     setup_logging()
     logger = logging.getLogger("recstack")
-    try:
-        import uvicorn
-
-        from recstack.serving import ServingOptions, create_app, uvicorn_config
-        from recstack.serving.model import ServedModel
-
-        options = ServingOptions(batching=not args.no_batching, max_batch_size=args.max_batch_size,
-                                 max_wait_ms=args.max_wait_ms, max_body_bytes=args.max_body_bytes,
-                                 max_rows=args.max_rows, threads=args.threads, timeout_header=args.timeout_header,
-                                 timeout_body=args.timeout_body, timeout_keep_alive=args.timeout_keep_alive,
-                                 max_connections=args.max_connections, max_buffered_bytes=args.max_buffered_bytes,
-                                 max_parallel_parsing=args.max_parallel_parsing, queue_timeout=args.queue_timeout,
-                                 trim_memory=not args.no_trim_memory)
-        if min(args.max_batch_size, args.max_body_bytes, args.max_rows, args.threads, args.max_connections,
-               args.max_parallel_parsing) < 1 or args.max_wait_ms < 0:
-            raise UnavailableError("--max_batch_size, --max_body_bytes, --max_rows, --threads, --max_connections and "
-                                   "--max_parallel_parsing must be positive, --max_wait_ms >= 0")
-        if min(args.timeout_header, args.timeout_body, args.timeout_keep_alive, args.queue_timeout) <= 0:
-            raise UnavailableError("--timeout_header, --timeout_body, --timeout_keep_alive and --queue_timeout must "
-                                   "be positive")
-        if args.max_buffered_bytes < args.max_body_bytes:
-            raise UnavailableError(f"--max_buffered_bytes ({args.max_buffered_bytes}) must be at least "
-                                   f"--max_body_bytes ({args.max_body_bytes})")
-        settings = InferenceSettings(args.backend, use_gpu=args.use_gpu, gpu_id=args.gpu_id,
-                                     cpu_threads=args.cpu_threads)
-        model = ServedModel(ExportedModel.locate(args.model_dir), settings, trust_code=args.trust_export_code,
-                            image_root=args.image_root)
-    except UnavailableError as err:
-        logger.error("unavailable: %s", err)
-        return 2
-    except USER_ERRORS as err:
-        logger.error("%s", err)
-        return 2
+    options = ServingOptions(batching=not args.no_batching, max_batch_size=args.max_batch_size,
+                             max_wait_ms=args.max_wait_ms, max_body_bytes=args.max_body_bytes,
+                             max_rows=args.max_rows, threads=args.threads, timeout_header=args.timeout_header,
+                             timeout_body=args.timeout_body, timeout_keep_alive=args.timeout_keep_alive,
+                             max_connections=args.max_connections, max_buffered_bytes=args.max_buffered_bytes,
+                             max_parallel_parsing=args.max_parallel_parsing, queue_timeout=args.queue_timeout,
+                             trim_memory=not args.no_trim_memory)
+    if min(args.max_batch_size, args.max_body_bytes, args.max_rows, args.threads, args.max_connections,
+           args.max_parallel_parsing) < 1 or args.max_wait_ms < 0:
+        raise UnavailableError("--max_batch_size, --max_body_bytes, --max_rows, --threads, --max_connections and "
+                               "--max_parallel_parsing must be positive, --max_wait_ms >= 0")
+    if min(args.timeout_header, args.timeout_body, args.timeout_keep_alive, args.queue_timeout) <= 0:
+        raise UnavailableError("--timeout_header, --timeout_body, --timeout_keep_alive and --queue_timeout must "
+                               "be positive")
+    if args.max_buffered_bytes < args.max_body_bytes:
+        raise UnavailableError(f"--max_buffered_bytes ({args.max_buffered_bytes}) must be at least "
+                               f"--max_body_bytes ({args.max_body_bytes})")
+    settings = InferenceSettings(args.backend, use_gpu=args.use_gpu, gpu_id=args.gpu_id,
+                                 cpu_threads=args.cpu_threads)
+    model = ServedModel(ExportedModel.locate(args.model_dir), settings, trust_code=args.trust_export_code,
+                        image_root=args.image_root)
     app = create_app(lambda: model, options)
     config = uvicorn_config(app, options, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
                             timeout_graceful_shutdown=args.timeout_graceful_shutdown, log_config=None)

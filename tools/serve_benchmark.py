@@ -30,8 +30,9 @@ import time  # noqa: E402
 import urllib.request  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from recstack.cli import report_user_errors  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -53,7 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def request_bodies(model_dir: str, data_dir: str | None, rows_per_request: int, count: int = 256) -> list[bytes]:
     """``/predict`` bodies of the first ``count * rows_per_request`` rows of the data, in turn."""
-    from recstack.inference import ExportedModel, load_batches
+    from recstack.export_spec import ExportedModel
+    from recstack.inference import load_batches
 
     model = ExportedModel.locate(model_dir)
     need = count * rows_per_request
@@ -146,6 +148,7 @@ def start_server(args, batching: bool) -> tuple[subprocess.Popen, int]:
         time.sleep(0.2)
 
 
+@report_user_errors(plain=True)  # a missing --model_dir or bad data: the message, exit status 2
 def main(argv=None) -> int:
     import numpy as np
 

@@ -8,8 +8,9 @@ It starts ``tools/serve.py`` on a free 127.0.0.1 port (extra flags after ``--`` 
 
 - ``memory``: sends ``--bodies`` concurrent ``/predict`` bodies of ``--body_mb`` MB each (``rows``: DeepFM-like
   rows, more than ``--max_rows`` of them; ``valid``: 4096 such rows, a request that is served; ``lists``:
-  ``[[],[],...]``, the JSON of most objects per byte; ``upload``: data-file lines to ``/upload``), samples the server's RSS every 10 ms (psutil) and prints RSS
-  before, the peak, and ``--settle`` seconds after the last answer, with the answers' status codes;
+  ``[[],[],...]``, the JSON of most objects per byte; ``upload``: data-file lines to ``/upload``), samples the
+  server's RSS every 10 ms (psutil) and prints RSS before, the peak, and ``--settle`` seconds after the last
+  answer, with the answers' status codes;
 - ``slow``: a header trickled one byte a second, a body stalled after its first bytes, and connections
   beyond ``--max_connections``: prints how long the server held each and what it answered.
 

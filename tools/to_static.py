@@ -14,29 +14,23 @@ import sys
 # Before torch loads: see tools/trainer.py.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from recstack.cli import EPILOGS, USER_ERRORS, parse_args  # noqa: E402
+from recstack.cli import EPILOGS, parse_args, report_user_errors  # noqa: E402
+from recstack.export import ExportError  # noqa: E402
 
 
+@report_user_errors(failures=[(ExportError, 1, "export failed: ")])
 def main(argv=None) -> int:
     import logging
 
     from recstack.config import load_config
-    from recstack.export import ExportError, export_model
+    from recstack.export import export_model
     from recstack.utils import setup_logging
 
     args = parse_args("Export a trained model to TorchScript and ONNX (PaddleRec's tools/to_static.py).", argv,
                       EPILOGS["to_static"])
     setup_logging()
-    logger = logging.getLogger("recstack")
-    try:
-        result = export_model(load_config(args.config_yaml, args.opt))
-    except ExportError as err:
-        logger.error("export failed: %s", err)
-        return 1
-    except USER_ERRORS as err:
-        logger.error("%s", err)
-        return 2
-    logger.info("done: %s, %s, %s", result.torchscript, result.onnx, result.spec_file)
+    result = export_model(load_config(args.config_yaml, args.opt))
+    logging.getLogger("recstack").info("done: %s, %s, %s", result.torchscript, result.onnx, result.spec_file)
     return 0
 
 

@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from recstack.cli import report_user_errors
 
 #: numpy dtype name → Triton data type
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "float64": "TYPE_FP64", "int64": "TYPE_INT64",
@@ -78,8 +78,8 @@ def write_repository(model_dir, repository, name=None, version: int = 1, max_bat
                      max_queue_delay_us: int = 2000, preferred=(64, 128, 256), instance_kind: str = "gpu",
                      instance_count: int = 1) -> Path:
     """Write ``<repository>/<name>/{config.pbtxt, <version>/model.onnx}``; returns the model folder."""
+    from recstack.export_spec import ExportedModel
     from recstack.fileio import atomic_open, atomic_path
-    from recstack.inference import ExportedModel
 
     if max_batch_size < 1 or instance_count < 1 or version < 1 or max_queue_delay_us < 0:
         raise ValueError("--max_batch_size, --instance_count and --version must be positive, "
@@ -97,6 +97,7 @@ def write_repository(model_dir, repository, name=None, version: int = 1, max_bat
     return folder
 
 
+@report_user_errors(failures=[((FileNotFoundError, ValueError), 2, "error: ")], plain=True)
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
@@ -105,12 +106,8 @@ def main(argv=None) -> int:
         print(f"--preferred_batch_sizes: expected comma-separated integers, got {args.preferred_batch_sizes!r}",
               file=sys.stderr)
         return 2
-    try:
-        folder = write_repository(args.model_dir, args.repository, args.name, args.version, args.max_batch_size,
-                                  args.max_queue_delay_us, preferred, args.instance_kind, args.instance_count)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    folder = write_repository(args.model_dir, args.repository, args.name, args.version, args.max_batch_size,
+                              args.max_queue_delay_us, preferred, args.instance_kind, args.instance_count)
     print(f"wrote {folder}/config.pbtxt and {folder}/{args.version}/model.onnx; run: "
           f"tritonserver --model-repository {Path(args.repository).resolve()}")
     return 0

@@ -29,8 +29,9 @@ from recstack.cli import report_user_errors  # noqa: E402
 from recstack.config import load_config  # noqa: E402
 from recstack.data import create_reader  # noqa: E402
 from recstack.data.loader import BatchLoader  # noqa: E402
-from recstack.trainer import build_model, train, train_step  # noqa: E402
+from recstack.trainer import train, train_step  # noqa: E402
 from recstack.utils import seed_everything, set_cpu_threads, setup_logging, thread_settings  # noqa: E402
+from recstack.wrapper import build_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

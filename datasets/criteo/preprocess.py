@@ -27,7 +27,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import BinaryIO, Iterable
+from collections.abc import Iterable
+from typing import BinaryIO
 
 from recstack.data.hashing import CRITEO_HASH_DIM, criteo_hash
 

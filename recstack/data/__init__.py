@@ -3,7 +3,8 @@
 A config names its reader with ``runner.train_reader_path`` /
 ``runner.infer_reader_path``: either a module in the model folder that defines
 ``RecDataset`` (PaddleRec's convention, e.g. ``criteo_reader``) or the name of
-a core reader (``slot``, ``census``, ``tabular``, ``group_rtp``).
+a core reader (``slot``, ``census``, ``tabular``, ``group_rtp``; the last two, EasyRec's
+``CSVInput`` and ``GroupRTPInput``, are in :mod:`recstack.easyrec`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = ["AliCCPReader", "BatchLoader", "BlockReader", "DataFormatError", "DINReader", "GroupedRows", "GroupIndex",
-           "GroupRTPReader", "RaggedArray", "create_loader", "create_reader", "resolve_reader"]
+           "RaggedArray", "create_loader", "create_reader", "resolve_reader"]
 
 _LAZY = {
     "AliCCPReader": "recstack.data.aliccp",
@@ -21,7 +22,6 @@ _LAZY = {
     "DINReader": "recstack.data.din",
     "GroupedRows": "recstack.data.base",
     "GroupIndex": "recstack.data.base",
-    "GroupRTPReader": "recstack.data.group_rtp",
     "RaggedArray": "recstack.data.base",
     "create_loader": "recstack.data.factory",
     "create_reader": "recstack.data.factory",

@@ -26,15 +26,23 @@ are blank.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from recstack.config import Config, ConfigError
-from recstack.data.base import (Block, BlockReader, DataFormatError, NumberRangeError, bad_line,
-                                blank_whitespace_lines, may_hold_hex, parse_int)
+from recstack.data.base import (
+    Block,
+    BlockReader,
+    DataFormatError,
+    NumberRangeError,
+    bad_line,
+    blank_whitespace_lines,
+    may_hold_hex,
+    parse_int,
+)
 from recstack.registry import READERS
 
 #: The 23 Ali-CCP fields PaddleRec's ESMM reads, in its order (user fields, then ad fields).

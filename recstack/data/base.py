@@ -30,9 +30,9 @@ import os
 import re
 import shutil
 from collections import deque
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -203,7 +203,8 @@ class BlockReader:
 
     #: column name → (numpy dtype, row width; 0 for a variable-length :class:`RaggedArray` column); filled by subclasses
     columns: dict[str, tuple[np.dtype, int]] = {}
-    #: whether :class:`BinaryCache` can store the blocks (readers whose blocks hold :class:`BatchColumn` columns set False)
+    #: whether :class:`BinaryCache` can store the blocks (readers whose blocks hold :class:`BatchColumn` columns
+    #: set False)
     cacheable: bool = True
 
     def __init__(self, file_list: Sequence[str], config: Config) -> None:
@@ -463,7 +464,7 @@ class RowSegments:
         return type(self)(self.values[positions], offsets)
 
     @classmethod
-    def concatenate(cls, parts: Sequence["RowSegments"]):
+    def concatenate(cls, parts: Sequence[RowSegments]):
         """The rows of ``parts``, in order."""
         return cls.from_lengths(np.concatenate([p.values for p in parts]), np.concatenate([p.lengths for p in parts]))
 
@@ -487,7 +488,7 @@ class RaggedArray(RowSegments):
     values_ndim = 1
 
     @classmethod
-    def from_rows(cls, rows: Sequence[Sequence], dtype: np.dtype | type = np.int64) -> "RaggedArray":
+    def from_rows(cls, rows: Sequence[Sequence], dtype: np.dtype | type = np.int64) -> RaggedArray:
         """From a list of rows (slow; for tests and per-line parsers)."""
         values = np.fromiter((v for row in rows for v in row), dtype=dtype)
         return cls.from_lengths(values, [len(row) for row in rows])
@@ -564,11 +565,11 @@ class GroupIndex(BatchColumn):
     def __len__(self) -> int:
         return len(self.lengths)
 
-    def __getitem__(self, index: slice | np.ndarray) -> "GroupIndex":
+    def __getitem__(self, index: slice | np.ndarray) -> GroupIndex:
         return GroupIndex(self.lengths[index])
 
     @staticmethod
-    def concatenate(parts: Sequence["GroupIndex"]) -> "GroupIndex":
+    def concatenate(parts: Sequence[GroupIndex]) -> GroupIndex:
         return GroupIndex(np.concatenate([p.lengths for p in parts]))
 
     def to_batch(self) -> np.ndarray:

@@ -11,15 +11,22 @@ errors naming the line and column; lines of only whitespace are blank.
 from __future__ import annotations
 
 import io
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from recstack.config import Config, ConfigError, task_names
-from recstack.data.base import (Block, BlockReader, DataFormatError, bad_line, blank_whitespace_lines, parse_float,
-                                row_error)
+from recstack.data.base import (
+    Block,
+    BlockReader,
+    DataFormatError,
+    bad_line,
+    blank_whitespace_lines,
+    parse_float,
+    row_error,
+)
 from recstack.registry import READERS
 
 

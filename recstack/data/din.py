@@ -34,15 +34,25 @@ are blank.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from recstack.config import Config
-from recstack.data.base import (Block, BlockReader, DataFormatError, NumberRangeError, RaggedArray, bad_line,
-                                may_hold_hex, parse_float, parse_int, row_error)
+from recstack.data.base import (
+    Block,
+    BlockReader,
+    DataFormatError,
+    NumberRangeError,
+    RaggedArray,
+    bad_line,
+    may_hold_hex,
+    parse_float,
+    parse_int,
+    row_error,
+)
 from recstack.registry import READERS
 
 FIELDS = ("hist_item_ids", "hist_cat_ids", "target_item", "target_cat", "label")
@@ -166,7 +176,8 @@ class DINReader(BlockReader):
                 rows[key].append(value)
         lengths = np.array([len(h) for h in rows["hist_item"]], dtype=np.int64)
         column = lambda key, dtype: np.array(rows[key], dtype=dtype).reshape(-1, 1)  # noqa: E731
-        return {"hist_item": RaggedArray.from_rows(rows["hist_item"]), "hist_cat": RaggedArray.from_rows(rows["hist_cat"]),
+        return {"hist_item": RaggedArray.from_rows(rows["hist_item"]),
+                "hist_cat": RaggedArray.from_rows(rows["hist_cat"]),
                 "hist_len": lengths.reshape(-1, 1), "target_item": column("target_item", np.int64),
                 "target_cat": column("target_cat", np.int64), "label": column("label", np.float32),
                 "user": column("user", np.int64)}

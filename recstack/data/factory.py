@@ -11,14 +11,13 @@ from recstack.config import Config, ConfigError, did_you_mean
 from recstack.data import aliccp as _aliccp  # noqa: F401
 from recstack.data import csv as _csv  # noqa: F401  (registers core readers)
 from recstack.data import din as _din  # noqa: F401
-from recstack.data import group_rtp as _group_rtp  # noqa: F401
 from recstack.data import slot as _slot  # noqa: F401
-from recstack.data import tabular as _tabular  # noqa: F401
 from recstack.data.base import BlockReader, list_data_files
 from recstack.data.loader import BatchLoader
+from recstack.easyrec import group_rtp as _group_rtp  # noqa: F401
+from recstack.easyrec import tabular as _tabular  # noqa: F401
 from recstack.modules import load_module
 from recstack.registry import READERS
-
 
 _MODES = {
     "train": ("runner.train_reader_path", "runner.train_data_dir", "runner.train_batch_size"),
@@ -30,16 +29,18 @@ class UntrustedCodeError(ConfigError):
     """A reader module of the model folder is code that was not trusted (``trust_code=False``)."""
 
 
-#: ``from recstack.data.<module> import <Class> as RecDataset``: the module may name only a core data module
-_CORE_MODULE = re.compile(r"recstack\.data\.[a-z_][a-z0-9_]*")
+#: ``from recstack.data.<module> import <Class> as RecDataset`` (or ``recstack.easyrec.<module>``, the EasyRec
+#: readers): the module may name only a core reader module
+_CORE_MODULE = re.compile(r"recstack\.(?:data|easyrec)\.[a-z_][a-z0-9_]*")
 
 
 def core_reader_alias(path: str | Path) -> type[BlockReader] | None:
     """The core reader that a model folder's reader module only re-exports, found without running the module.
 
     Every shipped model folder's reader file is a docstring, ``from recstack.data.<module> import <Reader> as
-    RecDataset`` and ``__all__``; this reads the file's syntax tree (:mod:`ast`: nothing in it runs) and
-    returns that reader when the module holds nothing else and the reader is a registered core reader
+    RecDataset`` (``recstack.easyrec.<module>`` for the EasyRec readers) and ``__all__``; this reads the file's
+    syntax tree (:mod:`ast`: nothing in it runs) and returns that reader when the module holds nothing else
+    and the reader is a registered core reader
     (:data:`recstack.registry.READERS`); ``None`` for anything else (a module with code of its own).
     """
     try:
@@ -65,7 +66,7 @@ def core_reader_alias(path: str | Path) -> type[BlockReader] | None:
     if found is None:
         return None
     try:
-        reader = getattr(importlib.import_module(found[0]), found[1], None)  # a core module of recstack.data
+        reader = getattr(importlib.import_module(found[0]), found[1], None)  # a core reader module
     except ImportError:
         return None
     return reader if any(READERS.get(n) is reader for n in READERS.names()) else None

@@ -6,8 +6,8 @@ tensors sharing memory with the parsed blocks (no copy for full batches).
 
 Variable-length columns (:class:`recstack.data.base.RaggedArray`, e.g. DIN's
 behaviour history) are padded per batch: each batch's rows are padded with 0 to the
-length of its own longest row, never to a global maximum. With ``bucket_by_length`` the rows of each block are grouped by
-length into batches (whose order is then shuffled with the training shuffle), so a
+length of its own longest row, never to a global maximum. With ``bucket_by_length`` the rows of each block are
+grouped by length into batches (whose order is then shuffled with the training shuffle), so a
 batch holds rows of similar length and pads little.
 
 Grouped blocks (rows are groups of samples, per-sample columns are
@@ -23,8 +23,8 @@ import math
 import os
 import queue
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator
 
 import numpy as np
 import torch

@@ -24,8 +24,18 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from recstack.config import Config
-from recstack.data.base import (Block, BlockReader, DataFormatError, NumberRangeError, bad_line,
-                                blank_whitespace_lines, may_hold_hex, parse_float, parse_int, row_error)
+from recstack.data.base import (
+    Block,
+    BlockReader,
+    DataFormatError,
+    NumberRangeError,
+    bad_line,
+    blank_whitespace_lines,
+    may_hold_hex,
+    parse_float,
+    parse_int,
+    row_error,
+)
 from recstack.registry import READERS
 
 _COLON_TO_SPACE = bytes.maketrans(b":", b" ")

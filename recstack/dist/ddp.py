@@ -9,7 +9,7 @@ with the timeout ``runner.dist_timeout_s`` on every collective. The trainer then
    limited to warnings and errors, and every line names its rank (``[rank 1]``).
 2. builds the same model on every rank (same seed), then :func:`prepare_model` builds the optimizer
    (which switches the embedding tables to sparse gradients) and wraps the model in
-   ``DistributedDataParallel`` — or, with ``runner.embedding_sharding``, hands it to
+   ``DistributedDataParallel`` — or, with ``runner.embedding_sharding``, the sharded strategy hands it to
    :func:`recstack.dist.sharding.shard_model` (TorchRec).
 3. each rank reads its own shard of the data (:meth:`recstack.data.loader.BatchLoader.set_shard`), inside
    DDP's ``Join`` context so that ranks with fewer batches do not hang the others (:func:`join_context`).
@@ -18,6 +18,7 @@ with the timeout ``runner.dist_timeout_s`` on every collective. The trainer then
    checkpoint (of the unwrapped model, so it loads into the plain model), TensorBoard and the log.
 5. :func:`teardown` releases the model and optimizers, then destroys the process group.
 
+The training loop reaches these through :mod:`recstack.dist.strategy` (``DDPStrategy``, ``ShardedStrategy``).
 ``doc/distributed.md`` is the user's guide.
 """
 
@@ -40,13 +41,6 @@ from recstack.config import Config, ConfigError
 from recstack.metrics import Metric
 
 logger = logging.getLogger(__name__)
-
-#: Test-only hook: ``RECSTACK_TEST_FAIL_RANK=1`` makes rank 1 raise at its second training batch
-#: (``RECSTACK_TEST_FAIL_RANK=1:kill``: rank 1 kills itself with SIGKILL there, as a lost process would)
-#: (``tests/test_distributed.py`` checks that the job then ends with an error naming the rank).
-FAIL_RANK_ENV = "RECSTACK_TEST_FAIL_RANK"
-#: Test-only hook: a folder where every rank saves its final model state as ``rank<N>.pt``.
-DUMP_DIR_ENV = "RECSTACK_TEST_DUMP_DIR"
 
 _BACKENDS = ("gloo", "nccl")
 _COMM_HOOKS = ("fp16", "bf16")
@@ -209,12 +203,12 @@ def check_sparse_combinations(config: Config, model: nn.Module, backend: str) ->
 
 def prepare_model(model: nn.Module, config: Config, ctx: DistContext,
                   make_optimizer: Callable[[nn.Module], Any]) -> tuple[nn.Module, Any]:
-    """The model as trained by this rank, and its optimizer.
+    """The model as trained by this rank (data parallel), and its optimizer.
 
-    Without ``runner.embedding_sharding``: ``make_optimizer(model)`` first (it sets the tables' sparse
-    flag, which DDP reads when it is built), then ``DistributedDataParallel(model)`` (which broadcasts rank
-    0's parameters, so every rank starts from the same weights). With it: TorchRec's sharding
-    (:func:`recstack.dist.sharding.shard_model`).
+    ``make_optimizer(model)`` first (it sets the tables' sparse flag, which DDP reads when it is built),
+    then ``DistributedDataParallel(model)`` (which broadcasts rank 0's parameters, so every rank starts
+    from the same weights). (Sharded tables, ``runner.embedding_sharding``, are prepared by
+    :class:`recstack.dist.strategy.ShardedStrategy` with :func:`recstack.dist.sharding.shard_model`.)
 
     Args:
         model: the plain network on ``ctx.device``, built identically on every rank.
@@ -223,14 +217,6 @@ def prepare_model(model: nn.Module, config: Config, ctx: DistContext,
         make_optimizer: builds recstack's optimizer over a module's parameters
             (``lambda m: wrapper.create_optimizer(m, config)``).
     """
-    if config.get("runner.embedding_sharding"):
-        try:
-            from recstack.dist.sharding import shard_model
-        except ImportError as err:
-            raise ConfigError(f"{config.source('runner.embedding_sharding')}: sharded embedding tables need "
-                              f"recstack.dist.sharding and TorchRec ({err}); see doc/distributed.md") from None
-        return shard_model(model, config, ctx.device, make_optimizer,
-                           init_path=config.get("runner.model_init_path"))
     hook = config.get("runner.dist_comm_hook")
     if hook is not None and hook not in _COMM_HOOKS:
         raise ConfigError(f"{config.source('runner.dist_comm_hook')}: unknown hook '{hook}' "
@@ -247,23 +233,9 @@ def prepare_model(model: nn.Module, config: Config, ctx: DistContext,
     return ddp, optimizer
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The network inside a ``DistributedDataParallel`` wrapper (the model itself otherwise)."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 def is_sharded(model: nn.Module) -> bool:
     """True for a model returned by TorchRec sharding (neither plain nor DDP)."""
     return getattr(model, "_recstack_sharded", False) or type(model).__name__ == "DistributedModelParallel"
-
-
-def model_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The unsharded, unwrapped model's ``state_dict`` (call on every rank: a sharded model gathers)."""
-    if is_sharded(model):
-        from recstack.dist.sharding import full_state_dict
-
-        return full_state_dict(model)
-    return unwrap(model).state_dict()
 
 
 def join_context(model: nn.Module) -> contextlib.AbstractContextManager:
@@ -351,19 +323,6 @@ def all_sum(values: Sequence[float]) -> list[float]:
     return tensor.tolist()
 
 
-def memory_mib() -> tuple[float, float]:
-    """This process's (peak, current) resident memory in MiB (Linux: ``ru_maxrss`` and ``/proc/self/statm``)."""
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    try:
-        with open("/proc/self/statm") as f:
-            now = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        now = float("nan")
-    return peak, now
-
-
 def all_gather_floats(values: Sequence[float]) -> list[list[float]]:
     """Every rank's ``values`` (same length on all ranks), in rank order."""
     if not is_initialized():
@@ -379,32 +338,7 @@ def barrier() -> None:
         dist.barrier()
 
 
-# ---------------------------------------------------------------------- test hooks, teardown
-def maybe_inject_failure(batch_id: int) -> None:
-    """Test-only: raise on (or SIGKILL, with ``:kill``) the rank named by ``RECSTACK_TEST_FAIL_RANK`` at its
-    second batch."""
-    target = os.environ.get(FAIL_RANK_ENV)
-    if target is None or batch_id != 1:
-        return
-    failing, _, how = target.partition(":")
-    if int(failing) != rank():
-        return
-    if how == "kill":
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
-    raise RuntimeError(f"injected failure on rank {rank()} ({FAIL_RANK_ENV}={target})")
-
-
-def maybe_dump_state(model: nn.Module) -> None:
-    """Test-only: every rank saves its final parameters to ``$RECSTACK_TEST_DUMP_DIR/rank<N>.pt``."""
-    folder = os.environ.get(DUMP_DIR_ENV)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-        torch.save({k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()},
-                   os.path.join(folder, f"rank{rank()}.pt"))
-
-
+# ---------------------------------------------------------------------- teardown
 def teardown() -> None:
     """Destroy the process group; the caller has dropped its model and optimizer references first
     (a DDP reducer or a sharded module alive past the group's destruction crashed the process at exit)."""

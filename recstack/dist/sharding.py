@@ -1,8 +1,10 @@
 """Sharded embedding tables on TorchRec: ``runner.embedding_sharding``.
 
 The slot-format rank models (the Criteo family: DeepFM, DLRM, DNN, DCN, DCN-V2,
-Wide&Deep, xDeepFM, DeepFEFM, FFM, GateNet) look up all ``S`` sparse slots in one
+Wide&Deep, xDeepFM, DeepFEFM, FFM, FM, GateNet) look up all ``S`` sparse slots in one
 shared ``nn.Embedding`` (directly or inside :class:`recstack.layers.FieldEmbedding`).
+Which models qualify follows from that structure (:func:`reads_slot_format`,
+:func:`slot_id_table`), not from a list of names.
 :func:`shard_model` swaps that table for a :class:`SlotEmbeddingBag` — a TorchRec
 ``EmbeddingBagCollection`` with one table and one feature per slot (one id per bag,
 sum pooling, so the output equals the plain lookup) — and hands the model to
@@ -58,16 +60,17 @@ import torch.distributed as dist
 from torch import nn
 
 from recstack.config import Config, ConfigError
-from recstack.wrapper import model_name, slot_format_args
+from recstack.wrapper import SLOT_FORMAT_SCHEMA, model_name, slot_format_args
 
 logger = logging.getLogger(__name__)
 
 #: values of ``runner.embedding_sharding`` (``auto``: TorchRec's planner chooses per table)
 SHARDING_TYPES = ("table_wise", "column_wise", "row_wise", "table_row_wise", "data_parallel", "auto")
 
-#: model folders whose one shared id table :func:`shard_model` converts (each checked equal
-#: to the plain model in tests/test_sharding.py)
-SHARDABLE_MODELS = ("deepfm", "dlrm", "dnn", "dcn", "dcn_v2", "wide_deep", "xdeepfm", "deepfefm", "ffm", "gatenet")
+#: which models :func:`shard_model` converts follows from their structure, not from their names: a model
+#: fed the slot format (its config holds these keys, :data:`recstack.wrapper.SLOT_FORMAT_SCHEMA`) whose
+#: network holds exactly one plain ``nn.Embedding`` (the id table all slots share; :func:`slot_id_table`)
+SLOT_FORMAT_KEYS = tuple(SLOT_FORMAT_SCHEMA)
 
 #: recstack optimizer name -> torch optimizer class that TorchRec fuses into its embedding kernel
 _FUSED_OPTIMIZERS = {"sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam}
@@ -172,19 +175,48 @@ def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
     return (model.get_submodule(path) if path else model), attr
 
 
+def _not_shardable(name: str, reason: str) -> str:
+    return (f"model '{name}' cannot be sharded: sharding converts the one id table that all sparse slots of a "
+            f"slot-format model share (hyper_parameters {', '.join(SLOT_FORMAT_KEYS)}; one plain nn.Embedding, "
+            f"as in deepfm); {reason}; remove runner.embedding_sharding (plain DDP with runner.use_fleet still works)")
+
+
+def reads_slot_format(config: Config) -> bool:
+    """Whether the config's model is fed the slot format (its config holds the slot-format keys)."""
+    try:
+        slot_format_args(config)
+    except ConfigError:
+        return False
+    return True
+
+
+def slot_id_table(model: nn.Module, name: str = "model") -> str:
+    """The module name of the model's one shardable id table: its only ``nn.Embedding``, without
+    ``padding_idx`` or ``max_norm`` (found on the ``meta`` device too).
+
+    Raises:
+        ConfigError: the model holds no such table, or more than one ``nn.Embedding``.
+    """
+    tables = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Embedding)]
+    if len(tables) != 1:
+        raise ConfigError(_not_shardable(name, f"its network holds {len(tables)} nn.Embedding tables "
+                                               f"{[n for n, _ in tables]}"))
+    table_name, table = tables[0]
+    if table.padding_idx is not None or table.max_norm is not None:
+        raise ConfigError(_not_shardable(name, f"its table {table_name} has a padding_idx or max_norm"))
+    return table_name
+
+
 def to_embedding_bags(model: nn.Module, num_slots: int, name: str = "model") -> tuple[nn.Module, dict[str, str]]:
-    """Replace the model's one id table (``nn.Embedding``) by a :class:`SlotEmbeddingBag`, in place.
+    """Replace the model's one id table (:func:`slot_id_table`) by a :class:`SlotEmbeddingBag`, in place.
 
     Returns the model and ``{plain parameter name: converted parameter name}``.
 
     Raises:
         ConfigError: the model does not hold exactly one plain ``nn.Embedding``.
     """
-    tables = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Embedding)]
-    if len(tables) != 1 or tables[0][1].padding_idx is not None or tables[0][1].max_norm is not None:
-        raise ConfigError(f"{name}: sharding needs exactly one plain nn.Embedding id table, found "
-                          f"{[n for n, _ in tables]}")
-    table_name, table = tables[0]
+    table_name = slot_id_table(model, name)
+    table = model.get_submodule(table_name)
     parent, attr = _parent(model, table_name)
     bags = SlotEmbeddingBag(table.weight.detach(), num_slots)
     bags.init_std = getattr(table, "init_std", None)  # make_embedding's, for init_table_block
@@ -199,12 +231,9 @@ def _check_config(config: Config) -> tuple[str, str, float]:
     if sharding not in SHARDING_TYPES:
         raise ConfigError(f"{config.source('runner.embedding_sharding')}: unknown sharding type '{sharding}' "
                           f"(known: {', '.join(SHARDING_TYPES)})")
-    name = model_name(config)
-    if name not in SHARDABLE_MODELS:
-        raise ConfigError(f"{config.source('runner.embedding_sharding')}: model '{name}' cannot be sharded: "
-                          f"sharding converts the one shared id table of the slot-format rank models "
-                          f"({', '.join(SHARDABLE_MODELS)}); remove runner.embedding_sharding (plain DDP "
-                          f"with runner.use_fleet still works)")
+    if not reads_slot_format(config):
+        raise ConfigError(f"{config.source('runner.embedding_sharding')}: " + _not_shardable(
+            model_name(config), "its config does not describe the slot format"))
     optimizer = config.get("hyper_parameters.optimizer.class", "Adam", type=str).lower()
     lr = config.get("hyper_parameters.optimizer.learning_rate", 0.001, type=float)
     if sharding != "data_parallel":

@@ -15,7 +15,7 @@ KDD 2018, https://arxiv.org/abs/1706.06978.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

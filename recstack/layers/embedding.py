@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 
 from recstack.layers.init import truncated_normal_
-
 
 _META_TABLES = False
 

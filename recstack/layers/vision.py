@@ -95,7 +95,8 @@ class ResNet18(nn.Module):
         stages, c_in = [], 64
         for i, width in enumerate(self.widths):
             stride = 1 if i == 0 else 2
-            stages.append(nn.Sequential(BasicBlock(c_in, width, stride, batch_norm), BasicBlock(width, width, 1, batch_norm)))
+            stages.append(nn.Sequential(BasicBlock(c_in, width, stride, batch_norm),
+                                        BasicBlock(width, width, 1, batch_norm)))
             c_in = width
         self.stages = nn.Sequential(*stages)
         self.logits = nn.Linear(512, num_classes)
@@ -191,7 +192,8 @@ class MobileNetV3Large(nn.Module):
         layers += [InvertedResidual(*row) for row in self.config]
         layers.append(_conv_bn_act(160, 960, 1, 1, 1, "HS"))
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Linear(960, 1280), nn.Hardswish(), nn.Dropout(dropout), nn.Linear(1280, num_classes))
+        self.head = nn.Sequential(nn.Linear(960, 1280), nn.Hardswish(), nn.Dropout(dropout),
+                                  nn.Linear(1280, num_classes))
         self.output_dim = num_classes
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

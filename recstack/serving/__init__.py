@@ -1,7 +1,7 @@
 """HTTP prediction service over exported models (``tools/serve.py``; doc/serving.md).
 
 - :mod:`recstack.serving.app`: the FastAPI application (endpoints, error format, body limits);
-- :mod:`recstack.serving.model`: the served export (backend from :mod:`recstack.inference`, uploads
+- :mod:`recstack.serving.model`: the served export (backend from :mod:`recstack.backends`, uploads
   parsed by the model's own reader);
 - :mod:`recstack.serving.batcher`: micro-batching of concurrent requests;
 - :mod:`recstack.serving.validation`: request checks that name the field / row / line;

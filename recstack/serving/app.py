@@ -21,13 +21,15 @@ failure carries too.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -37,8 +39,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from recstack.serving.batcher import MicroBatcher
-from recstack.serving.limits import (TRIM_BYTES, BodyTimeoutMiddleware, MemoryGate, ServiceBusy, guarded_protocol,
-                                     trim_memory)
+from recstack.serving.limits import (
+    TRIM_BYTES,
+    BodyTimeoutMiddleware,
+    MemoryGate,
+    ServiceBusy,
+    guarded_protocol,
+    trim_memory,
+)
 from recstack.serving.validation import RequestError, check_json_size, parse_json, to_arrays
 
 logger = logging.getLogger("recstack.serving")
@@ -284,7 +292,7 @@ def create_app(load_model: Callable[[], Any], options: ServingOptions | None = N
         held: list[int] = []
         try:
             body = await read_body(request, options.max_body_bytes, gate, held)
-            arrays = await off_loop(body, lambda: parse(body), gate)
+            arrays = await off_loop(body, functools.partial(parse, body), gate)
             del body
             rows = len(next(iter(arrays.values())))
             outputs = await state["batcher"].submit(arrays, alone=state["model"].grouped)

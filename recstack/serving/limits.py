@@ -30,8 +30,9 @@ import ctypes
 import ctypes.util
 import json
 import logging
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol

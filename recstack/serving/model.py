@@ -1,7 +1,7 @@
 """The served model: an export (``tostatic.{onnx,pt,json}``), its backend and its reader.
 
 :class:`ServedModel` turns checked model inputs into predictions with the backends of
-:mod:`recstack.inference` (so the service computes exactly what ``tools/infer_benchmark.py``
+:mod:`recstack.backends` (so the service computes exactly what ``tools/infer_benchmark.py``
 computes), and parses uploaded data files with the model's own infer reader
 (``runner.infer_reader_path``), so an uploaded file is read exactly as offline inference reads it.
 
@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from recstack.backends import Batch, InferenceSettings, create_backend
 from recstack.data.base import BatchColumn, DataFormatError, RaggedArray, row_error
-from recstack.inference import Batch, ExportedModel, InferenceSettings, create_backend
+from recstack.export_spec import ExportedModel
 from recstack.serving.validation import InputSpec, RequestError, first_bad_value, input_specs
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class ServedModel:
 
     Args:
         model: the export on disk.
-        settings: backend, device and thread settings (:class:`recstack.inference.InferenceSettings`).
+        settings: backend, device and thread settings (:class:`recstack.backends.InferenceSettings`).
         trust_code: import the model folder's own reader module (and wrapper, for inputs it computes) named
             by the export JSON; without it only core readers serve ``/upload``.
         image_root: the folder image paths of uploads resolve against and must stay in (readers with
@@ -79,7 +80,7 @@ class ServedModel:
                 "this model's wrapper computes some inputs from the reader's columns (create_feeds), code of the "
                 "model folder that is run only when trusted (tools/serve.py --trust_export_code)")
         elif any(s.column is None for s in self.inputs):  # a wrapper computes some inputs from reader columns
-            from recstack.trainer import build_model
+            from recstack.wrapper import build_model
 
             wrapper, _ = build_model(self.config, torch.device("cpu"))
             self._feeds = lambda batch: wrapper.create_feeds(batch, self.config)[0]

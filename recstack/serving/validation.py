@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -82,7 +83,7 @@ class HugeInt(int):
     a marker whose value (±10**40) is outside int64 and float32, so the checks name its field; it prints as
     ``a 5000-digit integer (123456789012...)``."""
 
-    def __new__(cls, text: str) -> "HugeInt":
+    def __new__(cls, text: str) -> HugeInt:
         negative = text.startswith("-")
         value = super().__new__(cls, -(10 ** 40) if negative else 10 ** 40)
         value.text = f"a {len(text) - negative}-digit integer ({text[:13]}...)"

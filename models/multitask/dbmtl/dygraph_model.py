@@ -1,15 +1,15 @@
 """DBMTL training wrapper: EasyRec's ``model_config`` (feature groups + ``dbmtl``) read from ``hyper_parameters``.
 
 Tasks, losses and metrics come from ``model_config.dbmtl.task_towers``
-(:class:`recstack.tasks.TaskTowerWrapper`): metrics ``auc_<tower>`` for
+(:class:`recstack.easyrec.tasks.TaskTowerWrapper`): metrics ``auc_<tower>`` for
 CLASSIFICATION towers, ``mse_<tower>`` for L2_LOSS towers.
 """
 
 from __future__ import annotations
 
 from recstack.config import Config, ConfigError
-from recstack.features import easyrec_model_config
-from recstack.tasks import DNNSpec, TaskTowerWrapper, parse_task_towers
+from recstack.easyrec.features import easyrec_model_config
+from recstack.easyrec.tasks import DNNSpec, TaskTowerWrapper, parse_task_towers
 
 from .net import DBMTL
 

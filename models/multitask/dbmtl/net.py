@@ -17,6 +17,6 @@ Loss: ``sum_t weight_t * mean(loss_t) + l2_regularization * sum ||W||^2 / 2``
 (+ ``embedding_regularization * sum e^2 / 2`` over the batch's id embeddings).
 """
 
-from recstack.layers.dbmtl import DBMTL
+from recstack.easyrec.dbmtl import DBMTL
 
 __all__ = ["DBMTL"]

@@ -1,7 +1,7 @@
-"""DBMTL reads EasyRec-style delimited text with the core tabular reader (see recstack/data/tabular.py):
+"""DBMTL reads EasyRec-style delimited text with the core tabular reader (see recstack/easyrec/tabular.py):
 columns, labels, features and groups come from ``hyper_parameters.data_config`` / ``feature_config`` /
 ``model_config.feature_groups``."""
 
-from recstack.data.tabular import TabularReader as RecDataset
+from recstack.easyrec.tabular import TabularReader as RecDataset
 
 __all__ = ["RecDataset"]

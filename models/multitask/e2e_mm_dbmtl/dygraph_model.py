@@ -2,13 +2,14 @@
 ``e2e_mm_dbmtl``) and ``export_config`` read from ``hyper_parameters``.
 
 Tasks, losses and metrics come from ``model_config.e2e_mm_dbmtl.task_towers``
-(:class:`recstack.tasks.TaskTowerWrapper`): ``auc_<tower>`` for CLASSIFICATION towers, ``mse_<tower>``
+(:class:`recstack.easyrec.tasks.TaskTowerWrapper`): ``auc_<tower>`` for CLASSIFICATION towers, ``mse_<tower>``
 for L2_LOSS towers, computed over samples. With ``img_model.img_loss_weight`` != 0 the loss adds
 ``img_loss_weight * softmax_CE(cnn logits of each sample's image, cate_label)``.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,15 +17,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from recstack.config import Config, ConfigError
-from recstack.export import ExportError, TensorSpec, describe_outputs, scaled_diff
-from recstack.features import TabularSpec, easyrec_model_config
-from recstack.layers.vision import IMAGE_MODELS
-from recstack.metrics import Metric
-from recstack.schema import Node
-from recstack.tasks import DNNSpec, TaskTowerWrapper, parse_task_towers, task_losses
+from recstack.easyrec.features import TabularSpec, easyrec_model_config
+from recstack.easyrec.schema import Node
+from recstack.easyrec.tasks import DNNSpec, TaskTowerWrapper, parse_task_towers
+from recstack.export import ExportError, ExportResult, LoadedModel, describe_outputs, scaled_diff
+from recstack.export_spec import TensorSpec
 from recstack.inference import format_embeddings, parse_embeddings
+from recstack.layers.vision import IMAGE_MODELS
 from recstack.wrapper import Batch, as_tasks
 
+from .export_parts import write_parts
 from .net import E2EMMDBMTL, ImageTower, ImgModel, RecModel, TotalModel
 
 MODEL_CLASS = "E2E_MM_DBMTL"
@@ -47,7 +49,7 @@ def embedding_dim(emb_size: int | None, img_dnn: DNNSpec | None, num_classes: in
 
 
 class DygraphModel(TaskTowerWrapper):
-    #: the exports of tools/export_mm_model.py (recstack.export.export_parts)
+    #: the exports of tools/export_mm_model.py (recstack.export.export_parts -> export_part_models)
     export_parts = ("img", "rec", "total")
     #: parity relative to max(1, |output|): fp32 round-off of a CNN on 0-255 pixels exceeds 1e-5 absolute
     export_relative_tolerance = True
@@ -77,6 +79,8 @@ class DygraphModel(TaskTowerWrapper):
         net = E2EMMDBMTL(spec, bottom, towers, image, l2_regularization=l2,
                          embedding_regularization=embedding_regularization)
         self.configure_towers(towers, net.input_names)
+        # the per-sample CNN logits come back from forward only when the auxiliary image loss reads them
+        self.extra_output_names = ("img_logits",) if image is not None and self.img_loss_weight else ()
         self.img_shape = spec.img_shape
         self.feature_names = tuple(net.feature_names)
         return net
@@ -149,19 +153,20 @@ class DygraphModel(TaskTowerWrapper):
         node.finish()
 
     # ------------------------------------------------------------------ training
-    def train_forward(self, dy_model: nn.Module, metrics_list: list[Metric], batch_data: Batch,
-                      config: Config) -> tuple[torch.Tensor, list[Metric], dict[str, Any] | None]:
-        inputs, labels = self.create_feeds(batch_data, config)
-        pred, logits = dy_model.forward_with_logits(*inputs)
-        losses = task_losses(as_tasks(pred), labels, self.towers)
-        if self.img_loss_weight and logits is not None:
-            losses["img_loss"] = self.img_loss_weight * F.cross_entropy(
-                logits, batch_data[CATE_LABEL].reshape(-1).long())
-        loss = torch.stack(list(losses.values())).sum() + dy_model.regularization_loss(*inputs)
-        self.update_metrics(metrics_list, pred, labels)
-        return loss, metrics_list, {name: value.detach() for name, value in losses.items()}
+    def extra_losses(self, extras: dict[str, torch.Tensor], batch_data: Batch) -> dict[str, torch.Tensor]:
+        """``img_loss``: ``img_loss_weight * softmax_CE(img_logits, cate_label)`` over the samples (when
+        ``img_loss_weight`` != 0; the net then returns ``img_logits`` from its forward)."""
+        if "img_logits" not in extras:
+            return {}
+        return {"img_loss": self.img_loss_weight * F.cross_entropy(
+            extras["img_logits"], batch_data[CATE_LABEL].reshape(-1).long())}
 
     # ------------------------------------------------------------------ export
+    def export_part_models(self, loaded: LoadedModel, out_dirs: dict[str, Path], head: dict[str, Any],
+                           tolerance: float, prefix: str) -> dict[str, ExportResult]:
+        """The image, rec and total exports, checked against each other first (export_parts.py)."""
+        return write_parts(self, loaded, out_dirs, head, tolerance, prefix)
+
     def export_module(self, net: E2EMMDBMTL, kind: str) -> nn.Module:
         """The exported network: ``img`` (images -> embeddings), ``rec`` (features + embedding) or
         ``total`` (features + image per row)."""
@@ -190,7 +195,8 @@ class DygraphModel(TaskTowerWrapper):
         return describe_outputs(self, outputs, len(outputs[0]), names)
 
     def check_parts(self, net: E2EMMDBMTL, batch: Batch, tolerance: float) -> dict[str, float]:
-        """Differences (:func:`recstack.export.scaled_diff`: absolute up to 1, relative above), in eval mode: the total model on ungrouped rows vs the grouped training graph;
+        """Differences (:func:`recstack.export.scaled_diff`: absolute up to 1, relative above), in eval mode:
+        the total model on ungrouped rows vs the grouped training graph;
         total(x, img) vs rec(x, img_model(img)); and rec through EasyRec's 6-decimal text of img_emb
         (allowed 10x ``tolerance`` for the rounding).
 
@@ -206,7 +212,8 @@ class DygraphModel(TaskTowerWrapper):
             rec_text = [t.numpy() for t in self.export_module(net, "rec")(*rec_inputs[:-1], torch.from_numpy(text))]
         diffs = {"total_vs_grouped": scaled_diff(grouped, total), "total_vs_rec_of_img": scaled_diff(total, rec),
                  "rec_of_text_img_emb": scaled_diff(total, rec_text)}
-        bounds = {"total_vs_grouped": tolerance, "total_vs_rec_of_img": tolerance, "rec_of_text_img_emb": 10 * tolerance}
+        bounds = {"total_vs_grouped": tolerance, "total_vs_rec_of_img": tolerance,
+                  "rec_of_text_img_emb": 10 * tolerance}
         for key, diff in diffs.items():
             if not diff <= bounds[key]:
                 raise ExportError(f"e2e_mm_dbmtl: {key} differs by {diff:.3g} (> {bounds[key]:g}); nothing was written")

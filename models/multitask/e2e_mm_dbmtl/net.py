@@ -23,18 +23,18 @@ Without an image tower (no ``img`` group) the model is DBMTL with the input Batc
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from recstack.config import ConfigError
-from recstack.features import TabularSpec
-from recstack.layers.dbmtl import DBMTL
+from recstack.easyrec.dbmtl import DBMTL
+from recstack.easyrec.features import TabularSpec
+from recstack.easyrec.task_tower import easyrec_dnn, linear_l2
+from recstack.easyrec.tasks import DNNSpec, TaskTowerSpec
 from recstack.layers.gate import Highway
-from recstack.layers.task_tower import easyrec_dnn, linear_l2
 from recstack.layers.vision import build_image_model
-from recstack.tasks import DNNSpec, TaskTowerSpec
 
 
 class ImageTower(nn.Module):
@@ -115,18 +115,20 @@ class E2EMMDBMTL(nn.Module):
         self.l2_regularization = l2_regularization
         self.embedding_regularization = embedding_regularization
 
-    def forward(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
-        return self.forward_with_logits(*inputs)[0]
-
-    def forward_with_logits(self, *inputs: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        """Predictions and the per-sample CNN logits ``(N, num_classes)`` (``None`` without an image
-        tower) for the auxiliary image loss."""
+    def forward(self, *inputs: torch.Tensor, return_extras: bool = False
+                ) -> list[torch.Tensor] | tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        """The predictions; with ``return_extras`` also ``{"img_logits": (N, num_classes)}``, the per-sample
+        CNN logits of the auxiliary image loss (``{}`` without an image tower). Training asks for the
+        extras through this ordinary forward (the wrapper's ``extra_output_names``), so under DDP it runs
+        inside DDP's forward."""
         if self.image is None:
-            return self.rec.head(inputs), None
+            pred = self.rec.head(inputs)
+            return (pred, {}) if return_extras else pred
         features, sample_num, img = inputs[:-2], inputs[-2], inputs[-1]
         logits, emb = self.image(img)
         # a gather: autograd sums the gradients of the samples of each image
-        return self.rec.head(features, emb.index_select(0, sample_num)), logits.index_select(0, sample_num)
+        pred = self.rec.head(features, emb.index_select(0, sample_num))
+        return (pred, {"img_logits": logits.index_select(0, sample_num)}) if return_extras else pred
 
     def regularization_loss(self, *inputs: torch.Tensor) -> torch.Tensor:
         """``l2_regularization * sum ||W||^2 / 2`` (DNNs, output layers) + the embedding term of this batch."""

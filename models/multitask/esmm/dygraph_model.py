@@ -7,7 +7,7 @@ clicked samples only, where a conversion label is defined).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -11,7 +11,7 @@ has no loss of its own, so it is never trained on the biased clicked-only sample
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

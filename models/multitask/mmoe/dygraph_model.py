@@ -7,24 +7,21 @@
 * **EasyRec** (``config_easyrec.yaml``): ``data_config`` / ``feature_config`` / ``model_config``
   with ``model_config.mmoe`` (``expert_dnn``, ``num_expert``, ``task_towers``,
   ``l2_regularization``) and ``model_config.embedding_regularization``; tasks, weighted losses
-  and ``auc_<tower>`` / ``mse_<tower>`` metrics from :class:`recstack.tasks.TaskTowerWrapper`.
+  and ``auc_<tower>`` / ``mse_<tower>`` metrics from :class:`recstack.easyrec.tasks.TaskTowerWrapper`.
+
+PaddleRec mode configures no towers, so :class:`recstack.easyrec.tasks.TaskTowerWrapper` falls back to the
+base wrapper's summed BCE, ``auc_<task>`` metrics and log lines.
 
 The two key sets are exclusive: mixing them is a config error.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
-
-import torch
 from torch import nn
 
 from recstack.config import Config, ConfigError, PositiveInt
-from recstack.features import easyrec_model_config
-from recstack.metrics import Metric
-from recstack.tasks import DNNSpec, TaskTowerWrapper, parse_task_towers
-from recstack.wrapper import Batch
-from recstack.wrapper import DygraphModel as BaseModel
+from recstack.easyrec.features import easyrec_model_config
+from recstack.easyrec.tasks import DNNSpec, TaskTowerWrapper, parse_task_towers
 
 from .net import EasyRecMMoE, MMoE
 
@@ -44,7 +41,7 @@ _MMOE_HINTS = {
 
 
 class DygraphModel(TaskTowerWrapper):
-    # PaddleRec mode's keys; EasyRec mode's model_config is read (typed, ranges checked) by recstack.schema.Node
+    # PaddleRec mode's keys; EasyRec mode's model_config is read (typed, ranges checked) by recstack.easyrec.schema.Node
     hyper_parameter_schema = {key: PositiveInt for key in ("feature_size", "expert_num", "expert_size", "tower_size",
                                                            "gate_num")}
     # PaddleRec mode; EasyRec mode sets these from the task towers (configure_towers)
@@ -102,24 +99,3 @@ class DygraphModel(TaskTowerWrapper):
                           embedding_regularization=embedding_regularization)
         self.configure_towers(towers, net.input_names)
         return net
-
-    # EasyRec mode (towers configured): TaskTowerWrapper's weighted task losses, auc_/mse_ metrics and
-    # regularisation. PaddleRec mode: the base wrapper's summed BCE, auc_<task> metrics and log lines.
-    def create_loss(self, pred: torch.Tensor | Sequence[torch.Tensor], label: Sequence[torch.Tensor]) -> torch.Tensor:
-        return super().create_loss(pred, label) if self.towers else BaseModel.create_loss(self, pred, label)
-
-    def create_metrics(self) -> tuple[list[Metric], list[str]]:
-        return super().create_metrics() if self.towers else BaseModel.create_metrics(self)
-
-    def update_metrics(self, metrics_list: list[Metric], pred: Any, labels: Sequence[torch.Tensor],
-                       groups: torch.Tensor | None = None) -> None:
-        if self.towers:
-            super().update_metrics(metrics_list, pred, labels)
-        else:
-            BaseModel.update_metrics(self, metrics_list, pred, labels, groups)
-
-    def train_forward(self, dy_model: nn.Module, metrics_list: list[Metric], batch_data: Batch,
-                      config: Config) -> tuple[torch.Tensor, list[Metric], dict[str, Any] | None]:
-        if self.towers:
-            return super().train_forward(dy_model, metrics_list, batch_data, config)
-        return BaseModel.train_forward(self, dy_model, metrics_list, batch_data, config)

@@ -14,16 +14,16 @@ experts of ``expert_dnn.hidden_units``, EasyRec task towers, with the loss
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from recstack.features import TabularSpec
+from recstack.easyrec.feature_embedding import FeatureEmbedding
+from recstack.easyrec.features import TabularSpec
+from recstack.easyrec.task_tower import RelationTowers, linear_l2
+from recstack.easyrec.tasks import DNNSpec, TaskTowerSpec
 from recstack.layers import Experts, MLPExperts, TaskGates, Towers, mix_experts
-from recstack.layers.feature_embedding import FeatureEmbedding
-from recstack.layers.task_tower import RelationTowers, linear_l2
-from recstack.tasks import DNNSpec, TaskTowerSpec
 
 
 class MMoE(nn.Module):

@@ -18,7 +18,8 @@ readers and wrappers read it key by key, typed, and then call
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from recstack.config import Config, ConfigError, check_type, did_you_mean, is_finite, type_name
 
@@ -56,7 +57,7 @@ class Node:
         self.read: set[str] = set()
 
     @classmethod
-    def at(cls, config: Config, key: str, default: Any = _MISSING, hints: Mapping[str, str] | None = None) -> "Node":
+    def at(cls, config: Config, key: str, default: Any = _MISSING, hints: Mapping[str, str] | None = None) -> Node:
         """The mapping at a dotted key of ``config`` (``config.get`` marks it as used)."""
         value = config.get(key) if default is _MISSING else config.get(key, default)
         return cls(config, key, value, hints)
@@ -104,11 +105,11 @@ class Node:
                               f"{' (finite)' if float in types else ''}, got {value!r}")
         return value
 
-    def node(self, name: str, default: Any = _MISSING, hints: Mapping[str, str] | None = None) -> "Node":
+    def node(self, name: str, default: Any = _MISSING, hints: Mapping[str, str] | None = None) -> Node:
         """The mapping under ``name`` as a :class:`Node` (``default`` {} when absent)."""
         return Node(self.config, f"{self.key}.{name}", self.get(name, default), hints)
 
-    def nodes(self, name: str, default: Any = _MISSING, hints: Mapping[str, str] | None = None) -> Iterator["Node"]:
+    def nodes(self, name: str, default: Any = _MISSING, hints: Mapping[str, str] | None = None) -> Iterator[Node]:
         """Each mapping of the list under ``name`` as a :class:`Node` (``key[i]``)."""
         items = self.get(name, default)
         if not isinstance(items, list):

@@ -6,15 +6,15 @@ The formula is in ``models/multitask/dbmtl/net.py``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from recstack.features import TabularSpec
-from recstack.layers.feature_embedding import FeatureEmbedding
-from recstack.layers.task_tower import RelationTowers, easyrec_dnn, linear_l2
-from recstack.tasks import DNNSpec, TaskTowerSpec
+from recstack.easyrec.feature_embedding import FeatureEmbedding
+from recstack.easyrec.features import TabularSpec
+from recstack.easyrec.task_tower import RelationTowers, easyrec_dnn, linear_l2
+from recstack.easyrec.tasks import DNNSpec, TaskTowerSpec
 
 
 class DBMTL(nn.Module):

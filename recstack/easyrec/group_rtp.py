@@ -25,7 +25,7 @@ A batch of ``n`` groups and ``N`` samples::
     group_size   int64   (n,)
     img          float32 (n, H, W, 3)   BGR, 0-255, no resize or normalisation
 
-The per-sample values are parsed by :class:`recstack.data.tabular.TabularReader` (each
+The per-sample values are parsed by :class:`recstack.easyrec.tabular.TabularReader` (each
 sample becomes one line ``labels + sample string``), so they follow exactly its rules.
 
 Images (Pillow): ``Image.open(path).convert("RGB")``, channels reversed to BGR, float32
@@ -56,18 +56,26 @@ import logging
 import os
 import threading
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
-from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from recstack.config import Config, ConfigError
-from recstack.data.base import (Block, BlockReader, DataFormatError, GroupedRows, GroupIndex, bad_line,
-                                parse_int, read_chunks)
-from recstack.data.tabular import TabularReader
-from recstack.features import DATA_CONFIG, TabularSpec
+from recstack.data.base import (
+    Block,
+    BlockReader,
+    DataFormatError,
+    GroupedRows,
+    GroupIndex,
+    bad_line,
+    parse_int,
+    read_chunks,
+)
+from recstack.easyrec.features import DATA_CONFIG, TabularSpec
+from recstack.easyrec.schema import source
+from recstack.easyrec.tabular import TabularReader
 from recstack.registry import READERS
-from recstack.schema import source
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +107,7 @@ class GroupRTPReader(BlockReader):
     """Reader of ``data_config.input_type: GroupRTPInput`` files (see the module docstring).
 
     Attributes:
-        spec: the grouped :class:`~recstack.features.TabularSpec`.
+        spec: the grouped :class:`~recstack.easyrec.features.TabularSpec`.
         missing_images: image files not found so far (replaced by zeros).
         missing_by_file: data file -> missing images in it.
     """

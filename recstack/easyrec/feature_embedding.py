@@ -1,7 +1,7 @@
 """Feature groups of EasyRec-style configs as dense tensors: id embeddings and raw values, concatenated.
 
-Built from the same :class:`recstack.features.TabularSpec` as the tabular reader
-(:mod:`recstack.data.tabular`), so it takes exactly the batch arrays the reader
+Built from the same :class:`recstack.easyrec.features.TabularSpec` as the tabular reader
+(:mod:`recstack.easyrec.tabular`), so it takes exactly the batch arrays the reader
 yields (``<group>.ids``, ``<group>.values``) and any model can be configured the
 EasyRec way: list the features in ``feature_config`` and the groups in
 ``model_config.feature_groups``, and read each group as one ``(B, D_group)`` tensor.
@@ -10,12 +10,12 @@ EasyRec way: list the features in ``feature_config`` and the groups in
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from recstack.features import Feature, TabularSpec
+from recstack.easyrec.features import Feature, TabularSpec
 from recstack.layers.init import truncated_normal_
 
 
@@ -76,8 +76,9 @@ class FeatureEmbedding(nn.Module):
             offsets[f.name] = rows[f.embedding_dim]
             rows[f.embedding_dim] += f.num_embeddings
         self.tables = nn.ModuleList(
-            nn.Embedding(rows[d], d, _weight=truncated_normal_(torch.empty(rows[d], d),
-                                                               init_std if init_std is not None else 0.1 / math.sqrt(d)))
+            nn.Embedding(rows[d], d,
+                         _weight=truncated_normal_(torch.empty(rows[d], d),
+                                                   init_std if init_std is not None else 0.1 / math.sqrt(d)))
             for d in self.dims)
         self.raw_weights = nn.ParameterList()
         self.output_dims: dict[str, int] = {}

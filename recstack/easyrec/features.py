@@ -21,8 +21,8 @@ reads the same keys, written in YAML under ``hyper_parameters``::
         feature_groups:
           - {group_name: all, feature_names: [city, fans_num], wide_deep: DEEP}
 
-The reader (:mod:`recstack.data.tabular`) and the embedding layer
-(:class:`recstack.layers.feature_embedding.FeatureEmbedding`) both build their
+The reader (:mod:`recstack.easyrec.tabular`) and the embedding layer
+(:class:`recstack.easyrec.feature_embedding.FeatureEmbedding`) both build their
 layout from one :class:`TabularSpec`, so they always agree. This module has no
 torch or pyarrow dependency.
 
@@ -38,7 +38,7 @@ Layout of a feature group ``g`` in a batch (see :meth:`TabularSpec.block_columns
 An array is present only when its width is positive.
 
 Grouped input (``data_config.input_type: GroupRTPInput``, EasyRec's end-to-end
-multimodal DBMTL; read by :mod:`recstack.data.group_rtp`): one line per item group,
+multimodal DBMTL; read by :mod:`recstack.easyrec.group_rtp`): one line per item group,
 ``ImgFeature`` (the item image) and ``SampleNumFeature`` (the group size) in feature
 groups named ``img`` and ``sample_num`` that hold only that feature; see
 :class:`GroupInput` and ``doc/yaml.md``. A grouped batch adds ``img`` float32
@@ -50,11 +50,11 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from recstack.config import Config, ConfigError, did_you_mean
-from recstack.schema import Node, source
+from recstack.easyrec.schema import Node, source
 
 #: EasyRec's input types accepted here and what they parse as.
 INPUT_TYPES = ("INT32", "INT64", "FLOAT", "DOUBLE", "STRING")
@@ -266,8 +266,8 @@ class TabularSpec:
         """Feature groups of per-sample features (all but ``img`` and ``sample_num``)."""
         return [g.name for g in self.groups if g.name not in GROUP_FEATURE_TYPES.values()]
 
-    def sample_spec(self) -> "TabularSpec":
-        """The per-sample part of a grouped spec as a plain spec (what :class:`recstack.data.tabular.TabularReader`
+    def sample_spec(self) -> TabularSpec:
+        """The per-sample part of a grouped spec as a plain spec (what :class:`recstack.easyrec.tabular.TabularReader`
         parses): the labels (``label_fields`` order) then the per-sample input fields, separated by ``separator``;
         the features and groups other than ``img`` / ``sample_num``."""
         grouped = self.group_input
@@ -307,7 +307,7 @@ class TabularSpec:
 
     # ----------------------------------------------------------------- parsing
     @classmethod
-    def from_config(cls, config: Config) -> "TabularSpec":
+    def from_config(cls, config: Config) -> TabularSpec:
         """Read ``data_config``, ``feature_config`` and ``model_config.feature_groups`` of ``hyper_parameters``.
 
         Raises:
@@ -357,15 +357,16 @@ class TabularSpec:
                 _known(member, feature_names, node.where(f"feature_names[{j}]"), "feature")
             _no_duplicates(members, node.where("feature_names"), "feature")
             wide_deep = node.get("wide_deep", "DEEP", type=str)
-            if wide_deep != "DEEP":
-                raise ConfigError(f"{node.where('wide_deep')}: only DEEP groups are supported, got {wide_deep!r}")
+            if wide_deep not in ("DEEP", "WIDE"):  # WIDE: Wide&Deep's wide part (recstack.rank_inputs)
+                raise ConfigError(f"{node.where('wide_deep')}: expected DEEP or WIDE, got {wide_deep!r}")
             if "." in name or not name:
                 raise ConfigError(f"{node.where('group_name')}: expected a name without '.', got {name!r}")
             for j, member in enumerate(members):  # ImgFeature / SampleNumFeature: alone in their fixed-name group
                 kind = next(f.feature_type for f in features if f.name == member)
                 fixed = GROUP_FEATURE_TYPES.get(kind)
                 if fixed is not None and (name != fixed or len(members) != 1):
-                    raise ConfigError(f"{node.where(f'feature_names[{j}]')}: {'an' if kind[0] in 'AEIOU' else 'a'} {kind} goes alone in the feature "
+                    raise ConfigError(f"{node.where(f'feature_names[{j}]')}: {'an' if kind[0] in 'AEIOU' else 'a'} "
+                                      f"{kind} goes alone in the feature "
                                       f"group named '{fixed}', got it in group {name!r} with {members}")
                 if fixed is None and name in GROUP_FEATURE_TYPES.values():
                     wanted = next(k for k, v in GROUP_FEATURE_TYPES.items() if v == name)
@@ -530,8 +531,8 @@ def _parse_feature(node: Node, fields: Sequence[InputField], labels: Sequence[st
     input_name = inputs[0]
     _known(input_name, [f.name for f in fields], node.where("input_names[0]"), "input field")
     if input_name in labels:
-        raise ConfigError(f"{node.where('input_names[0]')}: '{input_name}' is a label field (data_config.label_fields); "
-                          "a feature built from the label leaks it")
+        raise ConfigError(f"{node.where('input_names[0]')}: '{input_name}' is a label field "
+                          "(data_config.label_fields); a feature built from the label leaks it")
     field_type = _field(fields, input_name).type
     name = node.get("feature_name", input_name, type=str)
     feature_type = node.get("feature_type", "IdFeature", type=str)
@@ -569,7 +570,8 @@ def _parse_feature(node: Node, fields: Sequence[InputField], labels: Sequence[st
                           f"'{input_name}' is {field_type}")
     boundaries = tuple(float(b) for b in node.get_list("boundaries", (float, int), []))
     if list(boundaries) != sorted(set(boundaries)) or not all(math.isfinite(b) for b in boundaries):
-        raise ConfigError(f"{node.where('boundaries')}: expected strictly increasing finite numbers, got {list(boundaries)}")
+        raise ConfigError(f"{node.where('boundaries')}: expected strictly increasing finite numbers, "
+                          f"got {list(boundaries)}")
     if boundaries and embedding_dim < 1:
         raise ConfigError(f"{node.where('embedding_dim')}: a RawFeature with boundaries is embedded; "
                           "it needs embedding_dim >= 1")
@@ -601,6 +603,10 @@ def easyrec_model_config(config: Config, model_class: str,
     if name != model_class:
         raise ConfigError(f"{model.where('model_class')}: this folder is {model_class}, got {name!r}")
     groups = [g.name for g in spec.groups]
+    wide = [g.name for g in spec.groups if g.wide_deep == "WIDE"]
+    if wide:
+        raise ConfigError(f"{model.where('feature_groups')}: group '{wide[0]}' is wide_deep: WIDE; {model_class} reads "
+                          "DEEP groups only")
     if "all" not in groups or any(g != "all" and g not in optional_groups for g in groups):
         extra = f" and optionally {list(optional_groups)}" if optional_groups else ""
         raise ConfigError(f"{model.where('feature_groups')}: {model_class} reads one feature group named 'all' "

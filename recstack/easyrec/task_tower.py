@@ -1,20 +1,20 @@
 """EasyRec's task towers, with DBMTL's Bayesian relation step between them.
 
-Specs come from :func:`recstack.tasks.parse_task_towers`; a tower without
+Specs come from :func:`recstack.easyrec.tasks.parse_task_towers`; a tower without
 ``relation_tower_names`` / ``relation_dnn`` is EasyRec's plain ``TaskTower``
 (``dnn`` then one output unit), so MMoE-style models reuse this module too.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
 
+from recstack.easyrec.tasks import DNNSpec, TaskTowerSpec
 from recstack.layers.init import init_linear
 from recstack.layers.mlp import MLP
-from recstack.tasks import DNNSpec, TaskTowerSpec
 
 
 def easyrec_dnn(input_dim: int, spec: DNNSpec | None) -> MLP:
@@ -43,10 +43,11 @@ class RelationTowers(nn.Module):
     For tower ``t``: ``h_t = dnn_t(x_t)``,
     ``r_t = relation_dnn_t([h_t, r_s for s in relation_tower_names_t])`` (concatenated, in the
     listed order), ``z_t = W_t r_t + b_t`` (one unit), and the prediction is ``sigmoid(z_t)``
-    for ``CLASSIFICATION`` or ``z_t`` for ``L2_LOSS``. The relation outputs flow into later
+    for ``CLASSIFICATION`` or ``z_t`` for ``L2_LOSS`` (the registered
+    :class:`~recstack.easyrec.tasks.TaskLoss`'s ``probability``). The relation outputs flow into later
     towers without a stop-gradient, so a later task's loss also trains the earlier towers
     (EasyRec's DBMTL). Relation names must refer to earlier towers (checked by
-    :func:`recstack.tasks.validate_relations`; checked again here).
+    :func:`recstack.easyrec.tasks.validate_relations`; checked again here).
 
     Initialisation: every Linear Xavier-uniform with zero bias (TensorFlow's ``dense``).
 
@@ -62,7 +63,7 @@ class RelationTowers(nn.Module):
     def __init__(self, input_dim: int, towers: Sequence[TaskTowerSpec]) -> None:
         super().__init__()
         self.names = [t.tower_name for t in towers]
-        self.classification = [t.loss_type == "CLASSIFICATION" for t in towers]
+        self.classification = [t.loss.probability for t in towers]  # the registered loss_type's output
         self.dnns = nn.ModuleList(easyrec_dnn(input_dim, t.dnn) for t in towers)
         widths: list[int] = []
         self.related: list[list[int]] = []

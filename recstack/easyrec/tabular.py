@@ -2,7 +2,7 @@
 
 The columns, their types and defaults, the labels, the features built from the
 columns and the feature groups come from the config (``hyper_parameters.data_config``,
-``feature_config``, ``model_config.feature_groups``; see :mod:`recstack.features`),
+``feature_config``, ``model_config.feature_groups``; see :mod:`recstack.easyrec.features`),
 not from a fixed format. One line is one sample, fields separated by
 ``data_config.separator`` (no quoting, as EasyRec's ``CSVInput``), exactly
 ``len(input_fields)`` fields per line.
@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import io
 import zlib
-from typing import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -42,10 +42,19 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from recstack.config import Config, ConfigError
-from recstack.data.base import (DECIMAL, INTEGER, Block, BlockReader, DataFormatError, bad_line,
-                                blank_whitespace_lines, holds_hex, row_error)
-from recstack.features import DATA_CONFIG, INT_RANGES, Feature, InputField, TabularSpec
-from recstack.schema import source
+from recstack.data.base import (
+    DECIMAL,
+    INTEGER,
+    Block,
+    BlockReader,
+    DataFormatError,
+    bad_line,
+    blank_whitespace_lines,
+    holds_hex,
+    row_error,
+)
+from recstack.easyrec.features import DATA_CONFIG, INT_RANGES, Feature, InputField, TabularSpec
+from recstack.easyrec.schema import source
 from recstack.registry import READERS
 
 _ARROW_TYPES = {"INT32": pa.int32(), "INT64": pa.int64(), "FLOAT": pa.float32(), "DOUBLE": pa.float64(),
@@ -65,11 +74,41 @@ def hash_ids(values: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
     return table[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
+def feature_column(feature: Feature, field_type: str, column: np.ndarray, where: str,
+                   fail: Callable[[int, str], Exception]) -> np.ndarray:
+    """A feature's model input from its input column (the reader's and the Python API's one rule).
+
+    ``IdFeature``: ids hashed into ``hash_bucket_size`` buckets, or int64 ids checked against
+    ``num_buckets``; ``RawFeature``: finite float64 values, min-max normalised and/or bucketised by
+    ``boundaries`` (then int64 bucket ids). A bad row raises ``fail(row index, message)``; the message
+    starts with ``where`` (the field or column it came from).
+    """
+    if feature.feature_type == "IdFeature":
+        if feature.hash_bucket_size:
+            text = column if field_type == "STRING" else pa.array(column).cast(pa.string())
+            return hash_ids(text, feature.hash_bucket_size)
+        out = column.astype(np.int64)
+        bad = (out < 0) | (out >= feature.num_buckets)
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise fail(row, f"{where}: id {int(out[row])} outside [0, num_buckets={feature.num_buckets})")
+        return out
+    values = column.astype(np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise fail(int(np.argmax(bad)), f"{where} is not a finite number")
+    if feature.normalized:
+        values = (values - feature.min_val) / (feature.max_val - feature.min_val)
+    if feature.boundaries:
+        return np.searchsorted(np.asarray(feature.boundaries), values, side="right").astype(np.int64)
+    return values
+
+
 def classification_labels(config: Config, label_fields: Sequence[str]) -> dict[str, str]:
     """Label field -> the first ``CLASSIFICATION`` task tower that learns it.
 
     Read from the ``task_towers`` lists of ``hyper_parameters.model_config.<model>`` (DBMTL's ``dbmtl``,
-    MMoE's ``mmoe``, ...) as :func:`recstack.tasks.parse_task_towers` reads them (``loss_type`` defaults to
+    MMoE's ``mmoe``, ...) as :func:`recstack.easyrec.tasks.parse_task_towers` reads them (``loss_type`` defaults to
     ``CLASSIFICATION``, ``label_name`` to the label field at the tower's position); the towers themselves
     are validated by the model. Such a label must be 0 or 1 in the data (binary cross-entropy and AUC).
     """
@@ -92,7 +131,7 @@ class TabularReader(BlockReader):
 
     Config keys (``hyper_parameters``): ``data_config`` (``input_fields``,
     ``label_fields``, ``separator``), ``feature_config.features`` and
-    ``model_config.feature_groups``; see :mod:`recstack.features` and ``doc/yaml.md``.
+    ``model_config.feature_groups``; see :mod:`recstack.easyrec.features` and ``doc/yaml.md``.
 
     Blocks: one float32 ``(n, 1)`` array per label field; per feature group ``g``,
     ``g.ids`` int64 ``(n, k)`` and ``g.values`` float32 ``(n, m)`` (when ``k``, ``m`` > 0).
@@ -174,7 +213,8 @@ class TabularReader(BlockReader):
             block[name] = label
         cache: dict[str, np.ndarray] = {}
         for group in spec.groups:
-            ids = [self._feature_array(f, columns, cache, chunk, path, first_line) for f in spec.id_features(group.name)]
+            ids = [self._feature_array(f, columns, cache, chunk, path, first_line)
+                   for f in spec.id_features(group.name)]
             values = [self._feature_array(f, columns, cache, chunk, path, first_line)
                       for f in spec.value_features(group.name)]
             n = table.num_rows
@@ -201,30 +241,12 @@ class TabularReader(BlockReader):
         if feature.name in cache:
             return cache[feature.name]
         field = self.spec.input_field(feature.input_name)
-        column = columns[feature.input_name]
-        if feature.feature_type == "IdFeature":
-            if feature.hash_bucket_size:
-                text = column if field.type == "STRING" else pa.array(column).cast(pa.string())
-                out = hash_ids(text, feature.hash_bucket_size)
-            else:
-                out = column.astype(np.int64)
-                bad = (out < 0) | (out >= feature.num_buckets)
-                if bad.any():
-                    raise row_error(chunk, path, first_line, int(np.argmax(bad)),
-                                    f"field '{field.name}' (feature '{feature.name}'): id {int(out[np.argmax(bad)])} "
-                                    f"outside [0, num_buckets={feature.num_buckets})")
-        else:
-            values = column.astype(np.float64)
-            bad = ~np.isfinite(values)
-            if bad.any():
-                raise row_error(chunk, path, first_line, int(np.argmax(bad)),
-                                f"field '{field.name}' (feature '{feature.name}') is not a finite number")
-            if feature.normalized:
-                values = (values - feature.min_val) / (feature.max_val - feature.min_val)
-            if feature.boundaries:
-                out = np.searchsorted(np.asarray(feature.boundaries), values, side="right").astype(np.int64)
-            else:
-                out = values
+
+        def fail(row: int, message: str) -> DataFormatError:
+            return row_error(chunk, path, first_line, row, message)
+
+        out = feature_column(feature, field.type, columns[feature.input_name],
+                             f"field '{field.name}' (feature '{feature.name}')", fail)
         cache[feature.name] = out
         return out
 

@@ -25,12 +25,19 @@ weighted per-task losses (``weight * mean(loss)``, EasyRec's reduction), and
 :class:`TaskTowerWrapper` is a :class:`recstack.wrapper.DygraphModel` that
 trains and evaluates any net returning one prediction per tower, with metrics
 named ``auc_<tower>`` and ``mse_<tower>`` (lower is better).
+
+``loss_type`` and ``metrics_set`` are names looked up in :data:`recstack.registry.LOSSES`
+(a :class:`TaskLoss` each, registered below: ``CLASSIFICATION``, ``L2_LOSS``) and
+:data:`recstack.registry.METRICS` (the metric classes, registered in :mod:`recstack.metrics`:
+``auc``, ``mean_squared_error``, ``accuracy``, ``log_loss``; ``gauc`` needs group keys the
+towers do not pass). Registering another name makes it usable from a config (``doc/model_develop.md``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,21 +45,10 @@ from torch import nn
 
 from recstack.config import Config, ConfigError, did_you_mean
 from recstack.data.base import DataFormatError
-from recstack.metrics import AUC, MSE, Metric
-from recstack.registry import ACTIVATIONS
-from recstack.schema import Node
+from recstack.easyrec.schema import Node
+from recstack.metrics import Metric  # also registers the metrics in METRICS
+from recstack.registry import ACTIVATIONS, LOSSES, METRICS
 from recstack.wrapper import Batch, DygraphModel, as_tasks
-
-LOSS_TYPES = ("CLASSIFICATION", "L2_LOSS")
-#: EasyRec metric name -> (prefix of the logged name, metric class, loss types it applies to)
-METRICS: dict[str, tuple[str, type[Metric], tuple[str, ...]]] = {
-    "auc": ("auc", AUC, ("CLASSIFICATION",)),
-    "mean_squared_error": ("mse", MSE, LOSS_TYPES),
-}
-#: the metric of a tower whose metrics_set is not given
-DEFAULT_METRIC = {"CLASSIFICATION": "auc", "L2_LOSS": "mean_squared_error"}
-#: prefix of each loss type's per-task loss in the logs (EasyRec's names)
-LOSS_NAMES = {"CLASSIFICATION": "cross_entropy_loss", "L2_LOSS": "l2_loss"}
 
 _TOWER_HINTS = {
     "num_class": "only num_class: 1 is supported",
@@ -87,7 +83,7 @@ class DNNSpec:
         return self.hidden_units[-1] if self.hidden_units else input_dim
 
     @classmethod
-    def from_node(cls, node: Node) -> "DNNSpec":
+    def from_node(cls, node: Node) -> DNNSpec:
         """Parse ``{hidden_units, dropout_ratio, activation, use_bn}`` (unknown keys are errors)."""
         units = tuple(node.get_list("hidden_units", int, [], scalar_ok=True))
         if any(u < 1 for u in units):
@@ -117,8 +113,10 @@ class TaskTowerSpec:
     Attributes:
         tower_name: the task's name (metric names ``auc_<tower_name>``, ``mse_<tower_name>``).
         label_name: the label field it learns.
-        loss_type: ``CLASSIFICATION`` (BCE, sigmoid output) or ``L2_LOSS`` (MSE, raw output).
-        metrics: EasyRec metric names (``auc``, ``mean_squared_error``).
+        loss_type: ``CLASSIFICATION`` (BCE, sigmoid output) or ``L2_LOSS`` (MSE, raw output); a name
+            in :data:`recstack.registry.LOSSES`.
+        metrics: EasyRec metric names (``auc``, ``mean_squared_error``), names in
+            :data:`recstack.registry.METRICS`.
         dnn: the tower's own DNN (``None``: identity).
         relation_tower_names: earlier towers whose relation outputs this tower's relation DNN reads.
         relation_dnn: the relation DNN (``None``: identity).
@@ -136,18 +134,67 @@ class TaskTowerSpec:
 
     @property
     def metric_names(self) -> list[str]:
-        return [f"{METRICS[m][0]}_{self.tower_name}" for m in self.metrics]
+        return [f"{metric_log_name(m)}_{self.tower_name}" for m in self.metrics]
+
+    @property
+    def loss(self) -> TaskLoss:
+        """The registered :class:`TaskLoss` of :attr:`loss_type`."""
+        return LOSSES.get(self.loss_type)
 
     @property
     def loss_name(self) -> str:
-        return f"{LOSS_NAMES[self.loss_type]}_{self.tower_name}"
+        return f"{self.loss.log_name}_{self.tower_name}"
+
+
+@dataclass(frozen=True)
+class TaskLoss:
+    """What a ``loss_type`` means, registered in :data:`recstack.registry.LOSSES` under that name.
+
+    Attributes:
+        log_name: prefix of the tower's weighted loss in the log lines (``cross_entropy_loss_<tower>``).
+        probability: the tower outputs ``sigmoid(logit)``, a probability (binary metrics such as ``auc``
+            apply); ``False``: the raw value (a regression).
+        default_metric: the ``metrics_set`` of a tower that names none.
+        fn: ``fn(pred, label, tower)`` -> the tower's unweighted loss, a scalar; ``label`` already has
+            ``pred``'s dtype and shape ``(B, 1)``.
+    """
+
+    log_name: str
+    probability: bool
+    default_metric: str
+    fn: Callable[[torch.Tensor, torch.Tensor, TaskTowerSpec], torch.Tensor]
+
+
+def _classification_loss(pred: torch.Tensor, label: torch.Tensor, tower: TaskTowerSpec) -> torch.Tensor:
+    """``mean(BCE(p, y))``, ``p`` a probability, ``y`` in [0, 1] (else a DataFormatError: exit status 2)."""
+    if bool(((label < 0) | (label > 1)).any()):
+        bad = float(label[(label < 0) | (label > 1)][0])
+        raise DataFormatError(f"tower '{tower.tower_name}' (CLASSIFICATION): label '{tower.label_name}' must "
+                              f"be in [0, 1], got {bad}; use loss_type: L2_LOSS for a regression target")
+    return F.binary_cross_entropy(pred, label)
+
+
+def _l2_loss(pred: torch.Tensor, label: torch.Tensor, tower: TaskTowerSpec) -> torch.Tensor:
+    """``mean((y_hat - y) ** 2)``."""
+    return F.mse_loss(pred, label)
+
+
+LOSSES.register("CLASSIFICATION", TaskLoss("cross_entropy_loss", True, "auc", _classification_loss))
+LOSSES.register("L2_LOSS", TaskLoss("l2_loss", False, "mean_squared_error", _l2_loss))
+
+
+def metric_log_name(name: str) -> str:
+    """The logged prefix of the metric registered as ``name`` (``mean_squared_error`` -> ``mse``)."""
+    return METRICS.get(name).log_name or name
 
 
 def _metric_keys(node: Node, loss_type: str) -> tuple[str, ...]:
-    """``metrics_set`` as EasyRec writes it (``[{auc: {}}]``) or plainly (``[auc]``, ``auc``)."""
+    """``metrics_set`` as EasyRec writes it (``[{auc: {}}]``) or plainly (``[auc]``, ``auc``); each name is
+    looked up in :data:`recstack.registry.METRICS`."""
+    loss = LOSSES.get(loss_type)
     raw = node.get("metrics_set", None)
     if raw is None:
-        return (DEFAULT_METRIC[loss_type],)
+        return (loss.default_metric,)
     items = raw if isinstance(raw, list) else [raw]
     keys: list[str] = []
     flat: list[tuple[str, Any]] = []
@@ -161,12 +208,13 @@ def _metric_keys(node: Node, loss_type: str) -> tuple[str, ...]:
         if not isinstance(item, str):
             raise ConfigError(f"{where}: expected a metric name such as auc or mean_squared_error (or "
                               f"{{auc: {{}}}}), got {item!r}; metrics with settings are not supported")
-        if item not in METRICS:
-            raise ConfigError(f"{where}: unsupported metric {item!r}{did_you_mean(item, METRICS)} "
-                              f"(supported: {', '.join(METRICS)})")
-        if loss_type not in METRICS[item][2]:
+        metric = METRICS.lookup(item, where)
+        if metric.binary and not loss.probability:
             raise ConfigError(f"{where}: {item} needs a CLASSIFICATION tower; this tower's loss_type is {loss_type} "
                               "(use mean_squared_error)")
+        if metric.needs_groups:
+            raise ConfigError(f"{where}: {item} needs each sample's group (user) key, which task towers do not pass "
+                              "(use auc)")
         if item in keys:
             raise ConfigError(f"{where}: metric {item} appears twice")
         keys.append(item)
@@ -209,9 +257,7 @@ def parse_task_towers(node: Node, label_fields: Sequence[str], key: str = "task_
                               f"{did_you_mean(str(label), label_fields)} (data_config.label_fields: "
                               f"{', '.join(label_fields)})")
         loss_type = tower.get("loss_type", "CLASSIFICATION", type=str)
-        if loss_type not in LOSS_TYPES:
-            raise ConfigError(f"{tower.where('loss_type')}: unsupported loss_type {loss_type!r}"
-                              f"{did_you_mean(loss_type, LOSS_TYPES)} (supported: {', '.join(LOSS_TYPES)})")
+        LOSSES.lookup(loss_type, tower.where("loss_type"))
         metrics = _metric_keys(tower, loss_type)
         dnn = DNNSpec.from_node(tower.node("dnn")) if tower.get("dnn", None) is not None else None
         weight = float(tower.get("weight", 1.0, type=float))
@@ -283,6 +329,7 @@ def task_losses(preds: Sequence[torch.Tensor], labels: Sequence[torch.Tensor],
                 towers: Sequence[TaskTowerSpec]) -> dict[str, torch.Tensor]:
     """Weighted loss of each tower, keyed by its log name (``cross_entropy_loss_<t>`` / ``l2_loss_<t>``).
 
+    ``weight * fn(pred, label)`` with the tower's registered :class:`TaskLoss`:
     ``weight * mean(BCE(p, y))`` for CLASSIFICATION (``p`` a probability, ``y`` in [0, 1]),
     ``weight * mean((y_hat - y) ** 2)`` for L2_LOSS. The total loss is their sum.
 
@@ -292,15 +339,7 @@ def task_losses(preds: Sequence[torch.Tensor], labels: Sequence[torch.Tensor],
     out = {}
     for pred, label, tower in zip(preds, labels, towers):
         label = label.to(pred.dtype).reshape(pred.shape)
-        if tower.loss_type == "CLASSIFICATION":
-            if bool(((label < 0) | (label > 1)).any()):
-                bad = float(label[(label < 0) | (label > 1)][0])
-                raise DataFormatError(f"tower '{tower.tower_name}' (CLASSIFICATION): label '{tower.label_name}' must "
-                                      f"be in [0, 1], got {bad}; use loss_type: L2_LOSS for a regression target")
-            loss = F.binary_cross_entropy(pred, label)
-        else:
-            loss = F.mse_loss(pred, label)
-        out[tower.loss_name] = tower.weight * loss
+        out[tower.loss_name] = tower.weight * tower.loss.fn(pred, label, tower)
     return out
 
 
@@ -309,7 +348,7 @@ def task_metrics(towers: Sequence[TaskTowerSpec]) -> tuple[list[Metric], list[st
     metrics, names, index = [], [], []
     for i, tower in enumerate(towers):
         for key, name in zip(tower.metrics, tower.metric_names):
-            metrics.append(METRICS[key][1]())
+            metrics.append(METRICS.get(key)())
             names.append(name)
             index.append(i)
     return metrics, names, index
@@ -321,8 +360,14 @@ class TaskTowerWrapper(DygraphModel):
     ``create_model`` of a subclass builds the net and calls :meth:`configure_towers`
     with the parsed towers and the batch keys the net takes. The net returns one
     ``(B, 1)`` prediction per tower (probability or value). Loss: the sum of the
-    weighted per-task losses (:func:`task_losses`) plus ``net.regularization_loss(*inputs)``
-    when the net defines it; the batch log lines show each weighted task loss.
+    weighted per-task losses (:func:`task_losses`), the wrapper's :meth:`extra_losses`
+    (from the net's extra outputs) and its :meth:`regularization_loss` (by default the
+    net's own ``regularization_loss(*inputs)``, found inside DDP too); the batch log
+    lines show each weighted loss.
+
+    Until :meth:`configure_towers` is called (a model folder with a second, non-EasyRec
+    configuration, such as MMoE's PaddleRec keys) every method falls back to
+    :class:`DygraphModel`'s: summed BCE, ``auc_<task>`` metrics, no per-task log values.
     """
 
     towers: tuple[TaskTowerSpec, ...] = ()
@@ -337,30 +382,50 @@ class TaskTowerWrapper(DygraphModel):
 
     def describe_outputs(self, count: int) -> list[tuple[str | None, str]]:
         """One output per tower: a probability (CLASSIFICATION) or a regression value (L2_LOSS)."""
-        kinds = {t.tower_name: "probability" if t.loss_type == "CLASSIFICATION" else "value" for t in self.towers}
+        kinds = {t.tower_name: "probability" if t.loss.probability else "value" for t in self.towers}
         return [(task, kinds.get(task, kind) if task else kind) for task, kind in super().describe_outputs(count)]
 
     def create_loss(self, pred: torch.Tensor | Sequence[torch.Tensor], label: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Sum of the towers' weighted losses."""
+        """Sum of the towers' weighted losses (no towers: :meth:`DygraphModel.create_loss`)."""
+        if not self.towers:
+            return super().create_loss(pred, label)
         return torch.stack(list(task_losses(as_tasks(pred), label, self.towers).values())).sum()
 
     def create_metrics(self) -> tuple[list[Metric], list[str]]:
+        """The towers' metrics, ``auc_<tower>`` / ``mse_<tower>`` (no towers: one AUC per task)."""
+        if not self.towers:
+            return super().create_metrics()
         metrics, names, self._metric_task = task_metrics(self.towers)
         return metrics, names
 
-    def update_metrics(self, metrics_list: list[Metric], pred: Any, labels: Sequence[torch.Tensor]) -> None:
+    def update_metrics(self, metrics_list: list[Metric], pred: Any, labels: Sequence[torch.Tensor],
+                       groups: torch.Tensor | None = None) -> None:
+        """Each metric gets its tower's prediction and label (no towers: :meth:`DygraphModel.update_metrics`)."""
+        if not self.towers:
+            super().update_metrics(metrics_list, pred, labels, groups)
+            return
         preds = as_tasks(pred)
         for metric, task in zip(metrics_list, self._metric_task):
             metric.update(preds[task], labels[task])
 
+    def extra_losses(self, extras: dict[str, torch.Tensor], batch_data: Batch) -> dict[str, torch.Tensor]:
+        """Weighted losses on the net's extra outputs (:meth:`forward_outputs`), keyed by their log name;
+        they join the towers' losses in the total and in the log lines. Default: none."""
+        return {}
+
     def train_forward(self, dy_model: nn.Module, metrics_list: list[Metric], batch_data: Batch,
                       config: Config) -> tuple[torch.Tensor, list[Metric], dict[str, Any] | None]:
+        """Feeds → :meth:`forward_outputs` → towers' losses + :meth:`extra_losses` + :meth:`regularization_loss`
+        → metrics; the print_dict holds each weighted loss (no towers: :meth:`DygraphModel.train_forward`)."""
+        if not self.towers:
+            return super().train_forward(dy_model, metrics_list, batch_data, config)
         inputs, labels = self.create_feeds(batch_data, config)
-        pred = dy_model(*inputs)
+        pred, extras = self.forward_outputs(dy_model, inputs)
         losses = task_losses(as_tasks(pred), labels, self.towers)
+        losses.update(self.extra_losses(extras, batch_data))
         loss = torch.stack(list(losses.values())).sum()
-        regularization = getattr(dy_model, "regularization_loss", None)
+        regularization = self.regularization_loss(dy_model, inputs)
         if regularization is not None:
-            loss = loss + regularization(*inputs)
+            loss = loss + regularization
         self.update_metrics(metrics_list, pred, labels)
         return loss, metrics_list, {name: value.detach() for name, value in losses.items()}
