@@ -2,15 +2,19 @@
 
 Built from the same :class:`recstack.easyrec.features.TabularSpec` as the tabular reader
 (:mod:`recstack.easyrec.tabular`), so it takes exactly the batch arrays the reader
-yields (``<group>.ids``, ``<group>.values``) and any model can be configured the
-EasyRec way: list the features in ``feature_config`` and the groups in
-``model_config.feature_groups``, and read each group as one ``(B, D_group)`` tensor.
+yields (``<group>.ids``, ``<group>.values``, and the keys of tag and sequence features)
+and any model can be configured the EasyRec way: list the features in ``feature_config``
+and the groups in ``model_config.feature_groups``, and read each group as one ``(B, D_group)``
+tensor (:meth:`FeatureEmbedding.forward`), or feature by feature with its sequences apart
+(:meth:`FeatureEmbedding.group_features`, what the backbone's input layer reads).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,18 +26,28 @@ from recstack.layers.init import truncated_normal_
 class FeatureEmbedding(nn.Module):
     """Embeds the feature groups of a :class:`TabularSpec`, one ``(B, D_g)`` tensor per group.
 
-    Every id-like feature (``IdFeature``; ``RawFeature`` with ``boundaries``) owns
-    ``num_embeddings`` rows; features with the same ``embedding_dim`` share one fused
-    ``nn.Embedding`` (each at its own row offset), so a group costs one lookup per
-    distinct width and the optimizer's sparse (row-wise) path covers every table. A
-    feature listed in several groups has one set of rows. A ``RawFeature`` with
-    ``embedding_dim > 0`` and no boundaries becomes ``value * v`` with a learned
-    vector ``v``; with ``embedding_dim: 0`` the value itself.
+    Every id-like feature (``IdFeature``; ``RawFeature`` with ``boundaries``; ``TagFeature``;
+    ``SequenceFeature`` of ids) owns ``num_embeddings`` rows; features with the same
+    ``embedding_dim`` share one fused ``nn.Embedding`` (each at its own row offset), so a group
+    costs one lookup per distinct width and the optimizer's sparse (row-wise) path covers every
+    table. A feature listed in several groups has one set of rows, and so have the features
+    that set the same ``embedding_name`` (EasyRec's shared embedding: DIN's history and target
+    item in one table). A ``RawFeature`` with ``embedding_dim > 0`` and no boundaries becomes
+    ``value * v`` with a learned vector ``v``; with ``embedding_dim: 0`` the value itself.
 
-    Layout of a group's tensor: the id features' embeddings (grouped by
-    ``embedding_dim`` in order of first appearance, each group of widths in the
-    feature group's order; with one width, simply the group's order), then the
-    projected raw features, then the plain raw values.
+    A ``TagFeature`` pools the embeddings of its row's values with weights ``w`` (1 per value, or
+    the ``key:weight`` weights) by its ``combiner`` (TensorFlow's ``embedding_column`` rules, which
+    EasyRec uses): ``sum``: ``sum(w * e)``; ``mean``: ``sum(w * e) / sum(w)``; ``sqrtn``:
+    ``sum(w * e) / sqrt(sum(w ** 2))``; ``mean`` and ``sqrtn`` drop values of weight <= 0. A row
+    without values gives zeros. A ``SequenceFeature`` is not pooled: :meth:`group_features` gives
+    it as ``(B, L, D)`` (zeros past each row's length) with the lengths.
+
+    Layout of a group's tensor (:meth:`forward`): the id features' embeddings (grouped by
+    ``embedding_dim`` in order of first appearance, each group of widths in the feature
+    group's order; with one width, simply the group's order), then the projected raw
+    features, then the pooled tag features (group order), then the plain raw values. A group
+    holding a sequence feature has no such tensor (EasyRec asks for a ``sequence_combiner``
+    there): read it with :meth:`group_features`.
 
     Initialisation: tables and raw-feature vectors truncated normal with std
     ``init_std`` (default ``0.1 / sqrt(embedding_dim)``, as :class:`FieldEmbedding`).
@@ -48,32 +62,41 @@ class FeatureEmbedding(nn.Module):
 
     Shapes:
         ``forward(*inputs)`` takes the tensors named by :attr:`input_names` in that
-        order (``<g>.ids`` int64 ``(B, k_g)``, ``<g>.values`` float ``(B, m_g)``) and
-        returns one ``(B, output_dims[g])`` tensor per group, in :attr:`group_names` order.
+        order (``<g>.ids`` int64 ``(B, k_g)``, ``<g>.values`` float ``(B, m_g)``, then per tag or
+        sequence feature its ids int64 / values float ``(B, L)``, weights float ``(B, L)`` and lengths
+        int64 ``(B, 1)``, see :meth:`TabularSpec.ragged_keys`) and returns one ``(B, output_dims[g])``
+        tensor per group, in :attr:`group_names` order.
     """
 
     def __init__(self, spec: TabularSpec, groups: Sequence[str] | None = None, init_std: float | None = None) -> None:
         super().__init__()
+        self.spec = spec
+        self.init_std = init_std
         self.group_names = list(groups) if groups is not None else [g.name for g in spec.groups]
         known = [g.name for g in spec.groups]
         for name in self.group_names:
             if name not in known:
                 raise ValueError(f"FeatureEmbedding: unknown feature group '{name}' (known: {', '.join(known)})")
         self.input_names: list[str] = [key for g in self.group_names for key in spec.group_inputs(g)]
-        # per column of each ``<group>.ids`` input: ids must lie in [0, bound) (row offsets are added inside)
+        # per column of each id input: ids must lie in [0, bound) (row offsets are added inside)
         self.id_bounds: dict[str, list[int]] = {f"{g}.ids": [f.num_embeddings for f in spec.id_features(g)]
                                                 for g in self.group_names if spec.id_features(g)}
-        # one fused table per embedding width over the id features of the selected groups
-        used: list[Feature] = []
         for g in self.group_names:
-            for f in spec.id_features(g):
-                if f not in used:
-                    used.append(f)
-        self.dims = list(dict.fromkeys(f.embedding_dim for f in used))
+            for f in spec.ragged_features(g):
+                if f.has_ids:
+                    self.id_bounds[spec.ragged_keys(g, f)["ids"]] = [f.num_embeddings]
+        # one fused table per embedding width over the tables of the selected groups' features
+        used: dict[str, Feature] = {}
+        for g in self.group_names:
+            for name in spec.group(g).feature_names:
+                f = spec.feature(name)
+                if f.has_ids and f.table not in used:
+                    used[f.table] = f
+        self.dims = list(dict.fromkeys(f.embedding_dim for f in used.values()))
         offsets: dict[str, int] = {}
         rows = dict.fromkeys(self.dims, 0)
-        for f in used:
-            offsets[f.name] = rows[f.embedding_dim]
+        for key, f in used.items():
+            offsets[key] = rows[f.embedding_dim]
             rows[f.embedding_dim] += f.num_embeddings
         self.tables = nn.ModuleList(
             nn.Embedding(rows[d], d,
@@ -82,72 +105,229 @@ class FeatureEmbedding(nn.Module):
             for d in self.dims)
         self.raw_weights = nn.ParameterList()
         self.output_dims: dict[str, int] = {}
-        self._plans: list[dict] = []
+        self._plans: list[dict[str, Any]] = []
         for g in self.group_names:
-            ids, values = spec.id_features(g), spec.value_features(g)
-            plan: dict = {"ids": [], "projected": [], "plain": None}
-            for t, d in enumerate(self.dims):
-                cols = [i for i, f in enumerate(ids) if f.embedding_dim == d]
-                if cols:
-                    plan["ids"].append((t, len(cols) * d))
-                    self.register_buffer(f"_{len(self._plans)}_cols_{t}", torch.tensor(cols, dtype=torch.long),
-                                         persistent=False)
-                    self.register_buffer(f"_{len(self._plans)}_offsets_{t}",
-                                         torch.tensor([offsets[ids[c].name] for c in cols], dtype=torch.long),
-                                         persistent=False)
-            for c, f in enumerate(values):
-                if f.embedding_dim > 0:
-                    std = init_std if init_std is not None else 0.1 / math.sqrt(f.embedding_dim)
-                    self.raw_weights.append(nn.Parameter(truncated_normal_(torch.empty(f.embedding_dim), std)))
-                    plan["projected"].append((c, len(self.raw_weights) - 1))
-            plain = [c for c, f in enumerate(values) if f.embedding_dim == 0]
-            if plain:
-                plan["plain"] = len(plain)
-                self.register_buffer(f"_{len(self._plans)}_plain", torch.tensor(plain, dtype=torch.long),
-                                     persistent=False)
-            plan["has_ids"], plan["has_values"] = bool(ids), bool(values)
-            self._plans.append(plan)
-            self.output_dims[g] = sum(f.output_dim for f in ids + values)
+            self._plans.append(self._plan(spec, g, offsets, init_std))
+            self.output_dims[g] = sum(f.output_dim for f in spec.id_features(g) + spec.value_features(g)
+                                      + spec.ragged_features(g) if not f.is_sequence)
+        self.wide_embedding: FeatureEmbedding | None = None  # made by wide()
+        self._wide_width = 0
 
-    def _group(self, index: int, ids: torch.Tensor | None, values: torch.Tensor | None,
-               embeddings_only: bool = False) -> torch.Tensor:
+    def _new_vector(self, width: int, init_std: float | None) -> int:
+        """A learned ``(width,)`` vector of a projected raw value; its index in :attr:`raw_weights`."""
+        std = init_std if init_std is not None else 0.1 / math.sqrt(width)
+        self.raw_weights.append(nn.Parameter(truncated_normal_(torch.empty(width), std)))
+        return len(self.raw_weights) - 1
+
+    def _plan(self, spec: TabularSpec, g: str, offsets: dict[str, int], init_std: float | None) -> dict[str, Any]:
+        """How group ``g`` is computed: lookups per table, projected and plain values, ragged features, and each
+        feature's place (``order``, group order)."""
+        index = len(self._plans)
+        ids, values = spec.id_features(g), spec.value_features(g)
+        plan: dict[str, Any] = {"name": g, "ids": [], "projected": [], "plain": None, "id_pos": [None] * len(ids),
+                                "ragged": [], "order": []}
+        for t, d in enumerate(self.dims):
+            cols = [i for i, f in enumerate(ids) if f.embedding_dim == d]
+            if cols:
+                plan["ids"].append((t, len(cols) * d))
+                for p, c in enumerate(cols):
+                    plan["id_pos"][c] = (t, p)
+                self.register_buffer(f"_{index}_cols_{t}", torch.tensor(cols, dtype=torch.long), persistent=False)
+                self.register_buffer(f"_{index}_offsets_{t}",
+                                     torch.tensor([offsets[ids[c].table] for c in cols], dtype=torch.long),
+                                     persistent=False)
+        projected: dict[int, int] = {}
+        for c, f in enumerate(values):
+            if f.embedding_dim > 0:
+                projected[c] = len(plan["projected"])
+                plan["projected"].append((c, self._new_vector(f.embedding_dim, init_std)))
+        plain = [c for c, f in enumerate(values) if f.embedding_dim == 0]
+        if plain:
+            plan["plain"] = len(plain)
+            self.register_buffer(f"_{index}_plain", torch.tensor(plain, dtype=torch.long), persistent=False)
+        for f in spec.ragged_features(g):
+            entry = {"feature": f.name, "keys": spec.ragged_keys(g, f), "tag": f.is_tag, "combiner": f.combiner,
+                     "table": None, "offset": 0, "proj": None}
+            if f.has_ids:
+                entry["table"], entry["offset"] = self.dims.index(f.embedding_dim), offsets[f.table]
+            elif f.embedding_dim > 0:
+                entry["proj"] = self._new_vector(f.embedding_dim, init_std)
+            plan["ragged"].append(entry)
+        id_i = value_i = ragged_i = 0
+        for name in spec.group(g).feature_names:
+            f = spec.feature(name)
+            if f.is_ragged:
+                plan["order"].append(("ragged", ragged_i))
+                ragged_i += 1
+            elif f.is_id:
+                plan["order"].append(("id", id_i))
+                id_i += 1
+            elif not f.is_group_input:
+                plan["order"].append(("proj", projected[value_i]) if value_i in projected else ("plain", value_i))
+                value_i += 1
+        plan["has_ids"], plan["has_values"] = bool(ids), bool(values)
+        plan["sequences"] = [f.name for f in spec.sequence_features(g)]
+        return plan
+
+    # ------------------------------------------------------------------ pieces
+    def _lookup(self, index: int, t: int, ids: torch.Tensor) -> torch.Tensor:
+        """``(B, k_t, d_t)``: the group's ``.ids`` columns of width ``dims[t]``, looked up."""
+        cols = getattr(self, f"_{index}_cols_{t}")
+        offsets = getattr(self, f"_{index}_offsets_{t}")
+        return self.tables[t](ids.index_select(1, cols) + offsets)
+
+    def _steps(self, entry: dict[str, Any], batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A tag's or sequence's values as ``(B, L, D)`` (padding not yet zeroed) and the mask ``(B, L)`` of the
+        real values (position < the row's length)."""
+        keys = entry["keys"]
+        lengths = batch[keys["lengths"]].reshape(-1, 1)
+        if "ids" in keys:
+            ref = batch[keys["ids"]]
+            steps = self.tables[entry["table"]](ref + entry["offset"])
+        else:
+            ref = batch[keys["values"]].to(torch.float32)
+            steps = ref.unsqueeze(-1)
+            if entry["proj"] is not None:
+                steps = steps * self.raw_weights[entry["proj"]]
+        # position + 1 of each step, from tensor ops only (no Python int from a shape: traceable, exportable)
+        mask = torch.ones_like(ref, dtype=torch.long).cumsum(1) <= lengths
+        return steps, mask
+
+    def _pooled(self, entry: dict[str, Any], batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``(B, D)``: a tag feature's embeddings pooled by its combiner."""
+        steps, mask = self._steps(entry, batch)
+        weights = mask.to(steps.dtype)
+        if "weights" in entry["keys"]:
+            weights = weights * batch[entry["keys"]["weights"]].to(steps.dtype)
+        combiner = entry["combiner"]
+        if combiner != "sum":  # TensorFlow drops the values of weight <= 0 for mean and sqrtn
+            weights = weights.clamp_min(0.0)
+        pooled = (steps * weights.unsqueeze(-1)).sum(1)
+        if combiner == "sum":
+            return pooled
+        total = weights.sum(1, keepdim=True) if combiner == "mean" else weights.pow(2).sum(1, keepdim=True).sqrt()
+        return pooled / torch.where(total > 0, total, torch.ones_like(total))
+
+    def _sequence(self, entry: dict[str, Any], batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, L, D)`` with zeros past each row's length, and the lengths int64 ``(B,)``."""
+        steps, mask = self._steps(entry, batch)
+        return steps * mask.unsqueeze(-1).to(steps.dtype), batch[entry["keys"]["lengths"]].reshape(-1)
+
+    def _batch(self, inputs: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        if len(inputs) != len(self.input_names):
+            raise ValueError(f"FeatureEmbedding takes {len(self.input_names)} tensors ({', '.join(self.input_names)}), "
+                             f"got {len(inputs)}")
+        return dict(zip(self.input_names, inputs))
+
+    def _group(self, index: int, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         plan = self._plans[index]
-        parts = []
-        for t, _ in plan["ids"]:
-            cols = getattr(self, f"_{index}_cols_{t}")
-            offsets = getattr(self, f"_{index}_offsets_{t}")
-            parts.append(self.tables[t](ids.index_select(1, cols) + offsets).flatten(1))
-        if embeddings_only:
-            return torch.cat(parts, dim=1) if parts else torch.zeros(0)
+        if plan["sequences"]:
+            raise ValueError(f"feature group '{plan['name']}' holds the sequence feature '{plan['sequences'][0]}', "
+                             "which has no 2-D form (EasyRec asks for a sequence_combiner there); read the group with "
+                             "an input_layer's output_seq_and_normal_feature, or make the feature a TagFeature")
+        ids, values = batch.get(f"{plan['name']}.ids"), batch.get(f"{plan['name']}.values")
+        parts = [self._lookup(index, t, ids).flatten(1) for t, _ in plan["ids"]]
         for c, w in plan["projected"]:
             parts.append(values[:, c:c + 1] * self.raw_weights[w])
+        parts += [self._pooled(entry, batch) for entry in plan["ragged"]]
         if plan["plain"]:
             parts.append(values.index_select(1, getattr(self, f"_{index}_plain")).to(torch.float32))
         return torch.cat(parts, dim=1)
 
-    def _split(self, inputs: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor | None, torch.Tensor | None]]:
-        if len(inputs) != len(self.input_names):
-            raise ValueError(f"FeatureEmbedding takes {len(self.input_names)} tensors ({', '.join(self.input_names)}), "
-                             f"got {len(inputs)}")
-        out, i = [], 0
-        for plan in self._plans:
-            ids = values = None
-            if plan["has_ids"]:
-                ids, i = inputs[i], i + 1
-            if plan["has_values"]:
-                values, i = inputs[i], i + 1
-            out.append((ids, values))
-        return out
-
+    # ------------------------------------------------------------------ API
     def forward(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
-        return [self._group(g, ids, values) for g, (ids, values) in enumerate(self._split(inputs))]
+        batch = self._batch(inputs)
+        return [self._group(g, batch) for g in range(len(self._plans))]
+
+    def group_features(self, group: str, batch: Mapping[str, torch.Tensor]
+                       ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor | None]:
+        """One group feature by feature, in the group's order, sequences apart.
+
+        Args:
+            group: a group of :attr:`group_names`.
+            batch: at least the group's keys (:meth:`TabularSpec.group_inputs`).
+
+        Returns:
+            ``(features, sequences, lengths)``: each non-sequence feature's ``(B, D_i)`` (an id's embedding, a tag's
+            pooled embeddings, a projected or plain raw value), each sequence feature's ``(B, L, D_j)`` (zeros past
+            each row's length), and the lengths int64 ``(B,)`` of the group's first sequence (the reader checks that a
+            group's sequences have equal lengths), ``None`` without sequences.
+        """
+        index = self.group_names.index(group)
+        plan = self._plans[index]
+        ids, values = batch.get(f"{group}.ids"), batch.get(f"{group}.values")
+        lookups = {t: self._lookup(index, t, ids) for t, _ in plan["ids"]}
+        features: list[torch.Tensor] = []
+        sequences: list[torch.Tensor] = []
+        lengths = None
+        for kind, i in plan["order"]:
+            if kind == "id":
+                t, p = plan["id_pos"][i]
+                features.append(lookups[t][:, p])
+            elif kind == "proj":
+                c, w = plan["projected"][i]
+                features.append(values[:, c:c + 1] * self.raw_weights[w])
+            elif kind == "plain":
+                features.append(values[:, i:i + 1].to(torch.float32))
+            elif plan["ragged"][i]["tag"]:
+                features.append(self._pooled(plan["ragged"][i], batch))
+            else:
+                steps, row_lengths = self._sequence(plan["ragged"][i], batch)
+                sequences.append(steps)
+                lengths = row_lengths if lengths is None else lengths
+        return features, sequences, lengths
+
+    def feature_dims(self, group: str) -> tuple[list[int], list[int]]:
+        """Widths of :meth:`group_features`' outputs: the non-sequence features', the sequence features' (per step)."""
+        feats = [self.spec.feature(n) for n in self.spec.group(group).feature_names]
+        return ([f.output_dim for f in feats if not f.is_sequence and not f.is_group_input],
+                [f.output_dim for f in feats if f.is_sequence])
+
+    def wide(self, width: int) -> FeatureEmbedding:
+        """The wide part of the ``wide_deep: WIDE`` groups (EasyRec's ``wide_output_dim``), made on first use.
+
+        Every feature of those groups gets a wide embedding of ``width`` columns, parameters of its own (apart
+        from its deep embedding): ids a table of that width (shared as the deep ones: one set of rows per
+        feature or ``embedding_name``), tags pooled by ``sum`` (EasyRec's wide combiner), raw values ``value * v``
+        (also those of ``embedding_dim: 0``). A :class:`FeatureEmbedding` over the WIDE groups whose
+        :meth:`group_features` gives each feature's ``(B, width)``.
+
+        Raises:
+            ValueError: another width was asked for before (EasyRec has one ``wide_output_dim`` per model).
+        """
+        if self.wide_embedding is not None:
+            if self._wide_width != width:
+                raise ValueError(f"wide_output_dim {width} differs from the {self._wide_width} another input layer "
+                                 "set (a model has one wide width, as in EasyRec)")
+            return self.wide_embedding
+        groups = [g for g in self.group_names if self.spec.group(g).wide_deep == "WIDE"]
+        members = {n for g in groups for n in self.spec.group(g).feature_names}
+        features = tuple(dataclasses.replace(f, embedding_dim=width, combiner="sum") if f.name in members else f
+                         for f in self.spec.features)
+        spec = dataclasses.replace(self.spec, features=features, _by_name={})
+        self.wide_embedding = FeatureEmbedding(spec, groups, init_std=self.init_std)
+        self._wide_width = width
+        return self.wide_embedding
 
     def embedding_penalty(self, *inputs: torch.Tensor) -> torch.Tensor:
         """``sum(e ** 2) / 2`` over the id embeddings the batch looks up, all groups (EasyRec's
-        ``embedding_regularization`` before its coefficient; raw values are not included)."""
-        total = torch.zeros(())
-        for g, (ids, values) in enumerate(self._split(inputs)):
-            if ids is not None:
-                total = total + 0.5 * self._group(g, ids, values, embeddings_only=True).pow(2).sum()
-        return total
+        ``embedding_regularization`` before its coefficient; raw values are not included). A tag counts
+        with its pooled embedding, a sequence with its steps (EasyRec regularises the columns' outputs)."""
+        return self.batch_penalty(self._batch(inputs))
 
+    def batch_penalty(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """:meth:`embedding_penalty` of a batch given by key; groups whose keys the batch lacks are skipped."""
+        total = torch.zeros(())
+        for index, plan in enumerate(self._plans):
+            if any(key not in batch for key in self.spec.group_inputs(plan["name"])):
+                continue
+            if plan["ids"]:
+                ids = batch[f"{plan['name']}.ids"]
+                parts = [self._lookup(index, t, ids).flatten(1) for t, _ in plan["ids"]]
+                total = total + 0.5 * torch.cat(parts, dim=1).pow(2).sum()
+            for entry in plan["ragged"]:
+                if entry["table"] is None:
+                    continue
+                out = self._pooled(entry, batch) if entry["tag"] else self._sequence(entry, batch)[0]
+                total = total + 0.5 * out.pow(2).sum()
+        return total

@@ -35,6 +35,12 @@ Layout of a feature group ``g`` in a batch (see :meth:`TabularSpec.block_columns
 * ``"<g>.values"`` float32 ``(n, m)``: one column per other ``RawFeature``
   (normalised with ``min_val`` / ``max_val`` when ``max_val > min_val``).
 
+* per ``TagFeature`` / ``SequenceFeature`` ``f`` of the group, in group order, keys of its own
+  (:meth:`TabularSpec.ragged_keys`): ``"<g>.<f>.ids"`` int64 (``"<g>.<f>.values"`` float32 for a
+  sequence of numbers) and, for a weighted tag, ``"<g>.<f>.weights"`` float32, all of variable length
+  (:class:`recstack.data.base.RaggedArray`; a batch pads them with 0 to ``(B, L)``, ``L`` its longest
+  row), and ``"<g>.<f>.lengths"`` int64 ``(n, 1)``, each row's number of values.
+
 An array is present only when its width is positive.
 
 Grouped input (``data_config.input_type: GroupRTPInput``, EasyRec's end-to-end
@@ -48,6 +54,7 @@ groups named ``img`` and ``sample_num`` that hold only that feature; see
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -56,11 +63,17 @@ from dataclasses import dataclass, field
 from recstack.config import Config, ConfigError, did_you_mean
 from recstack.easyrec.schema import Node, source
 
+logger = logging.getLogger(__name__)
+
 #: EasyRec's input types accepted here and what they parse as.
 INPUT_TYPES = ("INT32", "INT64", "FLOAT", "DOUBLE", "STRING")
 NUMERIC_TYPES = ("INT32", "INT64", "FLOAT", "DOUBLE")
 INT_RANGES = {"INT32": (-2**31, 2**31 - 1), "INT64": (-2**63, 2**63 - 1)}
-FEATURE_TYPES = ("IdFeature", "RawFeature")
+FEATURE_TYPES = ("IdFeature", "RawFeature", "TagFeature", "SequenceFeature")
+#: feature types read as variable-length rows (:class:`recstack.data.base.RaggedArray` batch columns)
+RAGGED_FEATURE_TYPES = ("TagFeature", "SequenceFeature")
+#: how a TagFeature pools its embeddings (EasyRec's ``combiner``, TensorFlow's embedding_column combiners)
+COMBINERS = ("sum", "mean", "sqrtn")
 #: feature types of grouped input only (``input_type: GroupRTPInput``), each alone in its fixed-name group
 GROUP_FEATURE_TYPES = {"ImgFeature": "img", "SampleNumFeature": "sample_num"}
 INPUT_KINDS = ("CSVInput", "GroupRTPInput")
@@ -77,11 +90,13 @@ _DATA_HINTS = {
     "sample_weight": "sample weights are not supported yet",
 }
 _FEATURE_HINTS = {
-    "vocab_list": "vocabulary features are not supported yet; use hash_bucket_size",
-    "vocab_file": "vocabulary features are not supported yet; use hash_bucket_size",
+    "vocab_file": "vocabulary files are not supported yet; write the vocabulary in vocab_list or use hash_bucket_size",
     "raw_input_dim": "multi-dimensional raw features are not supported yet (raw_input_dim is 1)",
-    "embedding_name": "shared embeddings are not supported yet",
     "normalizer_fn": "normalizer_fn (a TensorFlow expression) is not supported; use min_val / max_val or boundaries",
+    "sequence_combiner": "sequence_combiner (attention / text_cnn pooling inside the feature) is not supported; read "
+                         "sequence features with an input_layer's output_seq_and_normal_feature, or use a TagFeature",
+    "seq_multi_sep": "seq_multi_sep (several values per sequence step) is not supported",
+    "shared_names": "shared_names is not supported; write one feature per input field",
 }
 
 
@@ -107,14 +122,24 @@ class Feature:
     Attributes:
         name: ``feature_name`` (default: the input name); what feature groups list.
         input_name: the input field it reads (``input_names[0]``).
-        feature_type: ``IdFeature`` or ``RawFeature``.
-        embedding_dim: embedding width of an id-like feature; for a raw feature without
+        feature_type: ``IdFeature``, ``RawFeature``, ``TagFeature`` or ``SequenceFeature`` (or a grouped-input type).
+        embedding_dim: embedding width of an id-like feature; for a raw feature (or raw sequence) without
             boundaries, ``> 0`` multiplies the value with a learned vector of this width
             and ``0`` keeps the value itself.
-        hash_bucket_size: ``IdFeature``: hash the value's text into this many buckets (0: not hashed).
-        num_buckets: ``IdFeature`` without hashing: the value is an integer id below this.
-        boundaries: ``RawFeature``: bucket boundaries (sorted); the bucket index is the id.
-        min_val, max_val: ``RawFeature``: ``(x - min_val) / (max_val - min_val)`` when ``max_val > min_val``.
+        hash_bucket_size: hash the value's text into this many buckets (0: not hashed).
+        num_buckets: without hashing: the value is an integer id below this.
+        boundaries: ``RawFeature`` (and raw sequences): bucket boundaries (sorted); the bucket index is the id.
+        min_val, max_val: raw values: ``(x - min_val) / (max_val - min_val)`` when ``max_val > min_val``.
+        vocab: ``vocab_list``: the value's index in this list is its id; a value not in the list gets id 0
+            (EasyRec's ``default_value=0``: it shares the first entry's row).
+        separator: ``TagFeature`` / ``SequenceFeature``: separates the values inside a cell (default ``|``).
+        kv_separator: ``TagFeature``: each value is ``key<kv_separator>weight`` (a weighted tag); ``""``: unweighted.
+        combiner: ``TagFeature``: how the values' embeddings pool: ``sum`` (EasyRec's default), ``mean``, ``sqrtn``.
+        sequence_length: ``SequenceFeature``: values kept per cell, the first ones (the most recent: EasyRec's
+            sequences are written newest first); 0 keeps all.
+        sub_feature_type: ``SequenceFeature``: ``IdFeature`` (ids) or ``RawFeature`` (numbers) per value.
+        embedding_name: features with the same ``embedding_name`` share one embedding table (EasyRec's); ``""``:
+            the feature's own table.
     """
 
     name: str
@@ -127,6 +152,13 @@ class Feature:
     min_val: float = 0.0
     max_val: float = 0.0
     img_shape: tuple[int, int, int] = ()  # ImgFeature: (width, height, channel), EasyRec's order
+    vocab: tuple[str, ...] = ()
+    separator: str = ""
+    kv_separator: str = ""
+    combiner: str = "sum"
+    sequence_length: int = 0
+    sub_feature_type: str = ""
+    embedding_name: str = ""
 
     @property
     def is_group_input(self) -> bool:
@@ -134,15 +166,48 @@ class Feature:
         return self.feature_type in GROUP_FEATURE_TYPES
 
     @property
+    def is_tag(self) -> bool:
+        return self.feature_type == "TagFeature"
+
+    @property
+    def is_sequence(self) -> bool:
+        return self.feature_type == "SequenceFeature"
+
+    @property
+    def is_ragged(self) -> bool:
+        """A variable number of values per sample (``TagFeature``, ``SequenceFeature``): its own batch keys."""
+        return self.feature_type in RAGGED_FEATURE_TYPES
+
+    @property
+    def is_weighted(self) -> bool:
+        """A ``TagFeature`` of ``key:weight`` values (``kv_separator`` set)."""
+        return bool(self.kv_separator)
+
+    @property
     def is_id(self) -> bool:
-        """Whether the feature is an id into an embedding table (IdFeature, or bucketised RawFeature)."""
-        return self.feature_type == "IdFeature" or bool(self.boundaries)
+        """Whether the feature is a column of its group's ``<group>.ids`` (IdFeature, or bucketised RawFeature)."""
+        return not self.is_ragged and (self.feature_type == "IdFeature" or bool(self.boundaries))
+
+    @property
+    def has_ids(self) -> bool:
+        """Whether the feature's values are ids (one column of ``<group>.ids``, or a ragged id column)."""
+        if self.is_ragged:
+            return self.is_tag or self.sub_feature_type == "IdFeature" or bool(self.boundaries)
+        return self.is_id
+
+    @property
+    def table(self) -> str:
+        """Key of the embedding table the feature's ids index: shared by the features with the same
+        ``embedding_name``, else the feature's own."""
+        return f"embedding_name:{self.embedding_name}" if self.embedding_name else f"feature:{self.name}"
 
     @property
     def num_embeddings(self) -> int:
         """Rows of the feature's embedding table (id-like features)."""
         if self.boundaries:
             return len(self.boundaries) + 1
+        if self.vocab:
+            return len(self.vocab)
         return self.hash_bucket_size or self.num_buckets
 
     @property
@@ -151,8 +216,8 @@ class Feature:
 
     @property
     def output_dim(self) -> int:
-        """Width of the feature in its group's tensor."""
-        return self.embedding_dim if (self.is_id or self.embedding_dim > 0) else 1
+        """Width of the feature in its group's tensor (of each step, for a sequence)."""
+        return self.embedding_dim if (self.has_ids or self.embedding_dim > 0) else 1
 
 
 @dataclass(frozen=True)
@@ -228,7 +293,31 @@ class TabularSpec:
     def value_features(self, group: str) -> list[Feature]:
         """Raw features (no boundaries) of a group, in group order: the columns of ``<group>.values``."""
         return [self.feature(n) for n in self.group(group).feature_names
-                if not self.feature(n).is_id and not self.feature(n).is_group_input]
+                if not self.feature(n).is_id and not self.feature(n).is_group_input and not self.feature(n).is_ragged]
+
+    def ragged_features(self, group: str) -> list[Feature]:
+        """Tag and sequence features of a group, in group order: each has its own batch keys (:meth:`ragged_keys`)."""
+        return [self.feature(n) for n in self.group(group).feature_names if self.feature(n).is_ragged]
+
+    def sequence_features(self, group: str) -> list[Feature]:
+        """Sequence features of a group, in group order."""
+        return [f for f in self.ragged_features(group) if f.is_sequence]
+
+    @staticmethod
+    def ragged_keys(group: str, feature: Feature) -> dict[str, str]:
+        """Batch keys of a tag or sequence feature in a group, by role, in batch order.
+
+        ``"ids"`` (``<g>.<f>.ids``, int64, ragged) or ``"values"`` (``<g>.<f>.values``, float32, ragged: a raw
+        sequence), ``"weights"`` (``<g>.<f>.weights``, float32, ragged: a weighted tag) and ``"lengths"``
+        (``<g>.<f>.lengths``, int64 ``(n, 1)``: each row's number of values). Ragged columns are padded with 0
+        per batch to the batch's longest row: ``(B, L)``; the lengths tell the values from the padding.
+        """
+        prefix = f"{group}.{feature.name}"
+        keys = {"ids": f"{prefix}.ids"} if feature.has_ids else {"values": f"{prefix}.values"}
+        if feature.is_weighted:
+            keys["weights"] = f"{prefix}.weights"
+        keys["lengths"] = f"{prefix}.lengths"
+        return keys
 
     # ----------------------------------------------------------------- grouped input
     def _group_feature(self, feature_type: str) -> Feature | None:
@@ -287,10 +376,13 @@ class TabularSpec:
             keys.append(f"{group}.ids")
         if self.value_features(group):
             keys.append(f"{group}.values")
+        for feature in self.ragged_features(group):
+            keys.extend(self.ragged_keys(group, feature).values())
         return keys
 
     def block_columns(self) -> dict[str, tuple[str, int]]:
-        """Arrays a reader yields: name -> (numpy dtype name, width)."""
+        """Arrays a reader yields: name -> (numpy dtype name, width; 0 for a variable-length
+        :class:`~recstack.data.base.RaggedArray` column)."""
         columns: dict[str, tuple[str, int]] = {name: ("float32", 1) for name in self.label_fields}
         for g in self.groups:
             ids, values = self.id_features(g.name), self.value_features(g.name)
@@ -298,6 +390,9 @@ class TabularSpec:
                 columns[f"{g.name}.ids"] = ("int64", len(ids))
             if values:
                 columns[f"{g.name}.values"] = ("float32", len(values))
+            for feature in self.ragged_features(g.name):
+                for role, key in self.ragged_keys(g.name, feature).items():
+                    columns[key] = ("int64", 1) if role == "lengths" else ("int64" if role == "ids" else "float32", 0)
         if self.group_input is not None:  # grouped input: per-sample group index, per-group size and image
             columns["sample_num"] = ("int64", 1)
             columns["group_size"] = ("int64", 1)
@@ -337,9 +432,11 @@ class TabularSpec:
         data.finish()
 
         feature_node = Node.at(config, FEATURE_CONFIG)
-        features = [_parse_feature(node, fields, labels, group_input) for node in feature_node.nodes("features")]
+        features = [_parse_feature(node, fields, labels, group_input, separator)
+                    for node in feature_node.nodes("features", hints=_FEATURE_HINTS)]
         feature_node.finish()
         _no_duplicates([f.name for f in features], feature_node.where("features"), "feature name")
+        _check_shared_tables(features, feature_node)
 
         group_key = FEATURE_GROUPS
         raw_groups = config.get(group_key)
@@ -372,6 +469,11 @@ class TabularSpec:
                     wanted = next(k for k, v in GROUP_FEATURE_TYPES.items() if v == name)
                     raise ConfigError(f"{node.where(f'feature_names[{j}]')}: group '{name}' holds only the "
                                       f"{wanted}; '{member}' is a {kind} (put it in group 'all')")
+            sequences = [f for f in features if f.name in members and f.is_sequence]
+            if len({f.sequence_length for f in sequences}) > 1:
+                raise ConfigError(f"{node.where('feature_names')}: the sequence features of group {name!r} are read "
+                                  "side by side (one step per behaviour) and need the same sequence_length; got "
+                                  + ", ".join(f"{f.name}: {f.sequence_length}" for f in sequences))
             node.finish()
             groups.append(FeatureGroup(name, tuple(members), wide_deep))
         _no_duplicates([g.name for g in groups], source(config, group_key), "group name")
@@ -524,7 +626,7 @@ def _parse_field(node: Node) -> InputField:
 
 
 def _parse_feature(node: Node, fields: Sequence[InputField], labels: Sequence[str],
-                   group_input: GroupInput | None = None) -> Feature:
+                   group_input: GroupInput | None = None, data_separator: str = ",") -> Feature:
     inputs = node.get_list("input_names", str, scalar_ok=True)
     if len(inputs) != 1:
         raise ConfigError(f"{node.where('input_names')}: expected one input field name, got {inputs!r}")
@@ -549,37 +651,175 @@ def _parse_feature(node: Node, fields: Sequence[InputField], labels: Sequence[st
     embedding_dim = node.get("embedding_dim", 0, type=int)
     if embedding_dim < 0:
         raise ConfigError(f"{node.where('embedding_dim')}: must be >= 0, got {embedding_dim}")
+    if feature_type in RAGGED_FEATURE_TYPES:
+        if group_input is not None:
+            raise ConfigError(f"{node.where('feature_type')}: a {feature_type} is not supported with "
+                              "data_config.input_type GroupRTPInput")
+        return _parse_ragged_feature(node, name, input_name, field_type, feature_type, embedding_dim, data_separator)
     if feature_type == "IdFeature":
-        hash_size = node.get("hash_bucket_size", 0, type=int)
-        num_buckets = node.get("num_buckets", 0, type=int)
-        if (hash_size > 0) == (num_buckets > 0):
-            raise ConfigError(f"{node.where('hash_bucket_size')}: an IdFeature needs exactly one of hash_bucket_size "
-                              f"(hash the text) or num_buckets (integer ids) > 0, got {hash_size} and {num_buckets}")
-        if num_buckets and field_type not in INT_RANGES:
-            raise ConfigError(f"{node.where('num_buckets')}: integer ids need an INT32/INT64 input field; "
-                              f"'{input_name}' is {field_type} (use hash_bucket_size)")
-        if hash_size and field_type not in ("STRING", *INT_RANGES):
-            raise ConfigError(f"{node.where('hash_bucket_size')}: hashing needs a STRING or INT input field; "
-                              f"'{input_name}' is {field_type} (use a RawFeature with boundaries)")
+        hash_size, num_buckets, vocab = _id_mapping(node, "an IdFeature", input_name, field_type)
         if embedding_dim < 1:
             raise ConfigError(f"{node.where('embedding_dim')}: an IdFeature needs embedding_dim >= 1")
+        embedding_name = node.get("embedding_name", "", type=str)
         node.finish()
-        return Feature(name, input_name, feature_type, embedding_dim, hash_size, num_buckets)
+        return Feature(name, input_name, feature_type, embedding_dim, hash_size, num_buckets, vocab=vocab,
+                       embedding_name=embedding_name)
     if field_type not in NUMERIC_TYPES:
         raise ConfigError(f"{node.where('input_names[0]')}: a RawFeature needs a numeric input field; "
                           f"'{input_name}' is {field_type}")
+    boundaries, min_val, max_val = _raw_params(node, embedding_dim, "a RawFeature")
+    embedding_name = node.get("embedding_name", "", type=str) if boundaries else ""
+    node.finish()
+    return Feature(name, input_name, feature_type, embedding_dim, boundaries=boundaries,
+                   min_val=min_val, max_val=max_val, embedding_name=embedding_name)
+
+
+def _raw_params(node: Node, embedding_dim: int, what: str) -> tuple[tuple[float, ...], float, float]:
+    """``boundaries``, ``min_val``, ``max_val`` of a raw feature or raw sequence."""
     boundaries = tuple(float(b) for b in node.get_list("boundaries", (float, int), []))
     if list(boundaries) != sorted(set(boundaries)) or not all(math.isfinite(b) for b in boundaries):
         raise ConfigError(f"{node.where('boundaries')}: expected strictly increasing finite numbers, "
                           f"got {list(boundaries)}")
     if boundaries and embedding_dim < 1:
-        raise ConfigError(f"{node.where('embedding_dim')}: a RawFeature with boundaries is embedded; "
+        raise ConfigError(f"{node.where('embedding_dim')}: {what} with boundaries is embedded; "
                           "it needs embedding_dim >= 1")
     min_val = float(node.get("min_val", 0.0, type=float))
     max_val = float(node.get("max_val", 0.0, type=float))
+    return boundaries, min_val, max_val
+
+
+def _id_mapping(node: Node, what: str, input_name: str, field_type: str,
+                forbidden: str | None = None) -> tuple[int, int, tuple[str, ...]]:
+    """``(hash_bucket_size, num_buckets, vocab_list)`` of an id feature: exactly one is set.
+
+    ``forbidden``: for a tag / sequence (several values per STRING cell), the separators, which a vocabulary
+    entry cannot hold; ``None`` for an ``IdFeature`` (one value, whose input field type is checked here).
+    """
+    hash_size = node.get("hash_bucket_size", 0, type=int)
+    num_buckets = node.get("num_buckets", 0, type=int)
+    raw_vocab = node.get_list("vocab_list", (str, int), [])
+    vocab = tuple(str(v) for v in raw_vocab)
+    if hash_size < 0 or num_buckets < 0:
+        key = "hash_bucket_size" if hash_size < 0 else "num_buckets"
+        raise ConfigError(f"{node.where(key)}: must be >= 0, got {hash_size if hash_size < 0 else num_buckets}")
+    if [hash_size > 0, num_buckets > 0, bool(vocab)].count(True) != 1:
+        raise ConfigError(f"{node.where('hash_bucket_size')}: {what} needs exactly one of hash_bucket_size (hash the "
+                          f"text), vocab_list (a list of values) or num_buckets (integer ids) > 0, got {hash_size}, "
+                          f"{list(vocab)} and {num_buckets}")
+    if vocab:
+        _no_duplicates(list(vocab), node.where("vocab_list"), "vocabulary entry")
+        bad = [v for v in vocab if not v or any(c in v for c in forbidden or "")]
+        if bad:
+            raise ConfigError(f"{node.where('vocab_list')}: entry {bad[0]!r} can never match a value (empty, or "
+                              f"holds a separator {forbidden!r})")
+    single = forbidden is None
+    if num_buckets and single and field_type not in INT_RANGES:
+        raise ConfigError(f"{node.where('num_buckets')}: integer ids need an INT32/INT64 input field; "
+                          f"'{input_name}' is {field_type} (use hash_bucket_size)")
+    if (hash_size or vocab) and single and field_type not in ("STRING", *INT_RANGES):
+        key = "hash_bucket_size" if hash_size else "vocab_list"
+        raise ConfigError(f"{node.where(key)}: {'hashing' if hash_size else 'a vocabulary'} needs a STRING or INT "
+                          f"input field; '{input_name}' is {field_type} (use a RawFeature with boundaries)")
+    return hash_size, num_buckets, vocab
+
+
+def _value_separator(node: Node, key: str, default: str, data_separator: str) -> str:
+    """A separator inside a cell: one character, not the column separator."""
+    value = _separator(node, key, default)
+    if value == data_separator:
+        raise ConfigError(f"{node.where(key)}: {value!r} is also data_config.separator (between the columns); "
+                          "the values inside a cell need another one")
+    return value
+
+
+def _parse_ragged_feature(node: Node, name: str, input_name: str, field_type: str, feature_type: str,
+                          embedding_dim: int, data_separator: str) -> Feature:
+    """``TagFeature`` or ``SequenceFeature``: several values per cell (see :class:`Feature`)."""
+    if field_type != "STRING":
+        raise ConfigError(f"{node.where('input_names[0]')}: a {feature_type} reads a STRING input field (several "
+                          f"values per cell, e.g. 'v1|v2|v3'); '{input_name}' is {field_type}")
+    separator = _value_separator(node, "separator", "|", data_separator)
+    embedding_name = node.get("embedding_name", "", type=str)
+    if feature_type == "TagFeature":
+        kv_separator = ""
+        if "kv_separator" in node:
+            kv_separator = _value_separator(node, "kv_separator", ":", data_separator)
+            if kv_separator == separator:
+                raise ConfigError(f"{node.where('kv_separator')}: must differ from separator {separator!r}")
+        hash_size, num_buckets, vocab = _id_mapping(node, "a TagFeature", input_name, field_type,
+                                                    separator + kv_separator)
+        if embedding_dim < 1:
+            raise ConfigError(f"{node.where('embedding_dim')}: a TagFeature needs embedding_dim >= 1")
+        combiner = node.get("combiner", "sum", type=str)
+        if combiner not in COMBINERS:
+            raise ConfigError(f"{node.where('combiner')}: expected one of {', '.join(COMBINERS)}, got {combiner!r}"
+                              f"{did_you_mean(combiner, COMBINERS)}")
+        node.finish()
+        return Feature(name, input_name, feature_type, embedding_dim, hash_size, num_buckets, vocab=vocab,
+                       separator=separator, kv_separator=kv_separator, combiner=combiner,
+                       embedding_name=embedding_name)
+    lengths = {key: node.get(key, 0, type=int) for key in ("sequence_length", "max_seq_len") if key in node}
+    for key, value in lengths.items():
+        if value < 0:
+            raise ConfigError(f"{node.where(key)}: must be >= 0 (0: keep every value), got {value}")
+    if len(set(lengths.values())) > 1:
+        raise ConfigError(f"{node.where('max_seq_len')}: sequence_length and max_seq_len (EasyRec's two names of the "
+                          f"values kept) differ: {lengths}")
+    sequence_length = next(iter(lengths.values()), 0)
+    sub_type = node.get("sub_feature_type", "IdFeature", type=str)
+    for key, hint in (("kv_separator", "sequence values carry no weights (a TagFeature does)"),
+                      ("combiner", "a sequence is not pooled; an input_layer with output_seq_and_normal_feature "
+                                   "reads it as (B, L, D)")):
+        if key in node:
+            raise ConfigError(f"{node.where(key)}: not a SequenceFeature key: {hint}")
+    common = dict(separator=separator, sequence_length=sequence_length, sub_feature_type=sub_type)
+    if sub_type == "IdFeature":
+        hash_size, num_buckets, vocab = _id_mapping(node, "a SequenceFeature", input_name, field_type, separator)
+        if embedding_dim < 1:
+            raise ConfigError(f"{node.where('embedding_dim')}: a SequenceFeature of ids needs embedding_dim >= 1")
+        node.finish()
+        return Feature(name, input_name, feature_type, embedding_dim, hash_size, num_buckets, vocab=vocab,
+                       embedding_name=embedding_name, **common)
+    if sub_type != "RawFeature":
+        raise ConfigError(f"{node.where('sub_feature_type')}: expected IdFeature or RawFeature, got {sub_type!r}")
+    for key in ("hash_bucket_size", "num_buckets", "vocab_list"):
+        if key in node:
+            raise ConfigError(f"{node.where(key)}: a sequence of numbers (sub_feature_type: RawFeature) takes "
+                              "boundaries, min_val, max_val and embedding_dim, not ids")
+    boundaries, min_val, max_val = _raw_params(node, embedding_dim, "a raw SequenceFeature")
+    if embedding_name and not boundaries:
+        raise ConfigError(f"{node.where('embedding_name')}: only a sequence with ids (or boundaries) has an "
+                          "embedding table to share")
     node.finish()
-    return Feature(name, input_name, feature_type, embedding_dim, boundaries=boundaries,
-                   min_val=min_val, max_val=max_val)
+    return Feature(name, input_name, feature_type, embedding_dim, boundaries=boundaries, min_val=min_val,
+                   max_val=max_val, embedding_name=embedding_name, **common)
+
+
+def _check_shared_tables(features: Sequence[Feature], node: Node) -> None:
+    """Features that share an ``embedding_name`` need the same width and number of rows (a name set on one feature
+    only is a warning: only features that all set it share a table)."""
+    first: dict[str, tuple[int, Feature]] = {}
+    for i, f in enumerate(features):
+        if not f.embedding_name:
+            continue
+        if not f.has_ids:
+            raise ConfigError(f"{node.where(f'features[{i}].embedding_name')}: '{f.name}' has no embedding table "
+                              "(a raw value); embedding_name shares the tables of id features")
+        if f.embedding_name in first:
+            j, other = first[f.embedding_name]
+            if (f.embedding_dim, f.num_embeddings) != (other.embedding_dim, other.num_embeddings):
+                raise ConfigError(
+                    f"{node.where(f'features[{i}].embedding_name')}: '{f.name}' shares table '{f.embedding_name}' "
+                    f"with '{other.name}' (features[{j}]), which needs the same embedding_dim and number of rows "
+                    f"(hash_bucket_size / num_buckets / vocab_list / boundaries); got {f.embedding_dim} x "
+                    f"{f.num_embeddings} and {other.embedding_dim} x {other.num_embeddings}")
+        else:
+            first[f.embedding_name] = (i, f)
+    for name, (i, f) in first.items():
+        if sum(g.embedding_name == name for g in features) == 1:
+            logger.warning("%s: no other feature has embedding_name %r, so '%s' shares its table with none (only "
+                           "features that all set the same embedding_name share one, as in EasyRec)",
+                           node.where(f"features[{i}].embedding_name"), name, f.name)
 
 
 def easyrec_model_config(config: Config, model_class: str,

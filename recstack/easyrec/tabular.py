@@ -20,9 +20,17 @@ Per block (pyarrow's CSV parser over the whole chunk, then numpy):
   (:func:`recstack.data.hashing.stable_hash`: the same id in every process and on
   every machine); each distinct value of a block is hashed once;
 * ``IdFeature`` with ``num_buckets``: the integer itself, which must lie in ``[0, num_buckets)``;
+  with ``vocab_list``: the value's index in the list, 0 for a value not in it (EasyRec's rule);
+* ``TagFeature`` / ``SequenceFeature``: a STRING cell split at the feature's ``separator`` (empty values
+  dropped; an empty cell holds none), each value an id as above (a raw sequence: a number as a
+  ``RawFeature``), a tag value ``key<kv_separator>weight`` with a weight; a sequence keeps its first
+  ``sequence_length`` values (the most recent). Vectorised over the block (pyarrow's split, one
+  hash per distinct value); see :func:`ragged_feature_arrays`;
 * ``RawFeature``: the number, normalised when ``max_val > min_val``, finite; with
   ``boundaries`` its bucket index ``i`` such that ``boundaries[i-1] <= x < boundaries[i]``;
-* feature group ``g`` -> ``g.ids`` int64 ``(n, k)`` and ``g.values`` float32 ``(n, m)``.
+* feature group ``g`` -> ``g.ids`` int64 ``(n, k)`` and ``g.values`` float32 ``(n, m)``, and per tag or
+  sequence feature ``f`` of ``g`` its variable-length keys ``g.f.ids`` / ``g.f.values`` (``g.f.weights``) and
+  ``g.f.lengths`` (:meth:`recstack.easyrec.features.TabularSpec.ragged_keys`).
 
 Only the columns that labels and features use are converted; the others are
 counted but not type-checked. A malformed line is an error naming the file,
@@ -48,9 +56,11 @@ from recstack.data.base import (
     Block,
     BlockReader,
     DataFormatError,
+    RaggedArray,
     bad_line,
     blank_whitespace_lines,
     holds_hex,
+    parse_int,
     row_error,
 )
 from recstack.easyrec.features import DATA_CONFIG, INT_RANGES, Feature, InputField, TabularSpec
@@ -78,14 +88,16 @@ def feature_column(feature: Feature, field_type: str, column: np.ndarray, where:
                    fail: Callable[[int, str], Exception]) -> np.ndarray:
     """A feature's model input from its input column (the reader's and the Python API's one rule).
 
-    ``IdFeature``: ids hashed into ``hash_bucket_size`` buckets, or int64 ids checked against
-    ``num_buckets``; ``RawFeature``: finite float64 values, min-max normalised and/or bucketised by
-    ``boundaries`` (then int64 bucket ids). A bad row raises ``fail(row index, message)``; the message
-    starts with ``where`` (the field or column it came from).
+    ``IdFeature``: ids hashed into ``hash_bucket_size`` buckets, indices in ``vocab_list`` (0 for other
+    values), or int64 ids checked against ``num_buckets``; ``RawFeature``: finite float64 values, min-max
+    normalised and/or bucketised by ``boundaries`` (then int64 bucket ids). A bad row raises
+    ``fail(row index, message)``; the message starts with ``where`` (the field or column it came from).
     """
     if feature.feature_type == "IdFeature":
-        if feature.hash_bucket_size:
+        if feature.hash_bucket_size or feature.vocab:
             text = column if field_type == "STRING" else pa.array(column).cast(pa.string())
+            if feature.vocab:
+                return value_ids(feature, text if isinstance(text, pa.Array) else text.combine_chunks(), where, fail)
             return hash_ids(text, feature.hash_bucket_size)
         out = column.astype(np.int64)
         bad = (out < 0) | (out >= feature.num_buckets)
@@ -102,6 +114,128 @@ def feature_column(feature: Feature, field_type: str, column: np.ndarray, where:
     if feature.boundaries:
         return np.searchsorted(np.asarray(feature.boundaries), values, side="right").astype(np.int64)
     return values
+
+
+# --------------------------------------------------------------------- tag and sequence features
+_INTEGER_RE2 = f"^(?:{INTEGER.pattern})$"
+_DECIMAL_RE2 = f"^(?:{DECIMAL.pattern})$"
+
+
+def split_cells(column: pa.Array | pa.ChunkedArray, separator: str) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """The values of each cell of a string column, split at ``separator``, empty values dropped (``a||b`` holds
+    ``a`` and ``b``; an empty cell holds none).
+
+    Returns:
+        ``(values, rows, lengths)``: all values, row 0's first (a string array); each value's row, int64;
+        each row's number of values, int64 ``(n,)``.
+    """
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks else pa.array([], pa.string())
+    lists = pc.split_pattern(column, pattern=separator)
+    values = pc.list_flatten(lists)
+    rows = np.asarray(pc.list_parent_indices(lists).to_numpy(zero_copy_only=False), dtype=np.int64)
+    keep = pc.not_equal(values, "")
+    values = values.filter(keep)
+    rows = rows[np.asarray(keep.to_numpy(zero_copy_only=False), dtype=bool)]
+    return values, rows, np.bincount(rows, minlength=len(column)).astype(np.int64)
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:37] + "...")
+
+
+def _numbers(values: pa.Array, integer: bool, what: str, fail: Callable[[int, str], Exception]) -> np.ndarray:
+    """int64 or float64 numbers of a string array, in the readers' grammar; ``fail(index of the value, message)``
+    for the first bad one (not a number, beyond int64, not finite)."""
+    ok = pc.match_substring_regex(values, _INTEGER_RE2 if integer else _DECIMAL_RE2, ignore_case=not integer)
+    bad = ~np.asarray(ok.to_numpy(zero_copy_only=False), dtype=bool)
+    if bad.any():
+        i = int(np.argmax(bad))
+        kind = "an integer" if integer else "a number"
+        raise fail(i, f"{what} {_shown(values[i].as_py())} is not {kind} (doc/custom_reader.md#numbers)")
+    trimmed = pc.utf8_trim(values, " \t")
+    if integer:
+        try:
+            return np.asarray(pc.cast(trimmed, pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+        except (pa.ArrowInvalid, OverflowError):  # the error path only: find the value beyond int64
+            for i, text in enumerate(trimmed.to_pylist()):
+                try:
+                    parse_int(text)
+                except ValueError:
+                    raise fail(i, f"{what} {_shown(text)} is outside the int64 range") from None
+            raise
+    out = np.asarray(pc.cast(trimmed, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    bad = ~np.isfinite(out)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise fail(i, f"{what} {_shown(values[i].as_py())} is not a finite number")
+    return out
+
+
+def value_ids(feature: Feature, values: pa.Array, where: str, fail: Callable[[int, str], Exception]) -> np.ndarray:
+    """int64 ids of a string array of one feature's values (``fail(index of the value, message)``).
+
+    ``hash_bucket_size``: CRC-32 of the text modulo the buckets (as :func:`hash_ids`); ``vocab_list``: the index in
+    the list, 0 for a value not in it (EasyRec's ``default_value=0``); ``num_buckets``: the integer, in
+    ``[0, num_buckets)``.
+    """
+    if feature.hash_bucket_size:
+        return hash_ids(values, feature.hash_bucket_size)
+    if feature.vocab:
+        index = pc.index_in(values, value_set=pa.array(list(feature.vocab), pa.string()))
+        return np.asarray(pc.fill_null(index, 0).to_numpy(zero_copy_only=False), dtype=np.int64)
+    ids = _numbers(values, True, f"{where}: id", fail)
+    bad = (ids < 0) | (ids >= feature.num_buckets)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise fail(i, f"{where}: id {int(ids[i])} outside [0, num_buckets={feature.num_buckets})")
+    return ids
+
+
+def ragged_feature_arrays(feature: Feature, column: pa.Array | pa.ChunkedArray, where: str,
+                          fail: Callable[[int, str], Exception]) -> dict[str, np.ndarray | RaggedArray]:
+    """A ``TagFeature``'s or ``SequenceFeature``'s model inputs from its string column, by role of
+    :meth:`recstack.easyrec.features.TabularSpec.ragged_keys` (the reader's and the Python API's one rule).
+
+    Each cell is split at ``separator`` (empty values dropped). A sequence keeps its first ``sequence_length``
+    values (the most recent: sequences are written newest first). Tag values ``key<kv_separator>weight`` give
+    a weight each (a finite number). Ids as :func:`value_ids`; the values of a raw sequence as a
+    ``RawFeature``'s (:func:`feature_column`: normalised, or bucket ids with ``boundaries``).
+
+    Returns:
+        ``{"ids" | "values": RaggedArray (int64 | float32), ["weights": RaggedArray float32,]
+        "lengths": int64 (n, 1)}``. A bad value raises ``fail(row, message)``, the message starting with ``where``.
+    """
+    values, rows, lengths = split_cells(column, feature.separator)
+    if feature.sequence_length:
+        starts = np.cumsum(lengths) - lengths
+        keep = np.arange(len(rows)) - starts[rows] < feature.sequence_length
+        if not keep.all():
+            values, rows = values.filter(pa.array(keep)), rows[keep]
+            lengths = np.minimum(lengths, feature.sequence_length)
+
+    def at_value(i: int, message: str) -> Exception:
+        return fail(int(rows[i]), message)
+
+    out: dict[str, np.ndarray | RaggedArray] = {}
+    if feature.is_weighted:
+        parts = pc.split_pattern(values, pattern=feature.kv_separator)
+        bad = np.asarray(pc.list_value_length(parts).to_numpy(zero_copy_only=False)) != 2
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise at_value(i, f"{where}: tag {_shown(values[i].as_py())} is not key{feature.kv_separator}weight")
+        values = pc.list_element(parts, 0)
+        weights = _numbers(pc.list_element(parts, 1), False, f"{where}: weight", at_value)
+        out["weights"] = RaggedArray.from_lengths(weights.astype(np.float32), lengths)
+    if feature.is_tag or feature.sub_feature_type == "IdFeature":
+        out["ids"] = RaggedArray.from_lengths(value_ids(feature, values, where, at_value), lengths)
+    else:
+        numbers = feature_column(feature, "DOUBLE", _numbers(values, False, f"{where}: value", at_value), where,
+                                 at_value)
+        key = "ids" if feature.boundaries else "values"
+        out[key] = RaggedArray.from_lengths(numbers if feature.boundaries else numbers.astype(np.float32), lengths)
+    out["lengths"] = lengths.reshape(-1, 1)
+    return {role: out[role] for role in ("ids", "values", "weights", "lengths") if role in out}
 
 
 def classification_labels(config: Config, label_fields: Sequence[str]) -> dict[str, str]:
@@ -134,7 +268,8 @@ class TabularReader(BlockReader):
     ``model_config.feature_groups``; see :mod:`recstack.easyrec.features` and ``doc/yaml.md``.
 
     Blocks: one float32 ``(n, 1)`` array per label field; per feature group ``g``,
-    ``g.ids`` int64 ``(n, k)`` and ``g.values`` float32 ``(n, m)`` (when ``k``, ``m`` > 0).
+    ``g.ids`` int64 ``(n, k)`` and ``g.values`` float32 ``(n, m)`` (when ``k``, ``m`` > 0), and the
+    keys of its tag and sequence features (:func:`ragged_feature_arrays`).
 
     Args:
         file_list: data files.
@@ -223,7 +358,37 @@ class TabularReader(BlockReader):
             if values:
                 block[f"{group.name}.values"] = (np.stack(values, axis=1).astype(np.float32) if n
                                                  else np.zeros((0, len(values)), np.float32))
+            for feature in spec.ragged_features(group.name):
+                arrays = self._ragged_arrays(feature, columns, cache, chunk, path, first_line)
+                for role, key in spec.ragged_keys(group.name, feature).items():
+                    block[key] = arrays[role]
+            self._check_aligned(group.name, cache, chunk, path, first_line)
         return block
+
+    def _ragged_arrays(self, feature: Feature, columns: dict, cache: dict, chunk: bytes, path: str,
+                       first_line: int) -> dict[str, np.ndarray | RaggedArray]:
+        """A tag or sequence feature's arrays (computed once per block)."""
+        if feature.name not in cache:
+            def fail(row: int, message: str) -> DataFormatError:
+                return row_error(chunk, path, first_line, row, message)
+
+            cache[feature.name] = ragged_feature_arrays(feature, columns[feature.input_name],
+                                                        f"field '{feature.input_name}' (feature '{feature.name}')",
+                                                        fail)
+        return cache[feature.name]
+
+    def _check_aligned(self, group: str, cache: dict, chunk: bytes, path: str, first_line: int) -> None:
+        """The sequence features of a group hold as many values in each line (one per behaviour)."""
+        sequences = self.spec.sequence_features(group)
+        for other in sequences[1:]:
+            a, b = cache[sequences[0].name]["lengths"][:, 0], cache[other.name]["lengths"][:, 0]
+            bad = a != b
+            if bad.any():
+                row = int(np.argmax(bad))
+                raise row_error(chunk, path, first_line, row,
+                                f"sequence features '{sequences[0].name}' and '{other.name}' of group '{group}' hold "
+                                f"{a[row]} and {b[row]} values; a group's sequences are read side by side (one "
+                                "value each per behaviour) and need the same number")
 
     @staticmethod
     def _with_default(column: pa.ChunkedArray, field: InputField) -> pa.ChunkedArray | np.ndarray:
