@@ -23,6 +23,9 @@ Used for the models' bundled sample data, for tests and for benchmarks::
   ids, integer ids, raw and bucketised numbers, planted pairwise interactions.
 * ``amazon``: PaddleRec's DIN format (Amazon Electronics) with a user id field,
   ``hist_items;hist_cats;target_item;target_cat;label;user_id`` (see ``AmazonWorld``).
+* ``taobao``: EasyRec's taobao display-ad CSV (``clk,buy,pid,adgroup_id,...,tag_category_list,tag_brand_list,
+  price``, 20 named fields, ``|``-separated tag lists; see ``TaobaoWorld``): ``buy`` only after a click, both
+  labels reading user x ad features and the tag lists; ``--emit-proba`` writes ``pCTR,pCVR``.
 
 The *world* (vocabularies, true weights, biases) depends only on ``--world-seed``,
 so files made with different ``--seed`` share one ground truth (train / test).
@@ -776,8 +779,238 @@ class CtrCsvWorld:
         return join_rows(columns, ",")
 
 
+# ----------------------------------------------------------------------------- taobao (EasyRec's taobao sample)
+# Columns of EasyRec's taobao CSV (data/test/tb_data/taobao_train_data, samples/model_config/*_on_taobao.config), in
+# file order: the labels, the ad (from ad_feature.csv), the user (user_profile.csv), the user's interest tags and
+# the ad's price level. datasets/taobao/preprocess.py writes the real data in this layout.
+TAOBAO_COLUMNS = (
+    "clk", "buy", "pid", "adgroup_id", "cate_id", "campaign_id", "customer", "brand", "user_id", "cms_segid",
+    "cms_group_id", "final_gender_code", "age_level", "pvalue_level", "shopping_level", "occupation",
+    "new_user_class_level", "tag_category_list", "tag_brand_list", "price",
+)  # fmt: skip
+TAOBAO_USERS, TAOBAO_ADS, TAOBAO_CATEGORIES, TAOBAO_BRANDS = 2_000, 600, 24, 120
+TAOBAO_CAMPAIGNS, TAOBAO_CUSTOMERS = 300, 200
+# The real files' id ranges (user, adgroup_id, cate_id, campaign_id, customer, brand): ids are drawn in them.
+TAOBAO_ID_RANGES = {"user": 1_141_729, "ad": 846_811, "category": 12_960, "campaign": 423_436,
+                    "customer": 255_875, "brand": 461_497}
+TAOBAO_PIDS = ("430548_1007", "430539_1007")  # the two ad positions of raw_sample.csv
+TAOBAO_MAX_TAGS = 8  # most interest categories of a user (tag_category_list); brands: up to 2 per category
+TAOBAO_TARGETED = 0.4  # share of impressions whose ad is in one of the user's tag categories
+TAOBAO_MATCH = {"click_category": 1.5, "click_brand": 0.8, "buy_category": 0.6, "buy_brand": 1.2}
+TAOBAO_RATES = (0.2, 0.3)  # click rate, buy rate among clicks
+TAOBAO_PRICE_LEVELS = 50  # price is written as a level in [0, 50): EasyRec's IdFeature with num_buckets: 50
+
+
+def taobao_price_level(price: np.ndarray) -> np.ndarray:
+    """Half-octave price levels ``min(49, floor(2 * log2(1 + price)))`` (datasets/taobao/preprocess.py's)."""
+    return np.minimum(np.floor(2.0 * np.log2(1.0 + np.maximum(price, 0.0))), TAOBAO_PRICE_LEVELS - 1).astype(np.int64)
+
+
+def distinct_prefix(values: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Per row of ``values`` ``(n, m)``, the first ``count[i]`` distinct values in row order, left-aligned,
+    padded with -1 (fewer when the row has fewer distinct values; entries < 0 are ignored)."""
+    n, m = values.shape
+    order = np.argsort(values, axis=1, kind="stable")
+    ranked = np.take_along_axis(values, order, axis=1)
+    repeat = np.zeros((n, m), dtype=bool)
+    repeat[:, 1:] = ranked[:, 1:] == ranked[:, :-1]  # a later occurrence (stable sort keeps row order)
+    first = np.empty((n, m), dtype=bool)
+    np.put_along_axis(first, order, ~repeat, axis=1)
+    keep = first & (values >= 0) & (np.cumsum(first & (values >= 0), axis=1) <= count[:, None])
+    left = np.argsort(~keep, axis=1, kind="stable")
+    return np.where(np.take_along_axis(keep, left, axis=1), np.take_along_axis(values, left, axis=1), -1)
+
+
+class TaobaoWorld:
+    """Ground truth of the synthetic taobao display-ad data (EasyRec's taobao sample: MMoE / ESMM / DBMTL).
+
+    One CSV line per ad impression with the 20 columns of :data:`TAOBAO_COLUMNS`, like the real data that
+    ``datasets/taobao/preprocess.py`` joins from Alimama's files. 2,000 users, each with a fixed profile
+    (``cms_segid`` 0 for 85%, ``cms_group_id`` from gender and age, ``final_gender_code`` 1/2,
+    ``age_level`` 0..6, ``pvalue_level`` 1..3 or empty (30%), ``shopping_level`` 1..3, ``occupation`` 0/1,
+    ``new_user_class_level`` 1..4 or empty (25%)) and fixed interest tags: ``tag_category_list``, 0..8
+    distinct categories (none for 12% of the users), and ``tag_brand_list``, brands of those categories
+    (0..2 each; none for 15%), both ``|``-separated. 600 ads over 24 categories and 120 brands (each brand
+    belongs to a category; 11% of the ads have no brand, an empty field), 300 campaigns of 200 customers,
+    and a price written as its half-octave level (:func:`taobao_price_level`, an integer below 50). Ids are
+    drawn in the real files' ranges; tags share the id space of ``cate_id`` / ``brand``. Each impression
+    picks a user (Zipf-like), a ``pid`` (two positions) and an ad: with probability 0.4 one of a tag
+    category of the user (targeting), otherwise from a Zipf-like law over the ads.
+
+    ``clk`` ~ Bernoulli(sigmoid(click logit)): per-value effects of the ad's category and brand and of
+    ``pid``, user x ad tables (``age_level`` x category, rank 2; ``final_gender_code`` x category), the
+    mean affinity of the user's tag categories (std 0.5), and the *tag matches* (:data:`TAOBAO_MATCH`):
+    +1.5 when the ad's category is in ``tag_category_list``, +0.8 when its brand is in ``tag_brand_list``.
+    ``buy`` only after a click (ESMM's relation: ``buy = 1`` implies ``clk = 1``), from a second logit:
+    category effects, ``-price``, a ``pvalue_level`` x price table, ``shopping_level``, ``occupation`` and
+    the tag matches (+0.6 category, +1.2 brand). ``logits`` returns both columns (``--emit-proba`` writes
+    ``pCTR,pCVR``; p(buy) is their product); ``logits(..., tags=False)`` leaves the tag terms out.
+    ``user_id``, ``adgroup_id``, ``campaign_id``, ``customer`` and ``cms_segid`` carry no signal of their
+    own. ``hash_dim`` is accepted for the driver's uniform call and unused.
+    """
+
+    def __init__(self, world_seed: int, hash_dim: int | None = None) -> None:
+        rng = world_rng(world_seed, "taobao")
+        ids = {name: np.sort(rng.choice(top, size, replace=False) + 1) for name, top, size in (
+            ("user", TAOBAO_ID_RANGES["user"], TAOBAO_USERS), ("ad", TAOBAO_ID_RANGES["ad"], TAOBAO_ADS),
+            ("category", TAOBAO_ID_RANGES["category"], TAOBAO_CATEGORIES),
+            ("campaign", TAOBAO_ID_RANGES["campaign"], TAOBAO_CAMPAIGNS),
+            ("customer", TAOBAO_ID_RANGES["customer"], TAOBAO_CUSTOMERS),
+            ("brand", TAOBAO_ID_RANGES["brand"], TAOBAO_BRANDS))}
+        self.ids = ids
+        self.user_cdf = zipf_cdf(TAOBAO_USERS, 0.5)
+        self.ad_cdf = zipf_cdf(TAOBAO_ADS, 0.6)
+        cat_cdf = zipf_cdf(TAOBAO_CATEGORIES, 0.8)
+        # brands and ads by category (every category has at least one of each)
+        self.brand_cat = rng.permutation(np.concatenate([np.arange(TAOBAO_CATEGORIES),
+                                                         draw(rng, cat_cdf, TAOBAO_BRANDS - TAOBAO_CATEGORIES)]))
+        self.ad_cat = rng.permutation(np.concatenate([np.arange(TAOBAO_CATEGORIES),
+                                                      draw(rng, cat_cdf, TAOBAO_ADS - TAOBAO_CATEGORIES)]))
+        self.brands_by_cat, self.brand_start, self.brand_count = self._by_category(self.brand_cat)
+        self.ads_by_cat, self.ad_start, self.ad_count = self._by_category(self.ad_cat)
+        no_brand = rng.random(TAOBAO_ADS) < 0.12
+        self.ad_brand = np.where(no_brand, TAOBAO_BRANDS, self._pick(rng, self.ad_cat, "brand"))  # TAOBAO_BRANDS: none
+        self.ad_campaign = draw(rng, zipf_cdf(TAOBAO_CAMPAIGNS, 0.7), TAOBAO_ADS)
+        campaign_customer = draw(rng, zipf_cdf(TAOBAO_CUSTOMERS, 0.7), TAOBAO_CAMPAIGNS)
+        cat_price = rng.normal(0.0, 0.7, TAOBAO_CATEGORIES)
+        self.ad_price = taobao_price_level(np.exp(rng.normal(4.3 + cat_price[self.ad_cat], 0.8)))
+        # users: profile and interest tags
+        u = TAOBAO_USERS
+        self.gender = np.where(rng.random(u) < 0.35, 1, 2)
+        self.age = draw(rng, np.cumsum([0.02, 0.12, 0.25, 0.28, 0.2, 0.1, 0.03]), u)
+        group = np.minimum(self.age, 5) + np.where(self.gender == 1, 0, 6)
+        self.pvalue = np.where(rng.random(u) < 0.3, 0, 1 + draw(rng, np.cumsum([0.3, 0.5, 0.2]), u))  # 0: empty
+        self.shopping = 1 + draw(rng, np.cumsum([0.05, 0.15, 0.8]), u)
+        self.occupation = (rng.random(u) < 0.06).astype(np.int64)
+        profile = {
+            "cms_segid": np.where(rng.random(u) < 0.85, 0, rng.integers(1, 97, u)).astype(str),
+            "cms_group_id": np.where(rng.random(u) < 0.03, 12, group).astype(str),
+            "final_gender_code": self.gender.astype(str), "age_level": self.age.astype(str),
+            "pvalue_level": np.where(self.pvalue > 0, self.pvalue.astype(str), ""),
+            "shopping_level": self.shopping.astype(str), "occupation": self.occupation.astype(str),
+            "new_user_class_level": np.where(rng.random(u) < 0.25, "",
+                                             (1 + draw(rng, np.cumsum([0.1, 0.3, 0.35, 0.25]), u)).astype(str)),
+        }
+        tag_count = np.where(rng.random(u) < 0.12, 0, np.minimum(1 + rng.poisson(2.0, u), TAOBAO_MAX_TAGS))
+        candidates = draw(rng, cat_cdf, u * 2 * TAOBAO_MAX_TAGS).reshape(u, 2 * TAOBAO_MAX_TAGS)
+        self.tag_cats = distinct_prefix(candidates, tag_count)[:, :TAOBAO_MAX_TAGS]
+        self.tag_count = (self.tag_cats >= 0).sum(axis=1)
+        brand_slots = np.repeat(self.tag_cats, 2, axis=1)
+        brands = np.where(brand_slots >= 0, self._pick(rng, np.maximum(brand_slots, 0).ravel(), "brand")
+                          .reshape(brand_slots.shape), -1)
+        brands = np.where(rng.random(brands.shape) < 0.55, brands, -1)
+        self.tag_brands = distinct_prefix(brands, np.full(u, brands.shape[1]))
+        # the planted effects, each with a fixed spread on a calibration sample
+        calibration = self.sample(rng, CALIBRATION_ROWS)
+        user, ad, pid = calibration["user"], calibration["ad"], calibration["pid"]
+        cat, brand, price = self.ad_cat[ad], self.ad_brand[ad], self.ad_price[ad]
+        self.price_mean, self.price_std = price.mean(), price.std()
+        normal = rng.standard_normal
+        self.click_effects = {
+            "category": scale_effect(normal(TAOBAO_CATEGORIES), cat, 0.5),
+            "brand": scale_effect(normal(TAOBAO_BRANDS + 1), brand, 0.3),
+            "pid": scale_effect(normal(len(TAOBAO_PIDS)), pid, 0.3),
+            "age_category": scale_effect(normal((7, 2)) @ normal((2, TAOBAO_CATEGORIES)), (self.age[user], cat), 0.4),
+            "gender_category": scale_effect(normal((3, TAOBAO_CATEGORIES)), (self.gender[user], cat), 0.3),
+        }
+        affinity = normal(TAOBAO_CATEGORIES)
+        pooled = self._tag_mean(affinity, user)
+        self.tag_affinity = (affinity - pooled.mean()) * (0.5 / max(pooled.std(), 1e-12))
+        self.buy_effects = {
+            "category": scale_effect(normal(TAOBAO_CATEGORIES), cat, 0.5),
+            "pvalue_price": scale_effect(normal((4, TAOBAO_PRICE_LEVELS // 5)), (self.pvalue[user], price // 5), 0.3),
+        }
+        self.bias = np.zeros(2)
+        logits = self.logits(calibration)
+        self.bias = np.array([calibrate_bias(logits[:, t], r) for t, r in enumerate(TAOBAO_RATES)])
+        # text: the ad part and the user part of a line, and the pid and label tokens
+        def text(index: np.ndarray, name: str) -> np.ndarray:
+            return ids[name][index].astype(str)
+
+        brand_text = np.where(self.ad_brand < TAOBAO_BRANDS, text(np.minimum(self.ad_brand, TAOBAO_BRANDS - 1),
+                                                                   "brand"), "")
+        self.ad_text = token_table(list(map(",".join, zip(
+            text(np.arange(TAOBAO_ADS), "ad"), text(self.ad_cat, "category"), text(self.ad_campaign, "campaign"),
+            text(campaign_customer[self.ad_campaign], "customer"), brand_text))))
+        self.price_text = token_table(self.ad_price.astype(str).tolist())
+        tags = [self._tag_text(self.tag_cats, "category"), self._tag_text(self.tag_brands, "brand")]
+        self.user_text = token_table(list(map(",".join, zip(text(np.arange(u), "user"), *profile.values(), *tags))))
+        self.tokens = {"pid": token_table(list(TAOBAO_PIDS)), "binary": token_table(["0", "1"])}
+
+    @staticmethod
+    def _by_category(cats: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Indices grouped by category, each category's start in them and its size."""
+        count = np.bincount(cats, minlength=TAOBAO_CATEGORIES)
+        return np.argsort(cats, kind="stable"), np.concatenate([[0], np.cumsum(count)[:-1]]), count
+
+    def _pick(self, rng: np.random.Generator, cats: np.ndarray, what: str) -> np.ndarray:
+        """A brand (``what="brand"``) or an ad (``"ad"``) of each category of ``cats``, uniform within it."""
+        by_cat, start, count = ((self.brands_by_cat, self.brand_start, self.brand_count) if what == "brand"
+                                else (self.ads_by_cat, self.ad_start, self.ad_count))
+        return by_cat[start[cats] + np.floor(rng.random(len(cats)) * count[cats]).astype(np.int64)]
+
+    def _tag_text(self, tags: np.ndarray, name: str) -> list[str]:
+        """``|``-joined ids of each row of ``tags`` (padded with -1), empty for none."""
+        text = np.where(tags >= 0, self.ids[name][np.maximum(tags, 0)].astype(str), "")
+        return ["|".join(filter(None, row)) for row in text.tolist()]
+
+    def _tag_mean(self, table: np.ndarray, user: np.ndarray) -> np.ndarray:
+        """Mean of ``table`` over each user's tag categories (0 without tags)."""
+        tags = self.tag_cats[user]
+        total = np.where(tags >= 0, table[np.maximum(tags, 0)], 0.0).sum(axis=1)
+        return total / np.maximum(self.tag_count[user], 1)
+
+    def sample(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+        """Users, ``pid`` indices and ads of ``n`` impressions."""
+        user = draw(rng, self.user_cdf, n)
+        pid = (rng.random(n) < 0.3).astype(np.int64)
+        count = self.tag_count[user]
+        targeted = (rng.random(n) < TAOBAO_TARGETED) & (count > 0)
+        slot = np.floor(rng.random(n) * np.maximum(count, 1)).astype(np.int64)
+        tag_cat = np.maximum(self.tag_cats[user, slot], 0)
+        ad = np.where(targeted, self._pick(rng, tag_cat, "ad"), draw(rng, self.ad_cdf, n))
+        return {"user": user, "pid": pid, "ad": ad}
+
+    def matches(self, features: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Whether each impression's ad category is in the user's ``tag_category_list``, and its brand in
+        ``tag_brand_list`` (never for an ad without a brand)."""
+        user, ad = features["user"], features["ad"]
+        category = (self.tag_cats[user] == self.ad_cat[ad][:, None]).any(axis=1)
+        brand = (self.tag_brands[user] == self.ad_brand[ad][:, None]).any(axis=1)
+        return category, brand
+
+    def logits(self, features: dict[str, np.ndarray], tags: bool = True) -> np.ndarray:
+        """True logits ``(n, 2)``: column 0 click, column 1 buy given a click. ``tags=False`` leaves out
+        every term that reads the tag lists (what a model blind to them could reach at best, roughly)."""
+        user, ad, pid = features["user"], features["ad"], features["pid"]
+        cat, brand, price = self.ad_cat[ad], self.ad_brand[ad], self.ad_price[ad]
+        e, b = self.click_effects, self.buy_effects
+        click = (e["category"][cat] + e["brand"][brand] + e["pid"][pid] + e["age_category"][self.age[user], cat]
+                 + e["gender_category"][self.gender[user], cat])
+        buy = (b["category"][cat] - 0.5 * (price - self.price_mean) / self.price_std
+               + b["pvalue_price"][self.pvalue[user], price // 5] + 0.4 * (self.shopping[user] - 2.5)
+               - 0.4 * self.occupation[user])
+        if tags:
+            match_category, match_brand = self.matches(features)
+            m = TAOBAO_MATCH
+            click = click + m["click_category"] * match_category + m["click_brand"] * match_brand
+            click = click + self._tag_mean(self.tag_affinity, user)
+            buy = buy + m["buy_category"] * match_category + m["buy_brand"] * match_brand
+        return np.stack([click, buy], axis=1) + self.bias
+
+    def render(self, features: dict[str, np.ndarray], labels: np.ndarray) -> str:
+        """CSV lines with the fields of :data:`TAOBAO_COLUMNS`; ``buy`` is ``clk and bought``."""
+        click = labels[:, 0].astype(np.int64)
+        binary = self.tokens["binary"]
+        columns = [binary[click].tolist(), binary[click & labels[:, 1].astype(np.int64)].tolist(),
+                   self.tokens["pid"][features["pid"]].tolist(), self.ad_text[features["ad"]].tolist(),
+                   self.user_text[features["user"]].tolist(), self.price_text[features["ad"]].tolist()]
+        return join_rows(columns, ",")
+
+
 WORLDS = {"criteo": CriteoWorld, "criteo_lr": CriteoLRWorld, "census": CensusWorld, "aliccp": AliCCPWorld,
-          "video_play": VideoPlayWorld, "amazon": AmazonWorld, "ctr_csv": CtrCsvWorld}
+          "video_play": VideoPlayWorld, "amazon": AmazonWorld, "ctr_csv": CtrCsvWorld,
+          "taobao": TaobaoWorld}
 
 
 # ----------------------------------------------------------------------------- e2e_mm (E2E_MM_DBMTL)

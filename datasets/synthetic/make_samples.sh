@@ -47,6 +47,8 @@ ctr_csv rank/dcn_v2:tabular_sample_data 20000 4000
 ctr_csv rank/xdeepfm:tabular_sample_data 20000 4000
 ctr_csv rank/wide_deep:tabular_sample_data 20000 4000
 ctr_csv rank/dnn:tabular_sample_data 20000 4000
+taobao multitask/mmoe:taobao_sample_data 20000 4000
+taobao multitask/dbmtl:taobao_sample_data 20000 4000
 SAMPLES
 
 # Short-video data (datasets/video, PaddleRec's multi-task tutorial): each census sample above with its
