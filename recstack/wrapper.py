@@ -143,6 +143,16 @@ class DygraphModel:
     export_dynamic_axes: dict[str, dict[int, str]] = {}
 
     # ------------------------------------------------------------------ model
+    @classmethod
+    def for_config(cls, config: Config) -> DygraphModel:
+        """The wrapper instance for ``config`` (:func:`load_wrapper` calls this). Default: ``cls()``.
+
+        A folder whose configs may describe another kind of model overrides it: the folders that also
+        read EasyRec backbone configs return :func:`recstack.backbone.model.backbone_wrapper`'s wrapper
+        for those (``return backbone_wrapper(config) or cls()``).
+        """
+        return cls()
+
     def create_model(self, config: Config) -> nn.Module:
         """Build the network, mapping ``hyper_parameters.*`` to its typed arguments."""
         raise NotImplementedError(f"{type(self).__module__}.DygraphModel must define create_model(config)")
@@ -363,8 +373,9 @@ def load_wrapper(config: Config) -> DygraphModel:
     if cls is None:
         raise ConfigError(f"{module.__file__} defines no class DygraphModel (the model folder of "
                           f"{config.path or config.config_dir}; see doc/model_develop.md)")
-    check_schema(config, cls.hyper_parameter_schema, model_name=model_name(config))
-    return cls()
+    wrapper = cls.for_config(config)
+    check_schema(config, type(wrapper).hyper_parameter_schema, model_name=model_name(config))
+    return wrapper
 
 
 def model_name(config: Config) -> str:

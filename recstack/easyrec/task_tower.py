@@ -52,19 +52,22 @@ class RelationTowers(nn.Module):
     Initialisation: every Linear Xavier-uniform with zero bias (TensorFlow's ``dense``).
 
     Args:
-        input_dim: width of each tower's input.
+        input_dim: width of each tower's input, or one width per tower.
         towers: the tower specs, in order.
 
     Shapes:
-        ``x``: ``(B, input_dim)`` shared by all towers, or a list of one ``(B, input_dim)``
+        ``x``: ``(B, input_dim)`` shared by all towers, or a list of one ``(B, input_dim[i])``
         per tower -> list of one ``(B, 1)`` prediction per tower.
     """
 
-    def __init__(self, input_dim: int, towers: Sequence[TaskTowerSpec]) -> None:
+    def __init__(self, input_dim: int | Sequence[int], towers: Sequence[TaskTowerSpec]) -> None:
         super().__init__()
         self.names = [t.tower_name for t in towers]
         self.classification = [t.loss.probability for t in towers]  # the registered loss_type's output
-        self.dnns = nn.ModuleList(easyrec_dnn(input_dim, t.dnn) for t in towers)
+        dims = [input_dim] * len(towers) if isinstance(input_dim, int) else list(input_dim)
+        if len(dims) != len(towers):
+            raise ValueError(f"{len(dims)} input widths for {len(towers)} towers")
+        self.dnns = nn.ModuleList(easyrec_dnn(dim, t.dnn) for dim, t in zip(dims, towers))
         widths: list[int] = []
         self.related: list[list[int]] = []
         relation_dnns, outputs = [], []

@@ -121,6 +121,7 @@ class TaskTowerSpec:
         relation_tower_names: earlier towers whose relation outputs this tower's relation DNN reads.
         relation_dnn: the relation DNN (``None``: identity).
         weight: the loss weight.
+        plain_names: log names without the tower suffix (one-task models).
     """
 
     tower_name: str
@@ -131,9 +132,13 @@ class TaskTowerSpec:
     relation_tower_names: tuple[str, ...] = ()
     relation_dnn: DNNSpec | None = None
     weight: float = 1.0
+    #: metric and loss names without the ``_<tower_name>`` suffix (a single-task model: ``auc``, ``loss``)
+    plain_names: bool = False
 
     @property
     def metric_names(self) -> list[str]:
+        if self.plain_names:
+            return [metric_log_name(m) for m in self.metrics]
         return [f"{metric_log_name(m)}_{self.tower_name}" for m in self.metrics]
 
     @property
@@ -143,7 +148,7 @@ class TaskTowerSpec:
 
     @property
     def loss_name(self) -> str:
-        return f"{self.loss.log_name}_{self.tower_name}"
+        return self.loss.log_name if self.plain_names else f"{self.loss.log_name}_{self.tower_name}"
 
 
 @dataclass(frozen=True)

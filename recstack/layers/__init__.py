@@ -7,11 +7,15 @@ embedding, task towers, DBMTL) are in :mod:`recstack.easyrec`.
 
 from recstack.layers.activation import get_activation
 from recstack.layers.attention import Dice, DINAttention, LocalActivationUnit, lengths_to_mask, masked_softmax
+from recstack.layers.basic import Add, Concatenate, PerPosition, StackFields, stack_fields
 from recstack.layers.embedding import FieldEmbedding, MaskedPooling, MultiValueEmbedding, make_embedding, masked_pool
+from recstack.layers.feature_importance import FiBiNet, GateNN, MaskBlock, MaskNet, PPNet, SENet
 from recstack.layers.field_inputs import FieldInputs, SlotFields
-from recstack.layers.gate import EmbeddingGate, HiddenGate, Highway
+from recstack.layers.gate import EmbeddingGate, HiddenGate, Highway, HighwayNetwork, WeightedGate
 from recstack.layers.interaction import (
                                         CIN,
+                                        BilinearInteraction,
+                                        Cross,
                                         CrossNet,
                                         CrossNetMix,
                                         DotInteraction,
@@ -20,7 +24,18 @@ from recstack.layers.interaction import (
                                         FieldEmbeddedInteraction,
 )
 from recstack.layers.mlp import MLP
-from recstack.layers.multitask import Experts, ExtractionLayer, MLPExperts, TaskGates, Towers, mix_experts
+from recstack.layers.multitask import (
+                                        AITMTower,
+                                        Experts,
+                                        ExtractionLayer,
+                                        MLPExperts,
+                                        MMoE,
+                                        TaskGates,
+                                        Towers,
+                                        mix_experts,
+)
+from recstack.layers.numeric import AutoDisEmbedding, PeriodicEmbedding
+from recstack.layers.sequence import BST, DINEncoder, MultiHeadAttention, TransformerBlock, TransformerEncoder
 from recstack.layers.vision import MobileNetV3Large, ResNet18, build_image_model
 
 __all__ = ["get_activation", "FieldEmbedding", "make_embedding", "MaskedPooling", "MultiValueEmbedding",
@@ -30,4 +45,8 @@ __all__ = ["get_activation", "FieldEmbedding", "make_embedding", "MaskedPooling"
            "mix_experts",
            "FieldInputs", "SlotFields",
            "DINAttention", "Dice", "LocalActivationUnit", "lengths_to_mask", "masked_softmax",
-           "Highway", "MobileNetV3Large", "ResNet18", "build_image_model"]
+           "Highway", "MobileNetV3Large", "ResNet18", "build_image_model",
+           "Add", "Concatenate", "PerPosition", "StackFields", "stack_fields",
+           "SENet", "FiBiNet", "GateNN", "MaskBlock", "MaskNet", "PPNet", "HighwayNetwork", "WeightedGate",
+           "BilinearInteraction", "Cross", "MMoE", "AITMTower", "AutoDisEmbedding", "PeriodicEmbedding",
+           "BST", "DINEncoder", "MultiHeadAttention", "TransformerBlock", "TransformerEncoder"]

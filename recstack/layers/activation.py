@@ -1,5 +1,5 @@
-"""Activations by name (``relu``, ``sigmoid``, ``tanh``, ``leaky_relu``, ``prelu``, ``gelu``, ``none``; ``dice``
-from :mod:`recstack.layers.attention`)."""
+"""Activations by name (``relu``, ``sigmoid``, ``tanh``, ``leaky_relu``, ``prelu``, ``gelu``, ``elu``, ``selu``,
+``swish``, ``none`` / ``linear``; ``dice`` from :mod:`recstack.layers.attention`)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ ACTIVATIONS.register("tanh", nn.Tanh)
 ACTIVATIONS.register("leaky_relu", nn.LeakyReLU)
 ACTIVATIONS.register("prelu", nn.PReLU)
 ACTIVATIONS.register("gelu", nn.GELU)
+ACTIVATIONS.register("elu", nn.ELU)
+ACTIVATIONS.register("selu", nn.SELU)
+ACTIVATIONS.register("swish", nn.SiLU)
 ACTIVATIONS.register("none", nn.Identity)
 ACTIVATIONS.register("linear", nn.Identity)
 

@@ -108,15 +108,19 @@ class LocalActivationUnit(nn.Module):
         embed_dim: ``D`` of query and keys.
         hidden_sizes: hidden widths (PaddleRec: ``[80, 40]``).
         activation: hidden activation name (``sigmoid`` in PaddleRec's DIN, ``dice``, ``relu``, ...).
+        mlp: a scoring network ``(N, 4D) → (N, 1)`` to use instead of the one ``hidden_sizes`` and
+            ``activation`` describe (EasyRec's ``attention_dnn``, with its BatchNorm and bias options).
 
     Shapes:
         query ``(B, D)``, keys ``(B, L, D)``, mask ``(B, L)`` → scores ``(B, L)``.
     """
 
-    def __init__(self, embed_dim: int, hidden_sizes: Sequence[int] = (80, 40), activation: str = "sigmoid") -> None:
+    def __init__(self, embed_dim: int, hidden_sizes: Sequence[int] = (80, 40), activation: str = "sigmoid",
+                 mlp: nn.Module | None = None) -> None:
         super().__init__()
         self.embed_dim = embed_dim
-        self.mlp = MLP(4 * embed_dim, list(hidden_sizes), output_dim=1, activation=activation, init="normal")
+        self.mlp = mlp if mlp is not None else MLP(4 * embed_dim, list(hidden_sizes), output_dim=1,
+                                                   activation=activation, init="normal")
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         batch, length, _ = keys.shape

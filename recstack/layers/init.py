@@ -33,6 +33,10 @@ def truncated_normal_(tensor: torch.Tensor, std: float, generator: torch.Generat
     return tensor
 
 
+#: the schemes :func:`init_linear` knows
+INIT_SCHEMES = ("torch", "normal", "xavier_uniform", "xavier_normal", "he_uniform", "he_normal", "truncated_normal")
+
+
 def init_linear(layer: nn.Linear, scheme: str = "torch", bias: float | None = None) -> nn.Linear:
     """Initialise a Linear layer.
 
@@ -40,12 +44,25 @@ def init_linear(layer: nn.Linear, scheme: str = "torch", bias: float | None = No
         layer: the layer (modified in place and returned).
         scheme: ``"torch"`` (PyTorch's default, U(±1/sqrt(fan_in))), ``"normal"``
             (PaddleRec's rank models: N(0, 1/sqrt(fan_in))), ``"xavier_uniform"``
-            (PaddleRec's multi-task models) or ``"xavier_normal"``.
-        bias: constant for the bias (``None`` keeps the scheme's default; 0 for the
-            xavier and normal schemes).
+            (PaddleRec's multi-task models; Keras' ``glorot_uniform``), ``"xavier_normal"``,
+            ``"he_uniform"`` (Keras': U(±sqrt(6/fan_in)), EasyRec's MLP default), ``"he_normal"``
+            (Keras': N(0, 2/fan_in) truncated at 2 std and rescaled to keep that variance) or
+            ``"truncated_normal"`` (Keras' ``truncated_normal``: N(0, 0.05) truncated at 2 std).
+        bias: constant for the bias (``None`` keeps the scheme's default; 0 for every scheme
+            but ``"torch"``).
     """
     fan_in = layer.in_features
-    if scheme == "normal":
+    if scheme == "he_uniform":
+        nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu")
+        default_bias = 0.0
+    elif scheme == "he_normal":
+        # 0.8796: the std of a unit normal truncated at ±2, so the truncated draw has variance 2/fan_in
+        truncated_normal_(layer.weight, math.sqrt(2.0 / fan_in) / 0.87962566103423978)
+        default_bias = 0.0
+    elif scheme == "truncated_normal":
+        truncated_normal_(layer.weight, 0.05)
+        default_bias = 0.0
+    elif scheme == "normal":
         nn.init.normal_(layer.weight, 0.0, 1.0 / math.sqrt(fan_in))
         default_bias = 0.0
     elif scheme == "xavier_uniform":
@@ -57,7 +74,7 @@ def init_linear(layer: nn.Linear, scheme: str = "torch", bias: float | None = No
     elif scheme == "torch":
         default_bias = None
     else:
-        raise ValueError(f"unknown init scheme '{scheme}' (known: torch, normal, xavier_uniform, xavier_normal)")
+        raise ValueError(f"unknown init scheme '{scheme}' (known: {', '.join(INIT_SCHEMES)})")
     if layer.bias is not None:
         value = bias if bias is not None else default_bias
         if value is not None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from recstack.layers.init import truncated_normal_
+from recstack.layers.init import init_linear, truncated_normal_
 
 
 class FactorizationMachine(nn.Module):
@@ -16,13 +17,23 @@ class FactorizationMachine(nn.Module):
     ``sum_{i<j} <v_i, v_j> = 0.5 * sum_d ((sum_i v_id)^2 - sum_i v_id^2)``, linear in
     the number of fields.
 
+    Args:
+        sum_dims: sum the interaction over ``D`` (the FM score); ``False``: keep one term per
+            dimension, ``0.5 * ((sum_i v_i)^2 - sum_i v_i^2)`` (EasyRec's ``FM.use_variant``).
+
     Shapes:
-        ``(B, F, D)`` → ``(B, 1)``.
+        ``(B, F, D)`` → ``(B, 1)``; ``(B, D)`` when not ``sum_dims``.
     """
+
+    def __init__(self, sum_dims: bool = True) -> None:
+        super().__init__()
+        self.sum_dims = sum_dims
 
     def forward(self, fields: torch.Tensor) -> torch.Tensor:
         square_of_sum = fields.sum(dim=1).pow(2)
         sum_of_square = fields.pow(2).sum(dim=1)
+        if not self.sum_dims:
+            return 0.5 * (square_of_sum - sum_of_square)
         return 0.5 * (square_of_sum - sum_of_square).sum(dim=1, keepdim=True)
 
 
@@ -93,19 +104,28 @@ class DotInteraction(nn.Module):
     Args:
         num_fields: ``F`` (the dense vector counts as one field).
         self_interaction: also include ``<v_i, v_i>``.
+        skip_gather: return the whole ``F x F`` matrix, flattened, with the pairs not taken set to 0
+            (the lower triangle kept, as EasyRec's ``DotInteraction.skip_gather``): no gather, a wider output.
 
     Shapes:
-        ``(B, F, D)`` → ``(B, F (F - 1) / 2)`` (``F (F + 1) / 2`` with self-interaction).
+        ``(B, F, D)`` → ``(B, F (F - 1) / 2)`` (``F (F + 1) / 2`` with self-interaction; ``F * F`` with
+        ``skip_gather``).
     """
 
-    def __init__(self, num_fields: int, self_interaction: bool = False) -> None:
+    def __init__(self, num_fields: int, self_interaction: bool = False, skip_gather: bool = False) -> None:
         super().__init__()
         rows, cols = torch.triu_indices(num_fields, num_fields, offset=0 if self_interaction else 1)
         self.register_buffer("rows", rows, persistent=False)
         self.register_buffer("cols", cols, persistent=False)
+        self.skip_gather = skip_gather
+        if skip_gather:
+            keep = torch.ones(num_fields, num_fields).tril(0 if self_interaction else -1)
+            self.register_buffer("keep", keep, persistent=False)
 
     def forward(self, fields: torch.Tensor) -> torch.Tensor:
         gram = torch.bmm(fields, fields.transpose(1, 2))
+        if self.skip_gather:
+            return (gram * self.keep).flatten(1)
         return gram[:, self.rows, self.cols]
 
 
@@ -252,3 +272,127 @@ class CrossNetMix(nn.Module):
         if self.full is not None:
             return self.full.pow(2).sum()
         return sum(w.pow(2).sum() for w in (self.v, self.c, self.u))
+
+
+class Cross(nn.Module):
+    """One DCN-V2 cross layer on ``(x_0, x)`` (Wang et al., WWW 2021, https://arxiv.org/abs/2008.13535, eq. 1-2).
+
+    ``x' = x_0 ∘ (W x + b + diag_scale · x) + x``: ``diag_scale`` adds ``diag_scale · I`` to ``W`` (training
+    stability, mostly for the low-rank form). ``W`` is full (``input_dim x input_dim``) or, with
+    ``projection_dim = r``, the low-rank ``V U`` (``U``: ``input_dim → r`` without bias, ``V``: ``r → input_dim``).
+    A stack ``x_{k+1} = Cross_k(x_0, x_k)`` is the backbone's ``recurrent`` block; :class:`CrossNetMix` is the
+    whole stack as one layer for the built-in models.
+
+    Initialisation: Keras' ``truncated_normal`` (std 0.05) for the kernels unless ``init`` says otherwise
+    (any :func:`recstack.layers.init.init_linear` scheme), bias 0.
+
+    Args:
+        input_dim: width of ``x_0`` and ``x``.
+        projection_dim: ``r`` of the low-rank form; ``None``: the full matrix.
+        diag_scale: non-negative; added to ``W``'s diagonal.
+        use_bias: add ``b``.
+        init: kernel initialisation scheme.
+
+    Shapes:
+        ``(B, input_dim)`` (then ``x_0 = x``) or a pair ``[x_0, x]`` of ``(B, input_dim)`` → ``(B, input_dim)``.
+    """
+
+    def __init__(self, input_dim: int, projection_dim: int | None = None, diag_scale: float = 0.0,
+                 use_bias: bool = True, init: str = "truncated_normal") -> None:
+        super().__init__()
+        if diag_scale < 0:
+            raise ValueError(f"Cross: diag_scale must be >= 0, got {diag_scale}")
+        if projection_dim is not None and projection_dim < 1:
+            raise ValueError(f"Cross: projection_dim must be >= 1, got {projection_dim}")
+        self.diag_scale = float(diag_scale)
+        self.down = None if projection_dim is None else init_linear(
+            nn.Linear(input_dim, projection_dim, bias=False), init)
+        self.up = init_linear(nn.Linear(projection_dim or input_dim, input_dim, bias=use_bias), init, 0.0)
+
+    def forward(self, inputs: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        if isinstance(inputs, (list, tuple)):
+            if len(inputs) != 2:
+                raise ValueError(f"Cross takes one tensor or a pair [x0, x], got a list of {len(inputs)}")
+            x0, x = inputs
+        else:
+            x0 = x = inputs
+        h = self.up(x if self.down is None else self.down(x))
+        if self.diag_scale:
+            h = h + self.diag_scale * x
+        return x0 * h + x
+
+
+class BilinearInteraction(nn.Module):
+    """FiBiNet's bilinear interaction of every field pair, then one Linear (Huang, Zhang, Zhang, "FiBiNET",
+    RecSys 2019, https://arxiv.org/abs/1905.09433; bilinear+ from FiBiNet++, https://arxiv.org/abs/2209.05016).
+
+    For each pair ``i < j``: ``p_ij = (v_i W + b) ∘ v_j`` (a ``D_j`` vector), or with ``use_plus``
+    ``p_ij = <v_i W + b, v_j>`` (a scalar); the ``p_ij`` are concatenated and projected to
+    ``num_output_units``. ``W`` is shared by all pairs (``"all"``), one per left field ``i`` (``"each"``)
+    or one per pair (``"interaction"``, ``D_i x D_j``: the only type that allows fields of different widths).
+
+    All pairs are computed at once: fields are padded to the widest ``D`` and the matrices stored as one
+    ``(K, D, D)`` tensor (``K`` = 1, ``F - 1`` or the number of pairs) whose padding stays 0.
+
+    Initialisation: Glorot-uniform on each matrix's own fans and on the output Linear, biases 0 (Keras' Dense).
+
+    Args:
+        dims: the fields' widths ``D_i`` (``F >= 2``).
+        num_output_units: output width.
+        bilinear_type: ``"all"``, ``"each"`` or ``"interaction"``.
+        use_plus: the scalar bilinear+ form.
+
+    Shapes:
+        a list of ``F`` tensors ``(B, D_i)``, or ``(B, F, D)`` → ``(B, num_output_units)``.
+    """
+
+    TYPES = ("all", "each", "interaction")
+
+    def __init__(self, dims: Sequence[int], num_output_units: int, bilinear_type: str = "interaction",
+                 use_plus: bool = True) -> None:
+        super().__init__()
+        dims = [int(d) for d in dims]
+        if bilinear_type not in self.TYPES:
+            raise ValueError(f"BiLinear: type must be one of {', '.join(self.TYPES)}, got {bilinear_type!r}")
+        if len(dims) < 2:
+            raise ValueError(f"BiLinear needs at least 2 fields, got {len(dims)}")
+        if bilinear_type != "interaction" and len(set(dims)) > 1:
+            raise ValueError(f"BiLinear type {bilinear_type!r} needs fields of equal width, got {dims} "
+                             "(type 'interaction' allows different widths)")
+        self.dims, self.bilinear_type, self.use_plus = dims, bilinear_type, use_plus
+        self.width = width = max(dims)
+        rows, cols = _pairs(len(dims))
+        self.register_buffer("rows", rows, persistent=False)
+        self.register_buffer("cols", cols, persistent=False)
+        blocks = [(d, d) for d in dims[:1]] if bilinear_type == "all" else \
+            [(d, d) for d in dims[:-1]] if bilinear_type == "each" else \
+            [(dims[i], dims[j]) for i, j in zip(rows.tolist(), cols.tolist())]
+        weight = torch.zeros(len(blocks), width, width)
+        with torch.no_grad():
+            for k, (d_in, d_out) in enumerate(blocks):
+                nn.init.xavier_uniform_(weight[k, :d_in, :d_out])
+        self.weight = nn.Parameter(weight)
+        self.bias = nn.Parameter(torch.zeros(len(blocks), width))
+        # the real columns of each pair's padded product (pair (i, j) keeps its first D_j); None: all are real
+        keep = [p * width + c for p, j in enumerate(cols.tolist()) for c in range(dims[j])]
+        padded = not use_plus and len(keep) < len(rows) * width
+        self.register_buffer("keep", torch.tensor(keep) if padded else None, persistent=False)
+        size = len(rows) if use_plus else len(keep)
+        self.output = init_linear(nn.Linear(size, num_output_units), "xavier_uniform")
+        self.output_dim = num_output_units
+
+    def forward(self, fields: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        if isinstance(fields, (list, tuple)):
+            fields = torch.stack([F.pad(v, (0, self.width - v.shape[-1])) for v in fields], dim=1)
+        if self.bilinear_type == "interaction":
+            left = torch.einsum("bpd,pde->bpe", fields[:, self.rows], self.weight) + self.bias
+        elif self.bilinear_type == "each":
+            projected = torch.einsum("bfd,fde->bfe", fields[:, :-1], self.weight) + self.bias
+            left = projected[:, self.rows]
+        else:
+            left = (fields @ self.weight[0] + self.bias[0])[:, self.rows]
+        product = left * fields[:, self.cols]                            # (B, P, D)
+        if self.use_plus:
+            return self.output(product.sum(dim=-1))
+        flat = product.flatten(1)
+        return self.output(flat if self.keep is None else flat[:, self.keep])

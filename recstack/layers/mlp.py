@@ -25,6 +25,12 @@ class MLP(nn.Sequential):
         init: Linear initialisation scheme (see :func:`recstack.layers.init.init_linear`).
         bias_init: constant bias (``None``: the scheme's default).
         hidden_gate: GateNet's gate after each hidden activation (:class:`recstack.layers.gate.HiddenGate`).
+        bias: the hidden Linears have a bias (EasyRec's ``MLP.use_bias``; its default, false, assumes
+            BatchNorm follows).
+        bn_after_activation: BatchNorm after the activation instead of before it.
+        final_activation, final_batch_norm, final_bias: the last hidden layer's activation, BatchNorm and
+            bias when they differ from the other hidden layers' (EasyRec's ``final_activation``,
+            ``use_final_bn``, ``use_final_bias``); ``None``: as the others.
 
     Shapes:
         ``(B, input_dim)`` → ``(B, output_dim or hidden_sizes[-1] or input_dim)``.
@@ -32,17 +38,25 @@ class MLP(nn.Sequential):
 
     def __init__(self, input_dim: int, hidden_sizes: Sequence[int], output_dim: int | None = None,
                  activation: str = "relu", dropout: float | Sequence[float] = 0.0, batch_norm: bool = False,
-                 init: str = "torch", bias_init: float | None = None, hidden_gate: bool = False) -> None:
+                 init: str = "torch", bias_init: float | None = None, hidden_gate: bool = False, *,
+                 bias: bool = True, bn_after_activation: bool = False, final_activation: str | None = None,
+                 final_batch_norm: bool | None = None, final_bias: bool | None = None) -> None:
         layers: list[nn.Module] = []
         width = input_dim
         rates = list(dropout) if isinstance(dropout, (list, tuple)) else [dropout] * len(hidden_sizes)
         if len(rates) != len(hidden_sizes):
             raise ValueError(f"MLP: {len(rates)} dropout rates for {len(hidden_sizes)} hidden layers")
-        for size, rate in zip(hidden_sizes, rates):
-            layers.append(init_linear(nn.Linear(width, size), init, bias_init))
-            if batch_norm:
+        for i, (size, rate) in enumerate(zip(hidden_sizes, rates)):
+            last = i == len(hidden_sizes) - 1
+            act = final_activation if last and final_activation is not None else activation
+            norm = final_batch_norm if last and final_batch_norm is not None else batch_norm
+            has_bias = final_bias if last and final_bias is not None else bias
+            layers.append(init_linear(nn.Linear(width, size, bias=has_bias), init, bias_init))
+            if norm and not bn_after_activation:
                 layers.append(nn.BatchNorm1d(size))
-            layers.append(get_activation(activation, size))
+            layers.append(get_activation(act, size))
+            if norm and bn_after_activation:
+                layers.append(nn.BatchNorm1d(size))
             if hidden_gate:
                 layers.append(HiddenGate(size))
             if rate > 0:

@@ -276,3 +276,91 @@ class ExtractionLayer(nn.Module):
         if self.shared_gate is not None:
             weights = torch.cat([weights, self.shared_gate(shared_input)], dim=1)  # (B, T + 1, N)
         return mix_experts(weights, experts)
+
+
+class MMoE(nn.Module):
+    """Multi-gate mixture of experts as one layer (Ma et al., KDD 2018; EasyRec's ``MMoE`` component): task ``t``
+    gets ``sum_e softmax(W_t x + b_t)_e · expert_e(x)``.
+
+    The experts are any modules of one output width (EasyRec's ``expert_mlp``: an MLP each). Without them the
+    input is a list of the ``E`` expert outputs followed by the gates' input (experts computed elsewhere in
+    the backbone). Gates: :class:`TaskGates` (Glorot-uniform, biases 0: Keras' Dense).
+
+    Args:
+        input_dim: width of the gates' input.
+        num_task: ``T``.
+        num_expert: ``E``.
+        experts: ``E`` expert modules, or ``None`` (see above).
+
+    Shapes:
+        ``(B, input_dim)``, or ``[expert_1 (B, H), ..., expert_E (B, H), gate_input (B, input_dim)]`` → a list of
+        ``T`` tensors ``(B, H)``.
+    """
+
+    def __init__(self, input_dim: int, num_task: int, num_expert: int,
+                 experts: Sequence[nn.Module] | None = None) -> None:
+        super().__init__()
+        if num_task < 1 or num_expert < 1:
+            raise ValueError(f"MMoE needs num_task >= 1 and num_expert >= 1, got {num_task} and {num_expert}")
+        if experts is not None and len(experts) != num_expert:
+            raise ValueError(f"MMoE: {len(experts)} experts for num_expert={num_expert}")
+        self.num_expert = num_expert
+        self.experts = None if experts is None else nn.ModuleList(experts)
+        self.gates = TaskGates(input_dim, num_task, num_expert, init="xavier_uniform", bias_init=0.0)
+
+    def forward(self, x: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        if self.experts is not None:
+            experts = torch.stack([expert(x) for expert in self.experts], dim=1)        # (B, E, H)
+            gate_input = x
+        else:
+            experts = torch.stack(list(x[:self.num_expert]), dim=1)
+            gate_input = x[self.num_expert]
+        return list(mix_experts(self.gates(gate_input), experts).unbind(dim=1))
+
+
+class AITMTower(nn.Module):
+    """The adaptive information transfer of AITM (Xi et al., "Modeling the Sequential Dependence among Audience
+    Multi-step Conversions with Multi-task Learning in Targeted Display Advertising", KDD 2021,
+    https://arxiv.org/abs/2105.08489), as EasyRec's ``AITMTower`` component.
+
+    The input is this task's tower output ``z_0`` and the outputs ``z_1, ...`` of the tasks it depends on; each
+    dependency passes through ``transfer`` (gradient stopped first with ``stop_gradient``). Self-attention of
+    ``z_0``'s query over all of them::
+
+        w = softmax_i(<W_q z_0, W_k,i z_i> / sqrt(d));   out = sum_i w_i W_v,i z_i
+
+    Only ``z_0``'s query is computed (the other positions' outputs are not used). Initialisation: Glorot-uniform,
+    biases 0 (Keras' Dense).
+
+    Args:
+        dims: widths of ``z_0, z_1, ...`` (after ``transfer`` for the dependencies).
+        project_dim: ``d`` (``None``: ``dims[0]``).
+        transfer: module applied to each dependency, or ``None``.
+        stop_gradient: no gradient flows from this task into the dependencies.
+
+    Shapes:
+        ``[z_0 (B, D_0), z_1 (B, D_1), ...]`` → ``(B, d)``; a single tensor is returned as it is.
+    """
+
+    def __init__(self, dims: Sequence[int], project_dim: int | None = None, transfer: nn.Module | None = None,
+                 stop_gradient: bool = True) -> None:
+        super().__init__()
+        dim = project_dim or dims[0]
+        self.query = init_linear(nn.Linear(dims[0], dim), "xavier_uniform")
+        self.keys = nn.ModuleList(init_linear(nn.Linear(d, dim), "xavier_uniform") for d in dims)
+        self.values = nn.ModuleList(init_linear(nn.Linear(d, dim), "xavier_uniform") for d in dims)
+        self.transfer, self.stop_gradient = transfer, stop_gradient
+        self.scale = 1.0 / dim ** 0.5
+        self.output_dim = dim
+
+    def forward(self, inputs: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        if isinstance(inputs, torch.Tensor):
+            return inputs
+        towers = [inputs[0]]
+        for dep in inputs[1:]:
+            dep = dep.detach() if self.stop_gradient else dep
+            towers.append(dep if self.transfer is None else self.transfer(dep))
+        keys = torch.stack([layer(z) for layer, z in zip(self.keys, towers)], dim=1)       # (B, n, d)
+        values = torch.stack([layer(z) for layer, z in zip(self.values, towers)], dim=1)
+        scores = (keys @ self.query(towers[0]).unsqueeze(-1)).squeeze(-1) * self.scale     # (B, n)
+        return (torch.softmax(scores, dim=-1).unsqueeze(-1) * values).sum(dim=1)

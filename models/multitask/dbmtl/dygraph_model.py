@@ -7,6 +7,7 @@ CLASSIFICATION towers, ``mse_<tower>`` for L2_LOSS towers.
 
 from __future__ import annotations
 
+from recstack.backbone.model import ReadsBackboneConfigs
 from recstack.config import Config, ConfigError
 from recstack.easyrec.features import easyrec_model_config
 from recstack.easyrec.tasks import DNNSpec, TaskTowerWrapper, parse_task_towers
@@ -21,7 +22,7 @@ _DBMTL_HINTS = {
 }
 
 
-class DygraphModel(TaskTowerWrapper):
+class DygraphModel(ReadsBackboneConfigs, TaskTowerWrapper):
     def create_model(self, config: Config) -> DBMTL:
         spec, model, embedding_regularization = easyrec_model_config(config, "DBMTL")
         dbmtl = model.node("dbmtl", hints=_DBMTL_HINTS)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from recstack.backbone.model import ReadsBackboneConfigs
 from recstack.config import Config, ConfigError, PositiveInt
 from recstack.easyrec.features import easyrec_model_config
 from recstack.easyrec.tasks import DNNSpec, TaskTowerWrapper, parse_task_towers
@@ -40,7 +41,7 @@ _MMOE_HINTS = {
 }
 
 
-class DygraphModel(TaskTowerWrapper):
+class DygraphModel(ReadsBackboneConfigs, TaskTowerWrapper):
     # PaddleRec mode's keys; EasyRec mode's model_config is read (typed, ranges checked) by recstack.easyrec.schema.Node
     hyper_parameter_schema = {key: PositiveInt for key in ("feature_size", "expert_num", "expert_size", "tower_size",
                                                            "gate_num")}

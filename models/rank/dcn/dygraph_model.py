@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
+from recstack.backbone.model import ReadsBackboneConfigs
 from recstack.config import Bool, Config, ListOf, NonNegativeInt, NonNegativeNumber, PositiveInt
 from recstack.rank_inputs import configure_feeds, field_inputs
 from recstack.wrapper import SLOT_FORMAT_SCHEMA
@@ -14,7 +15,7 @@ from recstack.wrapper import DygraphModel as BaseModel
 from .net import DCN
 
 
-class DygraphModel(BaseModel):
+class DygraphModel(ReadsBackboneConfigs, BaseModel):
     hyper_parameter_schema = {**SLOT_FORMAT_SCHEMA, "fc_sizes": ListOf(PositiveInt), "cross_num": NonNegativeInt,
                               "dnn_use_bn": Bool, "l2_reg_cross": NonNegativeNumber}
     feed_names = ("sparse", "dense")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from recstack.backbone.model import ReadsBackboneConfigs
 from recstack.config import Config, ConfigError, ListOf, PositiveInt
 from recstack.metrics import AUC, Accuracy
 from recstack.wrapper import SLOT_FORMAT_SCHEMA, slot_format_args
@@ -10,7 +11,7 @@ from recstack.wrapper import DygraphModel as BaseModel
 from .net import DLRM
 
 
-class DygraphModel(BaseModel):
+class DygraphModel(ReadsBackboneConfigs, BaseModel):
     hyper_parameter_schema = {**SLOT_FORMAT_SCHEMA, "bot_layer_sizes": ListOf(PositiveInt, min_len=1),
                               "top_layer_sizes": ListOf(PositiveInt, min_len=1)}
     feed_names = ("sparse", "dense")
