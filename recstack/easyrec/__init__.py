@@ -31,6 +31,10 @@ EasyRec section                                 module
                                                 ``models/multitask/dbmtl`` and ``e2e_mm_dbmtl``)
 ==============================================  ===============================================================
 
+EasyRec's own ``pipeline.config`` (protobuf text) becomes this YAML with ``tools/easyrec_config.py``:
+:mod:`~recstack.easyrec.pbtxt` reads the text format, :mod:`~recstack.easyrec.convert` maps it and lists
+what does not carry over (doc/easyrec_config.md).
+
 The rank models choose between PaddleRec's slot keys and this feature config in
 :mod:`recstack.rank_inputs`. Import the modules themselves (``from recstack.easyrec.features import
 TabularSpec``); this package's ``__init__`` imports nothing, so reading a config does not load torch.
