@@ -26,11 +26,7 @@ from recstack.export_spec import ExportedModel
 from recstack.inference import load_batches
 from recstack.layers.field_inputs import SlotFields
 from recstack.trainer import train
-
-try:
-    from recstack.wrapper import build_model
-except ImportError:  # build_model's older home
-    from recstack.trainer import build_model
+from recstack.wrapper import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 TABULAR = sorted(REPO.glob("models/rank/*/config_tabular.yaml"))
