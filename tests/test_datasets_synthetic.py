@@ -178,10 +178,11 @@ def test_bundled_sample_data_is_what_make_samples_sh_generates(tmp_path):
         dataset, folder, train_rows, test_rows, *extra = line.split()
         folder, _, sub = folder.partition(":")  # "multitask/mmoe:easyrec_sample_data": another data subfolder
         hash_dim = int(extra[extra.index("--hash-dim") + 1]) if "--hash-dim" in extra else 1000001
+        layout = extra[extra.index("--layout") + 1] if "--layout" in extra else "slot"  # criteo --layout tsv
         for split, rows, seed in (("train", int(train_rows), 1), ("test", int(test_rows), 2)):
             bundled = repo / "models" / folder / "data" / (sub or "sample_data") / split / "part-0.txt"
             fresh = gen.generate(dataset, rows, seed, tmp_path / f"{folder.replace('/', '_')}_{sub}" / split /
-                                 "part-0.txt", 0, hash_dim=hash_dim)
+                                 "part-0.txt", 0, hash_dim=hash_dim, layout=layout)
             assert fresh.read_bytes() == bundled.read_bytes(), f"{bundled} differs; run make_samples.sh"
             checked += 1
         if dataset == "e2e_mm":  # and the item images

@@ -47,6 +47,11 @@ THRESHOLDS = {
     "deepfefm": {"auc": 0.73},
     "dlrm": {"auc": 0.72},
     "gatenet": {"auc": 0.74},
+    # FiBiNet and MaskNet, built only from config (EasyRec's backbone; Criteo's raw TSV layout of the same
+    # world): test auc 0.734 / 0.742 / 0.730 and 0.728 / 0.708 / 0.741 with seeds 2024 / 1 / 7 (their READMEs);
+    # both fit the 4,000 lines within 2 epochs (train AUC ~1), hence below the slot-format models.
+    "fibinet": {"auc": 0.69},
+    "masknet": {"auc": 0.68},
     "mmoe": {"auc_income": 0.72, "auc_marital": 0.72},
     # Share-Bottom 0.77 / 0.80, PLE (level_number 2) 0.77 / 0.80 (their READMEs); the *_video configs read
     # the same lines under the names like (= income) and completion (= marital) and measure the same AUCs.
@@ -113,7 +118,13 @@ def test_every_model_folder_is_complete():
     assert CONFIGS, "no models/*/*/config.yaml found"
     for config in CONFIGS:
         folder = config.parent
+        # a model built only from config (a backbone under model_class RankModel / MultiTaskModel) has no net.py
+        from_config = load_config(config).get("hyper_parameters.model_config.model_class", None) in (
+            "RankModel", "MultiTaskModel")
         for name in ("net.py", "dygraph_model.py", "config.yaml", "config_bigdata.yaml", "README.md"):
+            if name == "net.py" and from_config:
+                assert not (folder / name).exists(), f"{folder} is built from config: its net.py would be unused"
+                continue
             assert (folder / name).is_file(), f"{folder} lacks {name}"
         assert any((folder / "data" / "sample_data").rglob("*.txt")), f"{folder} lacks data/sample_data"
         reader = load_config(config).get("runner.train_reader_path")

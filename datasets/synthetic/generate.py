@@ -7,6 +7,9 @@ Used for the models' bundled sample data, for tests and for benchmarks::
 
 * ``criteo``: Criteo slot format, exactly like ``datasets/criteo/preprocess.py`` writes it
   (``click:<0/1>``, 13 ``dense_feature:<v>`` in [0, 1], ``1:<id>`` .. ``26:<id>``).
+  With ``--layout tsv``: the same rows in Criteo's raw TSV layout (``label \t I1..I13 \t C1..C26``,
+  dense values as above, categorical values as raw 8-hex-digit strings, empty when missing), as
+  EasyRec's Criteo configs read it.
 * ``census``: PaddleRec's census CSV (``marital,income`` + 11 standardised numeric
   columns + 488 one-hot columns of 29 categorical columns = 501 columns).
 * ``aliccp``: PaddleRec's Ali-CCP (ESMM) CSV (``<id>,<click>,<conversion>,<field>:<id>,...``,
@@ -245,6 +248,35 @@ class CriteoWorld:
         columns += [self._dense_tokens(j, features["q"][:, j]) for j in range(len(CONT_DIFF))]
         columns += [self._slot_tokens(k, col) for k, col in enumerate(features["values"].T)]
         return join_rows(columns, " ")
+
+
+class CriteoTSVWorld(CriteoWorld):
+    """The Criteo world in the layout of Criteo's raw TSV (``--layout tsv``; what EasyRec's Criteo configs read).
+
+    ``label \t I1 .. I13 \t C1 .. C26``: the same world and rows as the slot format, the dense values
+    as the slot format writes them (in [0, 1]), each categorical value as its raw 8-hex-digit text
+    (empty when missing) instead of its hashed id.
+    """
+
+    def _raw_tokens(self, slot: int, values: np.ndarray) -> list[str]:
+        """Raw texts of one slot's column, each distinct value rendered once."""
+        unique, inverse = np.unique(values, return_inverse=True)
+        return token_table([self.raw_text(slot, i) for i in unique.tolist()])[inverse].tolist()
+
+    def _dense_values(self, j: int, q: np.ndarray) -> list[str]:
+        """Texts ``q / CONT_DIFF[j]`` of dense column ``j`` (the slot format's values without their key)."""
+        key = -1 - j  # beside the slot format's tables of dense_feature:<v> tokens
+        if key not in self.dense_tables:
+            d = CONT_DIFF[j]
+            self.dense_tables[key] = token_table([format_float(v / d) for v in range(d + 1)])
+        return self.dense_tables[key][q].tolist()
+
+    def render(self, features: dict[str, np.ndarray], labels: np.ndarray) -> str:
+        """Tab-separated lines."""
+        columns = [token_table(["0", "1"])[labels.astype(np.int64)].tolist()]
+        columns += [self._dense_values(j, features["q"][:, j]) for j in range(len(CONT_DIFF))]
+        columns += [self._raw_tokens(k, col) for k, col in enumerate(features["values"].T)]
+        return join_rows(columns, "\t")
 
 
 class CriteoLRWorld(CriteoWorld):
@@ -1143,6 +1175,10 @@ def generate_e2e_mm(visits: int, seed: int, output: Path, image_dir: Path, world
 
 
 # ----------------------------------------------------------------------------- driver
+#: Output layouts: every data set's own format ("slot"), and Criteo's raw TSV layout for ``criteo``.
+LAYOUTS = ("slot", "tsv")
+
+
 def output_file(output: Path) -> Path:
     """``output`` itself if it ends with ``.txt``, else ``output/part-0.txt``."""
     return output if output.suffix == ".txt" else output / "part-0.txt"
@@ -1156,6 +1192,7 @@ def generate(
     world_seed: int = 0,
     proba: Path | None = None,
     hash_dim: int = CRITEO_HASH_DIM,
+    layout: str = "slot",
 ) -> Path:
     """Write ``rows`` rows of ``dataset`` (see the module docstring); return the data file.
 
@@ -1167,10 +1204,19 @@ def generate(
         world_seed: seed of the ground truth.
         proba: optional file for the true probabilities (one line per row).
         hash_dim: id space of the criteo formats (ids in ``[0, hash_dim)``).
+        layout: ``"slot"`` (the data set's own format) or, for ``criteo`` only, ``"tsv"`` (Criteo's raw
+            TSV layout, :class:`CriteoTSVWorld`).
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if layout != "slot" and dataset != "criteo":
+        raise ValueError(f"layout {layout!r} is for the criteo data set only, got {dataset!r}")
     if dataset == "e2e_mm":  # grouped lines + images (defaults of generate_e2e_mm; images/ beside the output's folder)
         return generate_e2e_mm(rows, seed, output, output_file(output).parent.parent / "images", world_seed)
-    world: World = WORLDS[dataset](world_seed, hash_dim) if dataset != "census" else CensusWorld(world_seed)
+    if layout == "tsv":
+        world: World = CriteoTSVWorld(world_seed, hash_dim)
+    else:
+        world = WORLDS[dataset](world_seed, hash_dim) if dataset != "census" else CensusWorld(world_seed)
     rng = np.random.default_rng(seed)
     path = output_file(output)
     proba_file = atomic_open(proba) if proba else contextlib.nullcontext()
@@ -1199,6 +1245,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--emit-proba", type=Path, help="also write the true probabilities here")
     parser.add_argument("--hash-dim", type=int, default=CRITEO_HASH_DIM,
                         help=f"criteo formats: ids in [0, hash-dim) (default {CRITEO_HASH_DIM})")
+    parser.add_argument("--layout", choices=LAYOUTS, default="slot",
+                        help="criteo only: 'tsv' writes Criteo's raw layout, label \\t I1..I13 \\t C1..C26, with "
+                             "the categorical values as raw strings (EasyRec's Criteo configs; default 'slot')")
     e2e = parser.add_argument_group("e2e_mm (grouped lines + item images)")
     e2e.add_argument("--image-dir", type=Path,
                      help="folder of the item PNGs (default: images/ beside the output's folder)")
@@ -1213,6 +1262,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rows must be >= 0")
     if args.seed < 0 or args.world_seed < 0:
         parser.error("--seed and --world-seed must be >= 0")
+    if args.layout != "slot" and args.dataset != "criteo":
+        parser.error(f"--layout {args.layout} is for the criteo data set only")
     start = time.perf_counter()
     if args.dataset == "e2e_mm":
         path = output_file(args.output)
@@ -1223,7 +1274,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
         return 0
     path = generate(
-        args.dataset, args.rows, args.seed, args.output, args.world_seed, args.emit_proba, args.hash_dim
+        args.dataset, args.rows, args.seed, args.output, args.world_seed, args.emit_proba, args.hash_dim, args.layout
     )
     seconds = time.perf_counter() - start
     print(f"wrote {args.rows} {args.dataset} rows to {path} in {seconds:.1f} s", file=sys.stderr)

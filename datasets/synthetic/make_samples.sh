@@ -36,6 +36,8 @@ criteo rank/dcn_v2 4000 1000
 criteo rank/deepfefm 4000 1000
 criteo rank/dlrm 4000 1000
 criteo rank/gatenet 4000 1000
+criteo rank/fibinet 4000 1000 --layout tsv
+criteo rank/masknet 4000 1000 --layout tsv
 video_play multitask/dbmtl 4000 1000
 video_play multitask/mmoe:easyrec_sample_data 4000 1000
 aliccp multitask/esmm 6000 3000
@@ -47,6 +49,7 @@ ctr_csv rank/dcn_v2:tabular_sample_data 20000 4000
 ctr_csv rank/xdeepfm:tabular_sample_data 20000 4000
 ctr_csv rank/wide_deep:tabular_sample_data 20000 4000
 ctr_csv rank/dnn:tabular_sample_data 20000 4000
+ctr_csv rank/dlrm:tabular_sample_data 20000 4000
 taobao multitask/mmoe:taobao_sample_data 20000 4000
 taobao multitask/dbmtl:taobao_sample_data 20000 4000
 SAMPLES

@@ -386,9 +386,13 @@ class TaskTowerWrapper(DygraphModel):
         _, _, self._metric_task = task_metrics(self.towers)
 
     def describe_outputs(self, count: int) -> list[tuple[str | None, str]]:
-        """One output per tower: a probability (CLASSIFICATION) or a regression value (L2_LOSS)."""
+        """One output per tower: a probability (CLASSIFICATION) or a regression value (L2_LOSS). A tower with
+        ``plain_names`` (a one-task model) leaves its output unnamed, so exported metrics read ``auc`` as the
+        training log does."""
         kinds = {t.tower_name: "probability" if t.loss.probability else "value" for t in self.towers}
-        return [(task, kinds.get(task, kind) if task else kind) for task, kind in super().describe_outputs(count)]
+        plain = {t.tower_name for t in self.towers if t.plain_names}
+        return [(None if task in plain else task, kinds.get(task, kind) if task else kind)
+                for task, kind in super().describe_outputs(count)]
 
     def create_loss(self, pred: torch.Tensor | Sequence[torch.Tensor], label: Sequence[torch.Tensor]) -> torch.Tensor:
         """Sum of the towers' weighted losses (no towers: :meth:`DygraphModel.create_loss`)."""
