@@ -3,6 +3,8 @@
     python tools/rank_benchmark.py                       # all models/rank/*/config.yaml
     python tools/rank_benchmark.py --models deepfm dcn --rows 50000
     python tools/rank_benchmark.py --repeats 3          # median of 3 trainings per model
+    python tools/rank_benchmark.py --models deepfm --config_name config_tabular.yaml config_backbone.yaml \
+        --rows 20000 --repeats 3                         # the native DeepFM vs its backbone config
 
 Each model trains 1 epoch with batch 512 on ``--rows`` generated lines (seed 1)
 and is evaluated on ``--test_rows`` lines (seed 2) of the same synthetic world,
@@ -13,6 +15,11 @@ samples/s is the trainer's own ips over the epoch (reading, parsing, batching,
 training, metrics). With ``--repeats N`` each model trains N times (same data and
 seed) and the table gives the median samples/s, its min-max, and the median AUCs;
 models run one after another, so the speed ratios between them come from one run.
+``--config_name`` picks other configs of the folders than ``config.yaml`` (one or more: each
+folder x config is a row; with data in the format of the make_samples.sh line that wrote
+that config's ``train_data_dir``, e.g. ``ctr_csv`` for ``config_tabular.yaml``); with
+several configs the repeats alternate between them (config A, config B, A, B, ...), so
+that a load from elsewhere on the machine falls on both alike.
 Prints a Markdown table.
 """
 
@@ -37,14 +44,23 @@ from recstack.utils import setup_logging, thread_settings  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
-def sample_format(model_dir: Path) -> list[str]:
-    """The generate.py arguments that produced the model's sample data (datasets/synthetic/make_samples.sh)."""
+def sample_format(model_dir: Path, sub: str = "sample_data") -> list[str]:
+    """The generate.py arguments that produced the model's sample data in ``data/<sub>``
+    (datasets/synthetic/make_samples.sh: ``dataset folder[:sub] ...``)."""
     table = (REPO / "datasets/synthetic/make_samples.sh").read_text().split("<<'SAMPLES'\n", 1)[1]
     for line in table.split("\nSAMPLES", 1)[0].splitlines():
         dataset, folder, _, _, *extra = line.split()
-        if (REPO / "models" / folder).resolve() == model_dir.resolve():
+        folder, _, data_sub = folder.partition(":")
+        if (REPO / "models" / folder).resolve() == model_dir.resolve() and (data_sub or "sample_data") == sub:
             return [dataset, *extra]
-    raise SystemExit(f"{model_dir} is not in datasets/synthetic/make_samples.sh")
+    raise SystemExit(f"{model_dir}/data/{sub} is not in datasets/synthetic/make_samples.sh")
+
+
+def data_subfolder(config_path: Path) -> str:
+    """``tabular_sample_data`` for a config whose ``runner.train_data_dir`` is ``data/tabular_sample_data/train``."""
+    train_dir = Path(load_config(config_path).get("runner.train_data_dir"))  # resolved against the folder
+    data_dir = (config_path.parent / "data").resolve()
+    return train_dir.resolve().parent.name if train_dir.resolve().parent.parent == data_dir else "sample_data"
 
 
 def data(root: Path, fmt: list[str], rows: int, seed: int) -> Path:
@@ -56,6 +72,12 @@ def data(root: Path, fmt: list[str], rows: int, seed: int) -> Path:
     return folder
 
 
+def label(config_path: Path, names: list[str]) -> str:
+    """The table's row name: the folder, plus the config's name when not the default config.yaml alone."""
+    folder = config_path.parent.name
+    return folder if names == ["config.yaml"] else f"{folder} ({config_path.name})"
+
+
 @report_user_errors
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -65,38 +87,48 @@ def main() -> int:
     parser.add_argument("--batch_size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=1, help="trainings per model; the table reports medians")
     parser.add_argument("--data_root", help="keep generated data here between runs (default: a temporary folder)")
+    parser.add_argument("--config_name", nargs="+", default=["config.yaml"],
+                        help="config file(s) of each folder (default config.yaml); several alternate per repeat")
     args = parser.parse_args()
     setup_logging(logging.WARNING)
-    configs = sorted(REPO.glob("models/rank/*/config.yaml"))
+    configs = [c for name in args.config_name for c in sorted(REPO.glob(f"models/rank/*/{name}"))]
     if args.models:
         configs = [c for c in configs if c.parent.name in args.models]
+    configs.sort(key=lambda c: c.parent.name)  # stable: a folder's configs in --config_name order
     print(f"settings: {args.rows} train / {args.test_rows} test generated lines, batch {args.batch_size}, 1 epoch, "
-          f"each model's config.yaml model keys and optimizer; {thread_settings()}")
+          f"each model's {' / '.join(args.config_name)} model keys and optimizer; {thread_settings()}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="recstack-zoo-") as tmp:
         root = Path(args.data_root) if args.data_root else Path(tmp)
-        for config_path in configs:
-            name = config_path.parent.name
-            fmt = sample_format(config_path.parent)
-            train_dir, test_dir = data(root, fmt, args.rows, 1), data(root, fmt, args.test_rows, 2)
-            out = Path(tmp) / "ckpt" / name
-            overrides = [f"runner.train_data_dir={train_dir}", f"runner.test_data_dir={test_dir}",
-                         f"runner.train_batch_size={args.batch_size}", "runner.epochs=1",
-                         "runner.print_interval=1000000", f"runner.model_save_path={out}",
-                         f"runner.infer_load_path={out}", "runner.infer_end_epoch=1", "runner.infer_batch_size=2048",
-                         "runner.save_optimizer=false"]
-            runs = []
+        for folder in dict.fromkeys(c.parent for c in configs):
+            group = [c for c in configs if c.parent == folder]  # the folder's configs, alternating per repeat
+            runs: dict[Path, list[tuple[float, float, float, float]]] = {c: [] for c in group}
+            settings = {}
+            for config_path in group:
+                fmt = sample_format(folder, data_subfolder(config_path))
+                train_dir, test_dir = data(root, fmt, args.rows, 1), data(root, fmt, args.test_rows, 2)
+                out = Path(tmp) / "ckpt" / folder.name / config_path.stem
+                settings[config_path] = [
+                    f"runner.train_data_dir={train_dir}", f"runner.test_data_dir={test_dir}",
+                    f"runner.train_batch_size={args.batch_size}", "runner.epochs=1", "runner.print_interval=1000000",
+                    f"runner.model_save_path={out}", f"runner.infer_load_path={out}", "runner.infer_end_epoch=1",
+                    "runner.infer_batch_size=2048", "runner.save_optimizer=false"]
             for _ in range(args.repeats):
-                config = load_config(config_path, overrides)
-                epoch = train(config).epochs[0]
-                test = infer(load_config(config_path, overrides))[0]
-                runs.append((epoch.metrics["auc"], test["auc"], epoch.ips, epoch.seconds))
-                print(f"{name}: train auc {epoch.metrics['auc']:.4f}, test auc {test['auc']:.4f}, "
-                      f"{epoch.ips:,.0f} samples/s ({epoch.seconds:.1f} s)", flush=True)
-            opt = config.get("hyper_parameters.optimizer")
-            ips = [r[2] for r in runs]
-            rows.append((name, f"{opt['class']} {opt['learning_rate']:g}", median([r[0] for r in runs]),
-                         median([r[1] for r in runs]), median(ips), min(ips), max(ips), median([r[3] for r in runs])))
+                for config_path in group:
+                    name = label(config_path, args.config_name)
+                    overrides = settings[config_path]
+                    epoch = train(load_config(config_path, overrides)).epochs[0]
+                    test = infer(load_config(config_path, overrides))[0]
+                    runs[config_path].append((epoch.metrics["auc"], test["auc"], epoch.ips, epoch.seconds))
+                    print(f"{name}: train auc {epoch.metrics['auc']:.4f}, test auc {test['auc']:.4f}, "
+                          f"{epoch.ips:,.0f} samples/s ({epoch.seconds:.1f} s)", flush=True)
+            for config_path in group:
+                opt = load_config(config_path).get("hyper_parameters.optimizer")
+                done = runs[config_path]
+                ips = [r[2] for r in done]
+                rows.append((label(config_path, args.config_name), f"{opt['class']} {opt['learning_rate']:g}",
+                             median([r[0] for r in done]), median([r[1] for r in done]), median(ips), min(ips),
+                             max(ips), median([r[3] for r in done])))
     print(f"\n| model | optimizer | train AUC | test AUC | training samples/s (median of {args.repeats}) "
           "| min-max | epoch time |")
     print("|---|---|---|---|---|---|---|")
