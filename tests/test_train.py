@@ -118,13 +118,7 @@ def test_every_model_folder_is_complete():
     assert CONFIGS, "no models/*/*/config.yaml found"
     for config in CONFIGS:
         folder = config.parent
-        # a model built only from config (a backbone under model_class RankModel / MultiTaskModel) has no net.py
-        from_config = load_config(config).get("hyper_parameters.model_config.model_class", None) in (
-            "RankModel", "MultiTaskModel")
         for name in ("net.py", "dygraph_model.py", "config.yaml", "config_bigdata.yaml", "README.md"):
-            if name == "net.py" and from_config:
-                assert not (folder / name).exists(), f"{folder} is built from config: its net.py would be unused"
-                continue
             assert (folder / name).is_file(), f"{folder} lacks {name}"
         assert any((folder / "data" / "sample_data").rglob("*.txt")), f"{folder} lacks data/sample_data"
         reader = load_config(config).get("runner.train_reader_path")

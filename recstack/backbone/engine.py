@@ -72,6 +72,14 @@ def merge(parts: Sequence[Any], axis: int, into_list: bool) -> Any:
     return torch.cat(list(parts), dim=axis)
 
 
+def gather(spec: BlockSpec, values: Mapping[str, Any], group: Callable[[str], Any],
+           package: Callable[[str], Any]) -> list[Any]:
+    """A block's inputs in order: earlier blocks' outputs from ``values``, ``group(name)`` for a feature group's
+    default input layer, ``package(name)`` for a package call (the build walk and ``forward`` differ only there)."""
+    return [values[i.name] if i.kind == "block" else group(i.name) if i.kind == "feature_group" else package(i.name)
+            for i in spec.inputs]
+
+
 class Lambda(nn.Module):
     """A compiled backbone expression as a module (no parameters)."""
 
@@ -258,14 +266,7 @@ class Backbone(nn.Module):
                 self.input_layers[prefix + name] = layer
                 values[name] = layer(batch)
                 continue
-            inputs = []
-            for inp in spec.inputs:
-                if inp.kind == "block":
-                    inputs.append(values[inp.name])
-                elif inp.kind == "feature_group":
-                    inputs.append(self._group(inp.name, batch))
-                else:
-                    inputs.append(self._package(inp.name, batch))
+            inputs = gather(spec, values, lambda g: self._group(g, batch), lambda p: self._package(p, batch))
             try:
                 x = block.merged(inputs)
             except ConfigError:
@@ -382,23 +383,22 @@ class Backbone(nn.Module):
     def _run_graph(self, graph: Graph, batch: Mapping[str, torch.Tensor], prefix: str,
                    groups: dict[str, Any]) -> Any:
         values: dict[str, Any] = {}
+
+        def group(g: str) -> Any:  # a feature group's default input layer, once per batch
+            if g not in groups:
+                groups[g] = self.group_layers[g](batch)
+            return groups[g]
+
+        def package(p: str) -> Any:  # a package call: every call shares the package's parameters
+            return self._run_graph(self.packages[p], batch, f"{p}/", groups)
+
         for name in graph.order:
             block = graph.blocks[name]
             spec = block.spec
             if spec.is_input_layer:
                 values[name] = self.input_layers[prefix + name](batch)
                 continue
-            inputs = []
-            for inp in spec.inputs:
-                if inp.kind == "block":
-                    inputs.append(values[inp.name])
-                elif inp.kind == "feature_group":
-                    if inp.name not in groups:
-                        groups[inp.name] = self.group_layers[inp.name](batch)
-                    inputs.append(groups[inp.name])
-                else:  # a package call: its parameters are shared by every call
-                    package = self.packages[inp.name]
-                    inputs.append(self._run_graph(package, batch, f"{inp.name}/", groups))
+            inputs = gather(spec, values, group, package)
             values[name] = block(block.merged(inputs))
         return graph.output(values)
 
