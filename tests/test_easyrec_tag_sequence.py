@@ -272,7 +272,7 @@ def test_sequences_share_the_table_named_by_embedding_name(tmp_path):
     torch.testing.assert_close(hist[2], torch.stack([table[h("c2", 100)], torch.zeros(4), torch.zeros(4)]))
     assert torch.equal(hist[1], torch.zeros(3, 4))  # zeros past each row's length
     torch.testing.assert_close(price[:, :, 0], torch.tensor([[0.005, 0.05, 0.5], [0, 0, 0], [0.007, 0, 0]]))
-    assert layer.id_bounds == {"seq.ids": [100], "seq.hist_cate.ids": [100]}
+    assert layer.id_bounds == {"seq.ids": [100], "seq.hist_cate.ids": 100}  # one bound for every position
     # penalty: the id lookups, and the sequence's steps (zero past the lengths)
     expected = 0.5 * (features[0].pow(2).sum() + hist.pow(2).sum())
     torch.testing.assert_close(layer.batch_penalty(batch), expected)
@@ -299,6 +299,11 @@ def test_input_layer_forms(setup):
     default = InputLayer(embedding, "all", None)
     assert default.input_names == embedding.spec.group_inputs("all") and default.dims == [4, 4, 1, 4]
     torch.testing.assert_close(default(batch), flat)  # the group's order: user_id, tags, price, kws
+    # the 2-D form is computed the fused way (forward's layout: ids, projected, tags, plain) and put back in order
+    assert embedding._plans[embedding.group_names.index("all")]["flat_perm"]
+    torch.testing.assert_close(embedding.group_flat("all", batch), flat, rtol=0, atol=0)
+    eq = torch.cat(embedding.group_features("eq", batch)[0], 1)
+    torch.testing.assert_close(embedding.group_flat("eq", batch), eq)
     listed = build(embedding, "all", only_output_feature_list=True)(batch)
     assert [tuple(t.shape) for t in listed] == [(3, 4), (3, 4), (3, 1), (3, 4)]
     both = build(embedding, "all", output_2d_tensor_and_feature_list=True)(batch)

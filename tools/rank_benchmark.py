@@ -5,6 +5,8 @@
     python tools/rank_benchmark.py --repeats 3          # median of 3 trainings per model
     python tools/rank_benchmark.py --models deepfm --config_name config_tabular.yaml config_backbone.yaml \
         --rows 20000 --repeats 3                         # the native DeepFM vs its backbone config
+    python tools/rank_benchmark.py --models multitask/mmoe --config_name config.yaml config_backbone_census.yaml \
+        --rows 50000 --test_rows 10000 --batch_size 0 --epochs 2 --repeats 3   # a multi-task folder, per-task AUCs
 
 Each model trains 1 epoch with batch 512 on ``--rows`` generated lines (seed 1)
 and is evaluated on ``--test_rows`` lines (seed 2) of the same synthetic world,
@@ -20,6 +22,10 @@ folder x config is a row; with data in the format of the make_samples.sh line th
 that config's ``train_data_dir``, e.g. ``ctr_csv`` for ``config_tabular.yaml``); with
 several configs the repeats alternate between them (config A, config B, A, B, ...), so
 that a load from elsewhere on the machine falls on both alike.
+``--models`` names folders of ``models/rank`` (``deepfm``) or any model folder by its path under
+``models/`` (``multitask/mmoe``); a multi-task model's AUC columns list each task's (``auc_<task>``).
+``--batch_size 0`` keeps each config's own batch size; ``--epochs N`` trains N epochs (samples/s over
+all of them, test AUC of the last checkpoint).
 Prints a Markdown table.
 """
 
@@ -72,9 +78,26 @@ def data(root: Path, fmt: list[str], rows: int, seed: int) -> Path:
     return folder
 
 
+def aucs(metrics: dict[str, float]) -> dict[str, float]:
+    """The AUC metrics of a log (``auc``, or ``auc_<task>`` per task), in their order."""
+    return {k: float(v) for k, v in metrics.items() if k == "auc" or k.startswith("auc_")}
+
+
+def medians(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: median(r[k] for r in runs) for k in runs[0]}
+
+
+def show(values: dict[str, float]) -> str:
+    """``0.7533`` for one AUC, ``auc_ctr 0.66 / auc_cvr 0.65`` for several."""
+    if list(values) == ["auc"]:
+        return f"{values['auc']:.4f}"
+    return " / ".join(f"{k} {v:.4f}" for k, v in values.items())
+
+
 def label(config_path: Path, names: list[str]) -> str:
     """The table's row name: the folder, plus the config's name when not the default config.yaml alone."""
-    folder = config_path.parent.name
+    parts = config_path.parent.relative_to(REPO / "models").parts
+    folder = parts[-1] if parts[0] == "rank" else "/".join(parts)
     return folder if names == ["config.yaml"] else f"{folder} ({config_path.name})"
 
 
@@ -84,18 +107,25 @@ def main() -> int:
     parser.add_argument("--models", nargs="*", help="model folder names (default: every models/rank/*)")
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--test_rows", type=int, default=50_000)
-    parser.add_argument("--batch_size", type=int, default=512)
+    parser.add_argument("--batch_size", type=int, default=512, help="0: each config's own train_batch_size")
+    parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=1, help="trainings per model; the table reports medians")
     parser.add_argument("--data_root", help="keep generated data here between runs (default: a temporary folder)")
     parser.add_argument("--config_name", nargs="+", default=["config.yaml"],
                         help="config file(s) of each folder (default config.yaml); several alternate per repeat")
     args = parser.parse_args()
     setup_logging(logging.WARNING)
-    configs = [c for name in args.config_name for c in sorted(REPO.glob(f"models/rank/*/{name}"))]
-    if args.models:
-        configs = [c for c in configs if c.parent.name in args.models]
+    if args.epochs < 1 or args.batch_size < 0:
+        raise SystemExit("--epochs must be >= 1 and --batch_size >= 0")
+    folders = [REPO / "models" / (m if "/" in m else f"rank/{m}") for m in args.models] if args.models \
+        else sorted(REPO.glob("models/rank/*"))
+    for folder in folders:
+        if not folder.is_dir():
+            raise SystemExit(f"--models: no model folder {folder.relative_to(REPO)}")
+    configs = [folder / name for name in args.config_name for folder in folders if (folder / name).is_file()]
     configs.sort(key=lambda c: c.parent.name)  # stable: a folder's configs in --config_name order
-    print(f"settings: {args.rows} train / {args.test_rows} test generated lines, batch {args.batch_size}, 1 epoch, "
+    batch = f"batch {args.batch_size}" if args.batch_size else "each config's batch size"
+    print(f"settings: {args.rows} train / {args.test_rows} test generated lines, {batch}, {args.epochs} epoch(s), "
           f"each model's {' / '.join(args.config_name)} model keys and optimizer; {thread_settings()}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="recstack-zoo-") as tmp:
@@ -110,30 +140,36 @@ def main() -> int:
                 out = Path(tmp) / "ckpt" / folder.name / config_path.stem
                 settings[config_path] = [
                     f"runner.train_data_dir={train_dir}", f"runner.test_data_dir={test_dir}",
-                    f"runner.train_batch_size={args.batch_size}", "runner.epochs=1", "runner.print_interval=1000000",
-                    f"runner.model_save_path={out}", f"runner.infer_load_path={out}", "runner.infer_end_epoch=1",
+                    f"runner.epochs={args.epochs}", "runner.print_interval=1000000",
+                    f"runner.model_save_path={out}", f"runner.infer_load_path={out}",
+                    f"runner.infer_start_epoch={args.epochs - 1}", f"runner.infer_end_epoch={args.epochs}",
                     "runner.infer_batch_size=2048", "runner.save_optimizer=false"]
+                if args.batch_size:
+                    settings[config_path].append(f"runner.train_batch_size={args.batch_size}")
             for _ in range(args.repeats):
                 for config_path in group:
                     name = label(config_path, args.config_name)
                     overrides = settings[config_path]
-                    epoch = train(load_config(config_path, overrides)).epochs[0]
-                    test = infer(load_config(config_path, overrides))[0]
-                    runs[config_path].append((epoch.metrics["auc"], test["auc"], epoch.ips, epoch.seconds))
-                    print(f"{name}: train auc {epoch.metrics['auc']:.4f}, test auc {test['auc']:.4f}, "
-                          f"{epoch.ips:,.0f} samples/s ({epoch.seconds:.1f} s)", flush=True)
+                    epochs = train(load_config(config_path, overrides)).epochs
+                    test = infer(load_config(config_path, overrides))[args.epochs - 1]
+                    seconds = sum(e.seconds for e in epochs)
+                    ips = sum(e.ips * e.seconds for e in epochs) / seconds  # samples over all epochs / time
+                    runs[config_path].append((aucs(epochs[-1].metrics), aucs(test), ips, seconds))
+                    print(f"{name}: train {show(aucs(epochs[-1].metrics))}, test {show(aucs(test))}, "
+                          f"{ips:,.0f} samples/s ({seconds:.1f} s)", flush=True)
             for config_path in group:
                 opt = load_config(config_path).get("hyper_parameters.optimizer")
                 done = runs[config_path]
                 ips = [r[2] for r in done]
                 rows.append((label(config_path, args.config_name), f"{opt['class']} {opt['learning_rate']:g}",
-                             median([r[0] for r in done]), median([r[1] for r in done]), median(ips), min(ips),
+                             medians([r[0] for r in done]), medians([r[1] for r in done]), median(ips), min(ips),
                              max(ips), median([r[3] for r in done])))
+    time_name = "epoch time" if args.epochs == 1 else f"time ({args.epochs} epochs)"
     print(f"\n| model | optimizer | train AUC | test AUC | training samples/s (median of {args.repeats}) "
-          "| min-max | epoch time |")
+          f"| min-max | {time_name} |")
     print("|---|---|---|---|---|---|---|")
     for name, opt, train_auc, test_auc, ips, low, high, seconds in rows:
-        print(f"| {name} | {opt} | {train_auc:.4f} | {test_auc:.4f} | {ips:,.0f} | {low:,.0f}-{high:,.0f} "
+        print(f"| {name} | {opt} | {show(train_auc)} | {show(test_auc)} | {ips:,.0f} | {low:,.0f}-{high:,.0f} "
               f"| {seconds:.1f} s |")
     return 0
 

@@ -157,7 +157,12 @@ class Repeat(nn.Module):
 
 
 class Block(nn.Module):
-    """One block: input slices / functions, the merge, ``extra_input_fn``, then its layers in sequence."""
+    """One block: input slices / functions, the merge, ``extra_input_fn``, then its layers in sequence.
+
+    The expressions run as plain functions and a :class:`Component` / :class:`Lambda` layer through its
+    ``forward`` (the component's own module is called as a module): the adapters hold no parameters, and a
+    module call each per batch was a measurable part of a small model's step (doc/backbone.md, "Overhead").
+    """
 
     def __init__(self, spec: BlockSpec) -> None:
         super().__init__()
@@ -166,22 +171,25 @@ class Block(nn.Module):
                                        for i in spec.inputs)
         self.extra = Lambda(spec.extra_input_fn, spec.where) if spec.extra_input_fn else nn.Identity()
         self.layers = nn.ModuleList()
+        self._fns = [fn.fn if isinstance(fn, Lambda) else None for fn in self.input_fns]
+        self._extra = self.extra.fn if isinstance(self.extra, Lambda) else None
 
     def merged(self, values: Sequence[Any]) -> Any:
         parts = []
-        for inp, fn, value in zip(self.spec.inputs, self.input_fns, values):
+        for inp, fn, value in zip(self.spec.inputs, self._fns, values):
             if inp.ignore_input:
                 continue
             if inp.input_slice is not None:
                 value = apply_slice(value, inp.input_slice)
-            parts.append(fn(value))
+            parts.append(fn(value) if fn is not None else value)
         if not parts:
             raise ConfigError(f"{self.spec.where}: block {self.spec.name!r} ignores all its inputs")
-        return self.extra(merge(parts, self.spec.input_concat_axis, self.spec.merge_inputs_into_list))
+        x = merge(parts, self.spec.input_concat_axis, self.spec.merge_inputs_into_list)
+        return self._extra(x) if self._extra is not None else x
 
     def forward(self, x: Any) -> Any:
         for layer in self.layers:
-            x = layer(x)
+            x = layer.forward(x) if isinstance(layer, (Component, Lambda)) else layer(x)
         return x
 
 

@@ -1,10 +1,11 @@
 """EasyRec's ``RankModel`` and ``MultiTaskModel``: a model that is only a backbone plus its task towers.
 
 A config selects it with ``model_config.model_class: RankModel`` (one task: the backbone's output ->
-optional ``top_mlp`` -> one logit) or ``MultiTaskModel`` (the task towers of ``model_params.task_towers``,
-DBMTL's ``relation_tower_names`` / ``relation_dnn`` included); a built-in class name with a ``backbone``
-section (``model_class: DBMTL`` + ``backbone``, EasyRec's DBMTL-on-MaskNet) is read the same way, the
-backbone taking the place of the model's bottom. Any model folder can hold such a config: the folders
+optional ``top_mlp`` -> one logit: a Linear layer, none when the output is already one unit wide, as EasyRec)
+or ``MultiTaskModel`` (the task towers of ``model_params.task_towers``, DBMTL's ``relation_tower_names`` /
+``relation_dnn`` included); a built-in class name with a ``backbone`` section (``model_class: DBMTL`` +
+``backbone``, EasyRec's DBMTL-on-MaskNet) is read the same way, the backbone taking the place of the model's
+bottom. Any model folder can hold such a config: the folders
 whose wrappers accept one (``for_config`` → :func:`backbone_wrapper`) say so in their README.
 
 Loss and metrics are the task towers' (:class:`recstack.easyrec.tasks.TaskTowerWrapper`): per tower
@@ -50,12 +51,14 @@ class Head(nn.Module):
         towers: the task towers.
         bottom: a module built for ``shape`` whose output feeds the towers (``None``: the backbone's output).
         where: the config location for errors.
+        logit_layer: ``False`` (``RankModel``): a one-unit wide backbone output is the logit itself (EasyRec adds
+            its output layer only when the width differs from ``num_class``).
     """
 
     def __init__(self, shape: InputShape, towers: Sequence[TaskTowerSpec], bottom: nn.Module | None,
-                 where: str) -> None:
+                 where: str, logit_layer: bool = True) -> None:
         super().__init__()
-        self.bottom = bottom if bottom is not None else nn.Identity()
+        self.bottom = bottom
         if bottom is not None:
             with torch.no_grad():
                 shape = shape_of(bottom.eval()(example_of(shape)))
@@ -67,10 +70,10 @@ class Head(nn.Module):
         if any(not isinstance(s, tuple) or len(s) != 1 for s in shapes):
             found = ["(B, " + ", ".join(map(str, s)) + ")" if isinstance(s, tuple) else "a list" for s in shapes]
             raise ConfigError(f"{where}: the task towers take (B, D) tensors; they get {found}")
-        self.towers = RelationTowers([s[0] for s in shapes], towers)
+        self.towers = RelationTowers([s[0] for s in shapes], towers, logit_layer=logit_layer)
 
     def forward(self, x: Any) -> list[torch.Tensor]:
-        return self.towers(self.bottom(x))
+        return self.towers(self.bottom(x) if self.bottom is not None else x)
 
 
 def example_of(shape: InputShape, rows: int = 2) -> Any:
@@ -113,11 +116,16 @@ class BackboneNet(nn.Module):
     def weights_l2(self) -> torch.Tensor:
         """``sum ||W||^2 / 2`` over the Linear weights and expert kernels of backbone and head."""
         terms = [linear_l2([self.backbone, self.head])]
-        terms += [0.5 * w.pow(2).sum() for m in self.modules() if isinstance(m, MLPExperts) for w in m.kernels()]
+        linear = {id(m.weight) for m in self.modules() if isinstance(m, nn.Linear)}  # counted just above
+        terms += [0.5 * w.pow(2).sum() for m in self.modules() if isinstance(m, MLPExperts) for w in m.kernels()
+                  if id(w) not in linear]
         return torch.stack(terms).sum()
 
-    def regularization_loss(self, *inputs: torch.Tensor) -> torch.Tensor:
-        """``l2_regularization * sum ||W||^2 / 2`` (+ the embedding term for this batch)."""
+    def regularization_loss(self, *inputs: torch.Tensor) -> torch.Tensor | None:
+        """``l2_regularization * sum ||W||^2 / 2`` (+ the embedding term for this batch); ``None`` when both
+        coefficients are 0 (no term to add)."""
+        if not self.l2_regularization and not self.embedding_regularization:
+            return None
         loss = self.l2_regularization * self.weights_l2() if self.l2_regularization else torch.zeros(())
         if self.embedding_regularization:
             batch = dict(zip(self.input_names, inputs))
@@ -167,7 +175,8 @@ class BackboneWrapper(TaskTowerWrapper):
             raise ConfigError(f"{params.where('l2_regularization')}: must be >= 0, got {l2}")
 
         def head(shape: InputShape) -> Head:
-            return Head(shape, towers, bottom(shape) if bottom is not None else None, where)
+            return Head(shape, towers, bottom(shape) if bottom is not None else None, where,
+                        logit_layer=name in MULTI_TASK_CLASSES)
 
         net = BackboneNet(spec, backbone, head, l2, embedding_regularization)
         params.finish()

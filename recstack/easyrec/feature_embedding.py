@@ -78,13 +78,14 @@ class FeatureEmbedding(nn.Module):
             if name not in known:
                 raise ValueError(f"FeatureEmbedding: unknown feature group '{name}' (known: {', '.join(known)})")
         self.input_names: list[str] = [key for g in self.group_names for key in spec.group_inputs(g)]
-        # per column of each id input: ids must lie in [0, bound) (row offsets are added inside)
-        self.id_bounds: dict[str, list[int]] = {f"{g}.ids": [f.num_embeddings for f in spec.id_features(g)]
-                                                for g in self.group_names if spec.id_features(g)}
+        # ids must lie in [0, bound) (row offsets are added inside): one bound per column of a group's ids, one
+        # bound for every position of a tag's or sequence's ids (their width changes from batch to batch)
+        self.id_bounds: dict[str, list[int] | int] = {f"{g}.ids": [f.num_embeddings for f in spec.id_features(g)]
+                                                      for g in self.group_names if spec.id_features(g)}
         for g in self.group_names:
             for f in spec.ragged_features(g):
                 if f.has_ids:
-                    self.id_bounds[spec.ragged_keys(g, f)["ids"]] = [f.num_embeddings]
+                    self.id_bounds[spec.ragged_keys(g, f)["ids"]] = f.num_embeddings
         # one fused table per embedding width over the tables of the selected groups' features
         used: dict[str, Feature] = {}
         for g in self.group_names:
@@ -167,7 +168,46 @@ class FeatureEmbedding(nn.Module):
                 value_i += 1
         plan["has_ids"], plan["has_values"] = bool(ids), bool(values)
         plan["sequences"] = [f.name for f in spec.sequence_features(g)]
+        self._flat_order(index, plan, ids, values, plain)
         return plan
+
+    def _flat_order(self, index: int, plan: dict[str, Any], ids: Sequence[Feature], values: Sequence[Feature],
+                    plain: Sequence[int]) -> None:
+        """Where each feature of the group sits in :meth:`forward`'s layout (lookups by width, projected, tags,
+        plain values), so that :meth:`group_flat` can put the group's order back with one column gather; no gather
+        (``plan["flat_perm"]`` False) when the two orders agree."""
+        if plan["sequences"]:
+            plan["flat_perm"] = False
+            return
+        starts, at = {}, 0
+        for t, width in plan["ids"]:
+            for c, (tc, p) in enumerate(plan["id_pos"]):
+                if tc == t:
+                    starts[("id", c)] = at + p * self.dims[t]
+            at += width
+        for j, (c, _) in enumerate(plan["projected"]):
+            starts[("proj", j)] = at
+            at += values[c].embedding_dim
+        for i, entry in enumerate(plan["ragged"]):
+            starts[("ragged", i)] = at
+            at += self.spec.feature(entry["feature"]).output_dim
+        for c in plain:
+            starts[("plain", c)] = at
+            at += 1
+        columns: list[int] = []
+        for kind, i in plan["order"]:
+            if kind == "id":
+                width = ids[i].embedding_dim
+            elif kind == "proj":
+                width = values[plan["projected"][i][0]].embedding_dim
+            elif kind == "plain":
+                width = 1
+            else:
+                width = self.spec.feature(plan["ragged"][i]["feature"]).output_dim
+            columns += range(starts[(kind, i)], starts[(kind, i)] + width)
+        plan["flat_perm"] = columns != list(range(len(columns)))
+        if plan["flat_perm"]:
+            self.register_buffer(f"_{index}_flat", torch.tensor(columns, dtype=torch.long), persistent=False)
 
     # ------------------------------------------------------------------ pieces
     def _lookup(self, index: int, t: int, ids: torch.Tensor) -> torch.Tensor:
@@ -256,14 +296,15 @@ class FeatureEmbedding(nn.Module):
         index = self.group_names.index(group)
         plan = self._plans[index]
         ids, values = batch.get(f"{group}.ids"), batch.get(f"{group}.values")
-        lookups = {t: self._lookup(index, t, ids) for t, _ in plan["ids"]}
+        # unbind, not one select per feature: its backward is one stack, not a zero-filled table-wide gradient each
+        lookups = {t: self._lookup(index, t, ids).unbind(1) for t, _ in plan["ids"]}
         features: list[torch.Tensor] = []
         sequences: list[torch.Tensor] = []
         lengths = None
         for kind, i in plan["order"]:
             if kind == "id":
                 t, p = plan["id_pos"][i]
-                features.append(lookups[t][:, p])
+                features.append(lookups[t][p])
             elif kind == "proj":
                 c, w = plan["projected"][i]
                 features.append(values[:, c:c + 1] * self.raw_weights[w])
@@ -276,6 +317,17 @@ class FeatureEmbedding(nn.Module):
                 sequences.append(steps)
                 lengths = row_lengths if lengths is None else lengths
         return features, sequences, lengths
+
+    def group_flat(self, group: str, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``(B, D_g)``: the concatenation of :meth:`group_features`' features (group order) computed the fused way
+        (:meth:`forward`'s lookups, one column gather when the orders differ): the backbone input layer's 2-D form.
+
+        Raises:
+            ValueError: the group holds a sequence feature (no 2-D form).
+        """
+        index = self.group_names.index(group)
+        flat = self._group(index, batch)
+        return flat.index_select(1, getattr(self, f"_{index}_flat")) if self._plans[index]["flat_perm"] else flat
 
     def feature_dims(self, group: str) -> tuple[list[int], list[int]]:
         """Widths of :meth:`group_features`' outputs: the non-sequence features', the sequence features' (per step)."""

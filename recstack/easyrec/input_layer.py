@@ -165,9 +165,8 @@ class InputLayer(nn.Module):
     def embedding(self) -> FeatureEmbedding:
         return self._embedding[0]
 
-    def _features(self, batch: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
-        embedding = self.embedding.wide_embedding if self.wide_output_dim else self.embedding
-        return embedding.group_features(self.group, batch)[0]
+    def _source(self) -> FeatureEmbedding:
+        return self.embedding.wide_embedding if self.wide_output_dim else self.embedding
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> Any:
         if self.form == "output_seq_and_normal_feature":
@@ -176,36 +175,42 @@ class InputLayer(nn.Module):
             if features:
                 out.append(_cat(features, 1))
             return out
-        features = self._features(batch)
-        flat = None
-        parts: list[torch.Tensor] = []
+        # every form from the group's tensor computed the fused way (FeatureEmbedding.group_flat: one lookup per
+        # width, group order); the feature list is a split of it and the 3-D form a view, whose backward passes
+        # are a concatenation, not one table-wide gradient per feature
+        raw = self._source().group_flat(self.group, batch)
         if self.batch_norm is not None:
-            flat = self.batch_norm(_cat(features, 1))
-            parts = list(torch.split(flat, self.dims, dim=1)) if self.wants_list else []
-        else:
-            if self.wants_2d:
-                flat = _cat(features, 1)
-                if self.layer_norm is not None:
-                    flat = self.layer_norm(flat)
-            if self.wants_list:
-                parts = [norm(f) for norm, f in zip(self.feature_norms, features)] \
-                    if self.feature_norms is not None else list(features)
-        if self.dropout is not None:
-            flat = self.dropout(flat) if flat is not None else None
-            parts = [self.dropout(p) for p in parts]
+            raw = self.batch_norm(raw)
+        flat = listed = None
+        if self.wants_2d:
+            flat = self.layer_norm(raw) if self.layer_norm is not None else raw
+        if self.wants_list:
+            listed = raw if self.feature_norms is None else \
+                torch.cat([norm(f) for norm, f in zip(self.feature_norms, raw.split(self.dims, dim=1))], dim=1)
+        scale = None
         if self.training and self.feature_dropout_rate > 0.0:
             keep = 1.0 - self.feature_dropout_rate
-            scale = torch.bernoulli(torch.full((len(self.dims),), keep, device=self._widths.device)) / keep
-            if flat is not None:
-                flat = flat * scale.repeat_interleave(self._widths)
-            parts = [p * scale[i] for i, p in enumerate(parts)]
+            draw = torch.bernoulli(torch.full((len(self.dims),), keep, device=self._widths.device)) / keep
+            scale = draw.repeat_interleave(self._widths)  # one draw per feature, over its columns
+        shared = flat is listed  # one tensor feeds both outputs: one dropout mask for both
+
+        def noisy(x: torch.Tensor | None) -> torch.Tensor | None:
+            if x is None:
+                return None
+            if self.dropout is not None:
+                x = self.dropout(x)
+            return x * scale if scale is not None else x
+
+        flat = noisy(flat)
+        listed = flat if shared else noisy(listed)
+        if self.form == "2d":
+            return flat
+        if self.form == "only_output_3d_tensor":
+            return listed.unflatten(1, (len(self.dims), self.dims[0]))
+        parts = list(listed.split(self.dims, dim=1))
         if self.form == "only_output_feature_list":
             return parts
-        if self.form == "only_output_3d_tensor":
-            return torch.stack(parts, dim=1)
-        if self.form == "output_2d_tensor_and_feature_list":
-            return [flat, parts]
-        return flat
+        return [flat, parts]
 
 
 def _cat(tensors: Sequence[torch.Tensor], dim: int) -> torch.Tensor:

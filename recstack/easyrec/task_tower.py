@@ -54,13 +54,17 @@ class RelationTowers(nn.Module):
     Args:
         input_dim: width of each tower's input, or one width per tower.
         towers: the tower specs, in order.
+        logit_layer: ``False``: a tower whose relation output is already one unit wide takes it as its logit,
+            without ``W_t, b_t`` (EasyRec's ``RankModel``, which adds its output layer only when the backbone's
+            width differs from ``num_class``).
 
     Shapes:
         ``x``: ``(B, input_dim)`` shared by all towers, or a list of one ``(B, input_dim[i])``
         per tower -> list of one ``(B, 1)`` prediction per tower.
     """
 
-    def __init__(self, input_dim: int | Sequence[int], towers: Sequence[TaskTowerSpec]) -> None:
+    def __init__(self, input_dim: int | Sequence[int], towers: Sequence[TaskTowerSpec], logit_layer: bool = True
+                 ) -> None:
         super().__init__()
         self.names = [t.tower_name for t in towers]
         self.classification = [t.loss.probability for t in towers]  # the registered loss_type's output
@@ -81,19 +85,26 @@ class RelationTowers(nn.Module):
             width = self.dnns[i].output_dim + sum(widths[j] for j in index)
             relation_dnns.append(easyrec_dnn(width, tower.relation_dnn))
             widths.append(relation_dnns[-1].output_dim)
-            outputs.append(init_linear(nn.Linear(widths[-1], 1), "xavier_uniform", 0.0))
+            outputs.append(init_linear(nn.Linear(widths[-1], 1), "xavier_uniform", 0.0)
+                           if logit_layer or widths[-1] != 1 else nn.Identity())
         self.relation_dnns = nn.ModuleList(relation_dnns)
         self.outputs = nn.ModuleList(outputs)
         self.relation_widths = widths
+        # towers without a dnn / relation_dnn skip the empty module's call
+        self._has_dnn = [len(d) > 0 for d in self.dnns]
+        self._has_relation_dnn = [len(d) > 0 for d in self.relation_dnns]
+        self._has_logit_layer = [not isinstance(o, nn.Identity) for o in self.outputs]
 
     def forward(self, x: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
         inputs = [x] * len(self.names) if isinstance(x, torch.Tensor) else list(x)
         relations: list[torch.Tensor] = []
         predictions: list[torch.Tensor] = []
         for i, dnn in enumerate(self.dnns):
-            parts = [dnn(inputs[i])] + [relations[j] for j in self.related[i]]
-            relation = self.relation_dnns[i](torch.cat(parts, dim=1) if len(parts) > 1 else parts[0])
+            parts = [dnn(inputs[i]) if self._has_dnn[i] else inputs[i]] + [relations[j] for j in self.related[i]]
+            relation = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+            if self._has_relation_dnn[i]:
+                relation = self.relation_dnns[i](relation)
             relations.append(relation)
-            logit = self.outputs[i](relation)
+            logit = self.outputs[i](relation) if self._has_logit_layer[i] else relation
             predictions.append(torch.sigmoid(logit) if self.classification[i] else logit)
         return predictions

@@ -344,8 +344,13 @@ def task_losses(preds: Sequence[torch.Tensor], labels: Sequence[torch.Tensor],
     out = {}
     for pred, label, tower in zip(preds, labels, towers):
         label = label.to(pred.dtype).reshape(pred.shape)
-        out[tower.loss_name] = tower.weight * tower.loss.fn(pred, label, tower)
+        loss = tower.loss.fn(pred, label, tower)
+        out[tower.loss_name] = loss if tower.weight == 1.0 else tower.weight * loss
     return out
+
+
+def _total(losses: Sequence[torch.Tensor]) -> torch.Tensor:
+    return losses[0] if len(losses) == 1 else torch.stack(list(losses)).sum()
 
 
 def task_metrics(towers: Sequence[TaskTowerSpec]) -> tuple[list[Metric], list[str], list[int]]:
@@ -398,7 +403,7 @@ class TaskTowerWrapper(DygraphModel):
         """Sum of the towers' weighted losses (no towers: :meth:`DygraphModel.create_loss`)."""
         if not self.towers:
             return super().create_loss(pred, label)
-        return torch.stack(list(task_losses(as_tasks(pred), label, self.towers).values())).sum()
+        return _total(list(task_losses(as_tasks(pred), label, self.towers).values()))
 
     def create_metrics(self) -> tuple[list[Metric], list[str]]:
         """The towers' metrics, ``auc_<tower>`` / ``mse_<tower>`` (no towers: one AUC per task)."""
@@ -432,7 +437,7 @@ class TaskTowerWrapper(DygraphModel):
         pred, extras = self.forward_outputs(dy_model, inputs)
         losses = task_losses(as_tasks(pred), labels, self.towers)
         losses.update(self.extra_losses(extras, batch_data))
-        loss = torch.stack(list(losses.values())).sum()
+        loss = _total(list(losses.values()))
         regularization = self.regularization_loss(dy_model, inputs)
         if regularization is not None:
             loss = loss + regularization

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from recstack.backbone.model import ReadsBackboneConfigs
 from recstack.config import Config, ListOf, PositiveInt
 from recstack.rank_inputs import configure_feeds, field_inputs
 from recstack.wrapper import SLOT_FORMAT_SCHEMA
@@ -10,7 +11,7 @@ from recstack.wrapper import DygraphModel as BaseModel
 from .net import DNN
 
 
-class DygraphModel(BaseModel):
+class DygraphModel(ReadsBackboneConfigs, BaseModel):
     hyper_parameter_schema = {**SLOT_FORMAT_SCHEMA, "fc_sizes": ListOf(PositiveInt)}
     feed_names = ("sparse", "dense")
     label_names = ("label",)
