@@ -22,6 +22,7 @@ from recstack.backbone.library import MLPParams
 from recstack.backbone.spec import parse_backbone
 from recstack.config import ConfigError
 from recstack.easyrec.schema import Node
+from recstack.layers.multitask import MLPExperts
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -645,15 +646,25 @@ def test_bst_target_token_positions_and_output():
 
 
 # ---------------------------------------------------------------------- multi-task
-def test_mmoe_gates_mix_experts():
+@pytest.mark.parametrize("expert_mlp, fused", [
+    ({"hidden_units": [4, 3]}, True),                                 # EasyRec's defaults: one bank (MLPExperts)
+    ({"hidden_units": [4], "use_bn": False, "use_bias": True, "use_final_bn": False, "use_final_bias": True}, True),
+    ({"hidden_units": [4], "final_activation": "linear"}, False),       # last layer unlike the others: one MLP each
+    ({"hidden_units": [4], "use_bn": False}, False),                    # no bias and no BatchNorm: one MLP each
+])
+def test_mmoe_gates_mix_experts(expert_mlp, fused):
     x = randn(4, 5)
-    mmoe = perturb(build("MMoE", {"num_task": 2, "num_expert": 3, "expert_mlp": {"hidden_units": [4]}}, x))
+    mmoe = perturb(build("MMoE", {"num_task": 2, "num_expert": 3, "expert_mlp": expert_mlp}, x))
+    assert isinstance(mmoe.bank, MLPExperts) == fused and (mmoe.experts is None) == fused
     outs = mmoe(x)
-    experts = torch.stack([e(x) for e in mmoe.experts], 1)          # (B, E, H)
+    experts = mmoe.bank(x) if fused else torch.stack([e(x) for e in mmoe.experts], 1)   # (B, E, H)
     logits = (x @ mmoe.gates.linear.weight.T + mmoe.gates.linear.bias).view(4, 2, 3)
     for t in range(2):
         w = torch.softmax(logits[:, t], -1)
         assert torch.allclose(outs[t], (w.unsqueeze(-1) * experts).sum(1), atol=1e-6)
+    if fused and not expert_mlp.get("use_bn", True):  # expert e: relu(x W_e + b_e), rows 4e..4e+3 of the fused Linear
+        first = mmoe.bank.first
+        assert torch.allclose(experts[:, 1], torch.relu(x @ first.weight[4:8].T + first.bias[4:8]), atol=1e-6)
     given = [randn(4, 3, seed=i) for i in range(3)] + [x]
     external = perturb(build("MMoE", {"num_task": 2, "num_expert": 3}, given))
     assert [o.shape for o in external(given)] == [(4, 3), (4, 3)]

@@ -52,6 +52,7 @@ ctr_csv rank/dnn:tabular_sample_data 20000 4000
 ctr_csv rank/dlrm:tabular_sample_data 20000 4000
 taobao multitask/mmoe:taobao_sample_data 20000 4000
 taobao multitask/dbmtl:taobao_sample_data 20000 4000
+census multitask/dbmtl:census_sample_data 2000 500
 SAMPLES
 
 # Short-video data (datasets/video, PaddleRec's multi-task tutorial): each census sample above with its

@@ -46,7 +46,7 @@ from recstack.layers.gate import HighwayNetwork, WeightedGate
 from recstack.layers.init import init_linear
 from recstack.layers.interaction import CIN, BilinearInteraction, Cross, DotInteraction, FactorizationMachine
 from recstack.layers.mlp import MLP
-from recstack.layers.multitask import AITMTower, MMoE
+from recstack.layers.multitask import AITMTower, MLPExperts, MMoE
 from recstack.layers.numeric import AutoDisEmbedding, PeriodicEmbedding
 from recstack.layers.sequence import BST, DINEncoder, MultiHeadAttention, TransformerBlock, TransformerEncoder
 from recstack.registry import ACTIVATIONS
@@ -208,6 +208,19 @@ class MLPParams:
                    batch_norm=self.use_bn, init=self.initializer, bias=self.use_bias,
                    bn_after_activation=self.use_bn_after_activation, final_activation=self.final_activation,
                    final_batch_norm=self.use_final_bn, final_bias=self.use_final_bias)
+
+    def bank(self, input_dim: int, num_experts: int) -> MLPExperts | None:
+        """``num_experts`` of these MLPs computed together (:class:`recstack.layers.multitask.MLPExperts`: one
+        GEMM per layer instead of one per expert and layer), or ``None`` when the bank cannot express them: the
+        last layer unlike the others (activation, BatchNorm, bias), BatchNorm after the activation, or Linears
+        without bias and no BatchNorm after them (a bias before BatchNorm changes nothing: its gradient is 0)."""
+        uniform = (self.final_activation == self.activation and self.use_final_bn == self.use_bn
+                   and self.use_final_bias == self.use_bias)
+        if not uniform or self.use_bn_after_activation or not (self.use_bias or self.use_bn):
+            return None
+        return MLPExperts(input_dim, num_experts, list(self.hidden_units), activation=self.activation,
+                          dropout=list(self.dropout_ratio), batch_norm=self.use_bn, init=self.initializer,
+                          bias_init=0.0)
 
     def layers(self, input_dim: int) -> list[MLP]:
         """The same MLP as one module per layer (PPNet gates between them)."""
@@ -373,11 +386,20 @@ def dot_interaction(p: Params, shape: InputShape) -> nn.Module:
                                       skip_gather=p.get("skip_gather", False, type=bool)))
 
 
+def one_or_pair(shape: InputShape, who: str, what: str, p: Params) -> tuple[Shape, Shape]:
+    """The two ``(D,)`` shapes of a component that reads ``x`` (both are ``x``) or a pair ``[a, b]`` (``what``
+    names the pair for the error)."""
+    a, b = list_of(shape, 2, who, what, p) if isinstance(shape, list) else (shape, shape)
+    if len(a) != 1 or len(b) != 1:
+        raise ConfigError(f"{where(p)}: {who} takes (B, D) tensors, got {describe(shape)}")
+    return a, b
+
+
 @component("Cross")
 def cross(p: Params, shape: InputShape) -> nn.Module:
     """DCN-V2's cross layer on ``x`` or ``[x0, x]`` (the ``recurrent`` block's stack)."""
-    dims = list_of(shape, 2, "Cross", "[x0, x] of two (B, D) tensors", p) if isinstance(shape, list) else [shape]
-    if any(len(s) != 1 for s in dims) or len(set(dims)) > 1:
+    x0, x = one_or_pair(shape, "Cross", "[x0, x] of two (B, D) tensors", p)
+    if x0 != x:
         raise ConfigError(f"{where(p)}: Cross takes (B, D) tensors of one width, got {describe(shape)}")
     p.hints.update({k: "per-layer regularizers are not supported: use model_params.l2_regularization"
                     for k in ("kernel_regularizer", "bias_regularizer")})
@@ -385,7 +407,7 @@ def cross(p: Params, shape: InputShape) -> nn.Module:
     diag = p.get("diag_scale", 0.0, type=float)
     if diag < 0:
         raise ConfigError(f"{p.where('diag_scale')}: must be >= 0, got {diag}")
-    return Cross(dims[0][0], projection_dim=positive(p, "projection_dim", None), diag_scale=diag,
+    return Cross(x[0], projection_dim=positive(p, "projection_dim", None), diag_scale=diag,
                  use_bias=p.get("use_bias", True, type=bool),
                  init=initializer(p, "kernel_initializer", "truncated_normal"))
 
@@ -475,12 +497,7 @@ def _mask_block(p: Params, input_dim: int, mask_input_dim: int) -> MaskBlock:
 @component("MaskBlock", params="mask_block")
 def mask_block(p: Params, shape: InputShape) -> nn.Module:
     """A MaskBlock on ``x`` (its own mask input) or on ``[x, mask_input]``."""
-    if isinstance(shape, list):
-        x, u = list_of(shape, 2, "MaskBlock", "[x, mask_input] of two (B, D) tensors", p)
-    else:
-        x = u = shape
-    if len(x) != 1 or len(u) != 1:
-        raise ConfigError(f"{where(p)}: MaskBlock takes (B, D) tensors, got {describe(shape)}")
+    x, u = one_or_pair(shape, "MaskBlock", "[x, mask_input] of two (B, D) tensors", p)
     return _mask_block(p, x[0], u[0])
 
 
@@ -681,7 +698,8 @@ def mmoe(p: Params, shape: InputShape) -> nn.Module:
     if "expert_mlp" in p:
         (d,) = _flat(shape, "MMoE", p)
         spec = MLPParams.node(p, "expert_mlp")
-        return MMoE(d, tasks, experts, [spec.build(d) for _ in range(experts)])
+        bank = spec.bank(d, experts)
+        return MMoE(d, tasks, experts, bank if bank is not None else [spec.build(d) for _ in range(experts)])
     items = list_of(shape, experts + 1, "MMoE",
                     f"of {experts} expert outputs (B, H) and the gates' input (B, D) (or set expert_mlp)", p)
     if any(len(s) != 1 for s in items) or len(set(items[:experts])) > 1:

@@ -282,7 +282,8 @@ class MMoE(nn.Module):
     """Multi-gate mixture of experts as one layer (Ma et al., KDD 2018; EasyRec's ``MMoE`` component): task ``t``
     gets ``sum_e softmax(W_t x + b_t)_e · expert_e(x)``.
 
-    The experts are any modules of one output width (EasyRec's ``expert_mlp``: an MLP each). Without them the
+    The experts are any modules of one output width (EasyRec's ``expert_mlp``: an MLP each), or one bank module
+    that computes all of them at once (``(B, D) -> (B, E, H)``, :class:`MLPExperts`). Without them the
     input is a list of the ``E`` expert outputs followed by the gates' input (experts computed elsewhere in
     the backbone). Gates: :class:`TaskGates` (Glorot-uniform, biases 0: Keras' Dense).
 
@@ -290,7 +291,7 @@ class MMoE(nn.Module):
         input_dim: width of the gates' input.
         num_task: ``T``.
         num_expert: ``E``.
-        experts: ``E`` expert modules, or ``None`` (see above).
+        experts: ``E`` expert modules, one bank module, or ``None`` (see above).
 
     Shapes:
         ``(B, input_dim)``, or ``[expert_1 (B, H), ..., expert_E (B, H), gate_input (B, input_dim)]`` → a list of
@@ -298,18 +299,21 @@ class MMoE(nn.Module):
     """
 
     def __init__(self, input_dim: int, num_task: int, num_expert: int,
-                 experts: Sequence[nn.Module] | None = None) -> None:
+                 experts: Sequence[nn.Module] | nn.Module | None = None) -> None:
         super().__init__()
         if num_task < 1 or num_expert < 1:
             raise ValueError(f"MMoE needs num_task >= 1 and num_expert >= 1, got {num_task} and {num_expert}")
-        if experts is not None and len(experts) != num_expert:
+        self.bank = experts if isinstance(experts, nn.Module) else None
+        if self.bank is None and experts is not None and len(experts) != num_expert:
             raise ValueError(f"MMoE: {len(experts)} experts for num_expert={num_expert}")
         self.num_expert = num_expert
-        self.experts = None if experts is None else nn.ModuleList(experts)
+        self.experts = None if experts is None or self.bank is not None else nn.ModuleList(experts)
         self.gates = TaskGates(input_dim, num_task, num_expert, init="xavier_uniform", bias_init=0.0)
 
     def forward(self, x: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        if self.experts is not None:
+        if self.bank is not None:
+            experts, gate_input = self.bank(x), x                                        # (B, E, H)
+        elif self.experts is not None:
             experts = torch.stack([expert(x) for expert in self.experts], dim=1)        # (B, E, H)
             gate_input = x
         else:
