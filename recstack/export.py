@@ -270,9 +270,9 @@ def embedding_tables(module: nn.Module, inputs: Sequence[torch.Tensor],
     One eager forward pass records every ``embedding`` / ``embedding_bag`` call whose indices are the
     input or a view of it (same storage); an input looked up in several tables gets the smallest.
     Inputs transformed before the lookup (offsets added) are listed when a submodule declares them in
-    an ``id_bounds`` dict (input name -> one bound per column, as
-    :class:`recstack.easyrec.feature_embedding.FeatureEmbedding` does). Servers check ids against these
-    bounds (:mod:`recstack.serving`).
+    an ``id_bounds`` dict (input name -> one bound per column, or one bound for every column of a
+    variable-width input, as :class:`recstack.easyrec.feature_embedding.FeatureEmbedding` does). Servers
+    check ids against these bounds (:mod:`recstack.serving`).
     """
     import torch.nn.functional as F
     from torch.overrides import TorchFunctionMode
@@ -298,10 +298,10 @@ def embedding_tables(module: nn.Module, inputs: Sequence[torch.Tensor],
 
     with torch.no_grad(), Lookups():
         module(*probes)
-    declared: dict[str, list[int]] = {}
+    declared: dict[str, list[int] | int] = {}
     for sub in module.modules():
         for name, bounds in (getattr(sub, "id_bounds", None) or {}).items():
-            declared.setdefault(name, [int(b) for b in bounds])
+            declared.setdefault(name, int(bounds) if isinstance(bounds, int) else [int(b) for b in bounds])
     return {n: found.get(n, declared.get(n)) for n in names if n in found or n in declared}
 
 

@@ -179,3 +179,36 @@ def test_every_feature_config_rank_model_builds(name):
                             "ctr": np.array([0.1, 0.2]), "click": np.array([0, 1])}, TabularSpec.from_config(config))
     inputs, _ = wrapper.create_feeds({k: torch.from_numpy(v) for k, v in block.items()}, config)
     assert net(*inputs).shape == (2, 1)
+
+
+def test_encoded_tag_features_equal_the_file_readers(tmp_path):
+    """Tag lists (the taobao sample's ``tag_category_list`` / ``tag_brand_list``) given to the Python API as the
+    file's cells or as lists per row give the keys the file reader parses from the same lines."""
+    import pyarrow.csv as pacsv
+
+    from recstack.api.data import encode_tabular
+    from recstack.easyrec.features import TabularSpec
+    from recstack.easyrec.tabular import TabularReader
+
+    path = ROOT / "models/multitask/mmoe/config_backbone.yaml"
+    config = load_config(path)
+    spec = TabularSpec.from_config(config)
+    lines = (path.parent / "data/taobao_sample_data/test/part-0.txt").read_bytes().splitlines(keepends=True)[:300]
+    sample = tmp_path / "part-0.txt"
+    sample.write_bytes(b"".join(lines))
+    parsed = next(TabularReader([str(sample)], config).iter_blocks())
+    names = [f["input_name"] for f in config.get("hyper_parameters.data_config.input_fields")]
+    table = pacsv.read_csv(sample, read_options=pacsv.ReadOptions(column_names=names),
+                           convert_options=pacsv.ConvertOptions(column_types={n: "string" for n in names}))
+    columns = {n: table[n].to_numpy(zero_copy_only=False) for n in names}
+    as_lists = dict(columns, tag_brand_list=[None if c is None else c.split("|") for c in columns["tag_brand_list"]])
+    for data in (columns, as_lists):
+        encoded = encode_tabular(data, spec)
+        assert sorted(parsed) == sorted(encoded) and "all.tag_brand_list.ids" in encoded
+        for key in parsed:
+            got, want = encoded[key], parsed[key]
+            if hasattr(want, "to_padded"):
+                got, want = got.to_padded(), want.to_padded()
+            np.testing.assert_array_equal(got, want, err_msg=key)
+    with pytest.raises(ValueError, match="column 'tag_brand_list'.*got int64"):
+        encode_tabular(dict(columns, tag_brand_list=np.arange(300)), spec)

@@ -4,7 +4,8 @@
 ``dict`` of arrays) into the block the model's file reader would parse from the same rows, vectorised
 (pyarrow / numpy, no per-row Python): for a feature-config model the labels and ``<group>.ids`` /
 ``<group>.values`` of :class:`recstack.easyrec.tabular.TabularReader` (same hashing, defaults, float32
-rounding, scaling and bucketing), for DIN the columns of :class:`recstack.data.din.DINReader` (histories as
+rounding, scaling and bucketing), and the keys of its tag and sequence features (a column of the file's cells,
+``"a|b"``, or of lists), for DIN the columns of :class:`recstack.data.din.DINReader` (histories as
 :class:`~recstack.data.base.RaggedArray`). :class:`MemoryReader` (core reader name ``memory``) hands that
 block to the ordinary :class:`~recstack.data.loader.BatchLoader`, so batching, shuffling and padding are
 the file path's. :func:`write_text` writes rows back in the file format (for export, whose JSON must name a
@@ -27,7 +28,7 @@ import pyarrow.csv as pacsv
 from recstack.config import Config
 from recstack.data.base import Block, BlockReader, RaggedArray
 from recstack.easyrec.features import INT_RANGES, TabularSpec
-from recstack.easyrec.tabular import feature_column
+from recstack.easyrec.tabular import feature_column, ragged_feature_arrays
 from recstack.registry import READERS
 
 #: marker file → block, for the blocks of this process (see :func:`register`)
@@ -41,13 +42,20 @@ def _column(data: Any, name: str) -> np.ndarray:
     except (KeyError, IndexError):
         have = list(data.columns) if hasattr(data, "columns") else list(data)
         raise KeyError(f"the data has no column '{name}' (columns: {have})") from None
-    array = column.to_numpy() if hasattr(column, "to_numpy") else np.asarray(column)
+    if hasattr(column, "to_numpy"):
+        array = column.to_numpy()
+    else:
+        try:
+            array = np.asarray(column)
+        except ValueError:  # rows of different lengths (a tag list per row): one object per row
+            array = np.empty(len(column), dtype=object)
+            array[:] = list(column)
     # pandas' copy-on-write hands out read-only views; batches become tensors, which want writable memory
     return array if array.flags.writeable else array.copy()
 
 
 def num_rows(data: Any) -> int:
-    return len(data) if hasattr(data, "columns") else len(next(iter(np.asarray(v) for v in data.values())))
+    return len(data) if hasattr(data, "columns") else len(next(iter(data.values())))
 
 
 def _arrow(values: np.ndarray, arrow_type: pa.DataType, default: Any, name: str) -> np.ndarray | pa.Array:
@@ -102,7 +110,39 @@ def encode_tabular(data: Any, spec: TabularSpec, with_labels: bool = True) -> Bl
         if values:
             block[f"{group.name}.values"] = (np.stack(values, axis=1).astype(np.float32) if n
                                              else np.zeros((0, len(values)), np.float32))
+        lengths: dict[str, np.ndarray] = {}
+        for f in spec.ragged_features(group.name):
+            arrays = ragged_feature_arrays(f, _cells(_column(data, f.input_name), f.separator, f.input_name),
+                                           f"column '{f.input_name}' (feature '{f.name}')",
+                                           lambda row, message: ValueError(f"{message} (row {row})"))
+            for role, key in spec.ragged_keys(group.name, f).items():
+                block[key] = arrays[role]
+            if f.is_sequence:
+                lengths[f.name] = arrays["lengths"][:, 0]
+        for name, other in list(lengths.items())[1:]:  # a group's sequences are read side by side
+            first, row_lengths = next(iter(lengths.items()))
+            if (row_lengths != other).any():
+                row = int(np.argmax(row_lengths != other))
+                raise ValueError(f"sequence features '{first}' and '{name}' of group '{group.name}' hold "
+                                 f"{row_lengths[row]} and {other[row]} values (row {row}); they need the same number")
     return block
+
+
+def _cells(values: Any, separator: str, name: str) -> pa.Array:
+    """A tag or sequence column as the file's cells: strings as they are (``"a|b"``, ``"k:0.5|m:2"``), a list
+    of values per row joined with the feature's separator; missing rows empty."""
+    array = pa.array(values, from_pandas=True)
+    if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+        try:
+            array = pc.binary_join(array.cast(pa.list_(pa.string())), separator)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+            raise ValueError(f"column '{name}': a list per row must hold strings or numbers: {err}") from None
+    elif not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+        if not pa.types.is_null(array.type):
+            raise ValueError(f"column '{name}': expected the values of each row as one '{separator}'-separated "
+                             f"string or a list, got {array.type}")
+        array = array.cast(pa.string())
+    return pc.fill_null(array.cast(pa.string()), "")
 
 
 def _ragged(values: np.ndarray, name: str) -> RaggedArray:
