@@ -29,6 +29,10 @@ Used for the models' bundled sample data, for tests and for benchmarks::
 * ``taobao``: EasyRec's taobao display-ad CSV (``clk,buy,pid,adgroup_id,...,tag_category_list,tag_brand_list,
   price``, 20 named fields, ``|``-separated tag lists; see ``TaobaoWorld``): ``buy`` only after a click, both
   labels reading user x ad features and the tag lists; ``--emit-proba`` writes ``pCTR,pCVR``.
+* ``movielens``: GroupLens's MovieLens-1M files for the retrieval stage, ``ratings.dat``, ``users.dat`` and
+  ``movies.dat`` (``::``-separated, latin-1) in the folder ``--output``, about ``--rows`` ratings (see
+  ``MovieLensWorld``): planted user interests (preferred genres that follow gender and age), item popularity
+  and successor items (a sequential signal). No ``--emit-proba`` (there is no label to give a probability of).
 
 The *world* (vocabularies, true weights, biases) depends only on ``--world-seed``,
 so files made with different ``--seed`` share one ground truth (train / test).
@@ -51,7 +55,7 @@ from typing import Protocol
 import numpy as np
 
 from recstack.data.hashing import CRITEO_HASH_DIM, criteo_hash
-from recstack.fileio import atomic_open
+from recstack.fileio import atomic_open, atomic_path
 
 CHUNK_ROWS = 100_000  # fixed: the random stream (and so the output) depends on it
 CALIBRATION_ROWS = 50_000
@@ -1174,6 +1178,259 @@ def generate_e2e_mm(visits: int, seed: int, output: Path, image_dir: Path, world
     return path
 
 
+# ----------------------------------------------------------------------------- movielens (GroupLens's ML-1M files)
+#: ML-1M's 18 genres, in GroupLens's (alphabetical) order, and about how many of its 3,883 movies list each
+MOVIELENS_GENRES = ("Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
+                    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War",
+                    "Western")
+MOVIELENS_GENRE_COUNTS = (503, 283, 105, 251, 1200, 211, 127, 1603, 68, 44, 343, 114, 106, 471, 276, 492, 143, 68)
+#: users.dat's age codes and about how many of ML-1M's 6,040 users have each; gender and occupation (0..20) counts
+MOVIELENS_AGES = (1, 18, 25, 35, 45, 50, 56)
+MOVIELENS_AGE_COUNTS = (222, 1103, 2096, 1193, 550, 496, 380)
+MOVIELENS_GENDER_COUNTS = (4331, 1709)  # M, F
+MOVIELENS_OCCUPATION_COUNTS = (711, 528, 267, 173, 759, 112, 236, 679, 17, 92, 195, 129, 388, 142, 302, 144, 241,
+                               502, 70, 72, 281)
+MOVIELENS_MAX_USERS, MOVIELENS_MAX_ITEMS = 6040, 3706  # ML-1M's users and rated movies
+MOVIELENS_RATINGS_PER_USER = 50  # --rows / 50 users and items, up to ML-1M's numbers (at least 200 items)
+MOVIELENS_MIN_ITEMS = 200
+MOVIELENS_MAX_SHARE = 0.6  # a user rates at most this share of the items (ML-1M's most active user: 62%)
+MOVIELENS_SUCCESSORS = 3  # successor items of each item
+MOVIELENS_MODES = (0.25, 0.6)  # chances that the next item is a successor of the last one / of a preferred genre
+MOVIELENS_POPULARITY = 0.9  # Zipf exponent of the items' popularity
+MOVIELENS_TRIES = 8  # draws by popularity, then uniform ones in a preferred genre, before a draw among all unrated
+MOVIELENS_START = 956_703_932  # 2000-04-25, ML-1M's first time stamp
+#: rating laws (1..5) of items in / out of the user's preferred genres (ML-1M's overall law is between)
+MOVIELENS_RATING_LAWS = ((0.03, 0.07, 0.22, 0.38, 0.30), (0.10, 0.16, 0.30, 0.30, 0.14))
+
+
+def movielens_sizes(rows: int) -> tuple[int, int]:
+    """``(users, items)`` of a world of about ``rows`` ratings: ``rows / 50`` each, capped at ML-1M's 6,040 users
+    and 3,706 movies, at least 1 user and 200 items."""
+    n = round(rows / MOVIELENS_RATINGS_PER_USER)
+    return min(max(n, 1), MOVIELENS_MAX_USERS), min(max(n, MOVIELENS_MIN_ITEMS), MOVIELENS_MAX_ITEMS)
+
+
+def normalised(counts: tuple[int, ...]) -> np.ndarray:
+    """Probabilities proportional to ``counts``."""
+    p = np.asarray(counts, dtype=np.float64)
+    return p / p.sum()
+
+
+class MovieLensWorld:
+    """Ground truth of the synthetic MovieLens-1M-like files (retrieval: user features, histories, next item).
+
+    Items ``1..items`` have 1-3 of ML-1M's 18 genres (the first drawn from ML-1M's genre shares, a second with
+    probability 0.45, a third with 0.15; every genre has an item), a title ``Movie <id> (<year>)`` (5% end with
+    ``, The``, like ML-1M's ``Usual Suspects, The (1995)``; 2% carry a latin-1 ``é``), a Zipf-like popularity
+    (exponent 0.9 over a random order) and 3 *successors*: other items of its first genre, drawn uniformly.
+    Users ``1..users`` have ML-1M's laws of gender, age code and occupation, a zip code (a 3-digit prefix from a
+    Zipf-like law over 300 prefixes, 3% with a ``-dddd`` extension) and **1-3 preferred genres** (40% / 35% / 25%),
+    drawn from a softmax over genres of ``0.5 log(share) + gender effect + age effect`` (normal tables, std 0.8),
+    so the user features predict the tastes.
+
+    A user's ratings (see :meth:`ratings`) form a sequence without repeats: each next item is, with probability
+    0.25, a successor of the previous item (what a sequence model can learn and a bag of history cannot), with
+    0.6 an item of a preferred genre (a genre uniformly, then an item by popularity), otherwise an item by
+    popularity; a draw the user already rated is drawn again (see :meth:`_next`). Ratings (1..5) are higher on
+    items of a preferred genre; time stamps strictly increase (a gap of seconds within a session, 90%, or of
+    days). The world (items, users, tastes, successors) depends on ``world_seed`` and the sizes only; the
+    ratings on the generator passed to :meth:`ratings`.
+    """
+
+    def __init__(self, world_seed: int, users: int, items: int) -> None:
+        if users < 1 or items < len(MOVIELENS_GENRES):
+            raise ValueError(f"movielens needs >= 1 user and >= {len(MOVIELENS_GENRES)} items, got {users}, {items}")
+        rng = world_rng(world_seed, "movielens")
+        genres = len(MOVIELENS_GENRES)
+        self.users, self.items = users, items
+        share = normalised(MOVIELENS_GENRE_COUNTS)
+        genre_cdf = np.cumsum(share)
+        # items: genres (membership (items, 18)), year, title decorations, popularity, successors
+        first = rng.permutation(np.concatenate([np.arange(genres), draw(rng, genre_cdf, items - genres)]))
+        member = np.zeros((items, genres), dtype=bool)
+        member[np.arange(items), first] = True
+        for chance in (0.45, 0.15):
+            extra = draw(rng, genre_cdf, items)
+            add = rng.random(items) < chance
+            member[np.flatnonzero(add), extra[add]] = True
+        self.member, self.first_genre = member, first
+        self.year = np.clip(np.round(2000.5 - rng.exponential(9.0, items)), 1919, 2000).astype(np.int64)
+        self.decoration = draw(rng, np.array([0.93, 0.98, 1.0]), items)  # 0 none, 1 ", The", 2 latin-1
+        rank = rng.permutation(items)  # popularity rank of each item
+        self.popularity = (rank + 1.0) ** -MOVIELENS_POPULARITY
+        self.by_rank = np.argsort(rank)
+        self.popularity_cdf = zipf_cdf(items, MOVIELENS_POPULARITY)
+        # items of each genre with their popularity: segment g of genre_cdf holds cumulative shares in [g, g + 1]
+        owner, item = np.nonzero(member.T)
+        self.genre_items = item
+        weight = self.popularity[item]
+        total = np.bincount(owner, weights=weight, minlength=genres)
+        cum = np.cumsum(weight) - np.repeat(np.cumsum(total) - total, np.bincount(owner, minlength=genres))
+        self.genre_cdf = owner + cum / total[owner]
+        self.genre_end = np.cumsum(np.bincount(owner, minlength=genres)) - 1
+        self.genre_start = self.genre_end + 1 - np.bincount(owner, minlength=genres)
+        # successors: distinct items of the item's first genre, uniformly (any items when the genre is too small)
+        key = rng.random((items, items)) + (first[None, :] == first[:, None])  # same genre first
+        key[np.arange(items), np.arange(items)] = -1.0  # not the item itself
+        top = np.argpartition(-key, MOVIELENS_SUCCESSORS, axis=1)[:, :MOVIELENS_SUCCESSORS]
+        self.successors = np.take_along_axis(top, np.argsort(-np.take_along_axis(key, top, axis=1), axis=1), axis=1)
+        # users: features, preferred genres
+        self.gender = draw(rng, np.cumsum(normalised(MOVIELENS_GENDER_COUNTS)), users)
+        self.age = draw(rng, np.cumsum(normalised(MOVIELENS_AGE_COUNTS)), users)
+        self.occupation = draw(rng, np.cumsum(normalised(MOVIELENS_OCCUPATION_COUNTS)), users)
+        prefixes = rng.choice(1000, 300, replace=False)
+        self.zip_code = [f"{z:05d}" for z in prefixes[draw(rng, zipf_cdf(300, 0.8), users)] * 100
+                         + rng.integers(0, 100, users)]
+        for u in np.flatnonzero(rng.random(users) < 0.03).tolist():
+            self.zip_code[u] += f"-{rng.integers(0, 10000):04d}"
+        gender_effect = rng.normal(0.0, 0.8, (2, genres))
+        age_effect = rng.normal(0.0, 0.8, (len(MOVIELENS_AGES), genres))
+        logits = 0.5 * np.log(share) + gender_effect[self.gender] + age_effect[self.age]
+        ranked = np.argsort(-(logits + rng.gumbel(size=(users, genres))), axis=1, kind="stable")  # Gumbel top-k
+        self.preferred_count = draw(rng, np.array([0.40, 0.75, 1.0]), users) + 1
+        self.preferred = ranked[:, :3]
+        self.preferred_mask = np.zeros((users, genres), dtype=bool)
+        for k in range(3):
+            chosen = self.preferred_count > k
+            self.preferred_mask[np.flatnonzero(chosen), self.preferred[chosen, k]] = True
+        self.liked = (self.preferred_mask.astype(np.float32) @ self.member.T.astype(np.float32)) > 0  # (users, items)
+
+    def genre_item(self, rng: np.random.Generator, genre: np.ndarray) -> np.ndarray:
+        """An item of each genre in ``genre``, drawn by popularity within the genre."""
+        at = np.searchsorted(self.genre_cdf, genre + rng.random(len(genre)), side="right")
+        return self.genre_items[np.minimum(at, self.genre_end[genre])]
+
+    def counts(self, rng: np.random.Generator, rows: int) -> np.ndarray:
+        """Ratings per user, ``(users,)``: a floor (20, less for small worlds) plus a multinomial share of the rest
+        by log-normal activity (sigma 0.9), capped at 60% of the items (the excess goes to the other users)."""
+        users = self.users
+        floor = min(20, max(2, rows // users // 3), rows // users)
+        cap = max(floor, int(MOVIELENS_MAX_SHARE * self.items))
+        activity = np.exp(rng.normal(0.0, 0.9, users))
+        counts = np.full(users, floor, dtype=np.int64)
+        for _ in range(20):
+            left, open_ = rows - int(counts.sum()), counts < cap
+            if left <= 0 or not open_.any():
+                break
+            weight = np.where(open_, activity, 0.0)
+            counts = np.minimum(counts + rng.multinomial(left, weight / weight.sum()), cap)
+        return counts
+
+    def _next(self, rng: np.random.Generator, users: np.ndarray, previous: np.ndarray, seen: np.ndarray,
+              ) -> np.ndarray:
+        """The next item of each user in ``users`` (``previous``: their last items, -1 for none), not in ``seen``.
+
+        A way (successor / preferred genre / popularity) is drawn once; a draw the user has rated is drawn again
+        the same way (the successors in turn, then a preferred genre), up to ``MOVIELENS_TRIES`` times, then
+        uniformly within a preferred genre (as many times), then uniformly among the unrated items of the user's
+        preferred genres (of all genres if none is left).
+        """
+        successor_chance, preferred_chance = MOVIELENS_MODES
+        r = rng.random(len(users))
+        way = np.where((r < successor_chance) & (previous >= 0), 0, np.where(r < successor_chance + preferred_chance,
+                                                                               1, 2))
+        offset = rng.integers(0, MOVIELENS_SUCCESSORS, len(users))  # the successor tried first
+        out = np.empty(len(users), dtype=np.int64)
+        todo = np.arange(len(users))
+        for attempt in range(MOVIELENS_TRIES):
+            u, n = users[todo], len(todo)
+            if attempt == MOVIELENS_SUCCESSORS:  # every successor rated: a preferred genre
+                way[todo[way[todo] == 0]] = 1
+            successor, preferred, popular = way[todo] == 0, way[todo] == 1, way[todo] == 2
+            candidate = np.empty(n, dtype=np.int64)
+            candidate[successor] = self.successors[previous[todo][successor],
+                                                   (offset[todo][successor] + attempt) % MOVIELENS_SUCCESSORS]
+            pick = np.floor(rng.random(int(preferred.sum())) * self.preferred_count[u[preferred]]).astype(np.int64)
+            candidate[preferred] = self.genre_item(rng, self.preferred[u[preferred], pick])
+            candidate[popular] = self.by_rank[draw(rng, self.popularity_cdf, int(popular.sum()))]
+            fresh = ~seen[u, candidate]
+            out[todo[fresh]] = candidate[fresh]
+            todo = todo[~fresh]
+            if not len(todo):
+                return out
+        for _ in range(MOVIELENS_TRIES):  # uniformly within a preferred genre
+            u = users[todo]
+            pick = np.floor(rng.random(len(todo)) * self.preferred_count[u]).astype(np.int64)
+            genre = self.preferred[u, pick]
+            size = self.genre_end[genre] + 1 - self.genre_start[genre]
+            candidate = self.genre_items[self.genre_start[genre] + np.floor(rng.random(len(todo)) * size)
+                                         .astype(np.int64)]
+            fresh = ~seen[u, candidate]
+            out[todo[fresh]] = candidate[fresh]
+            todo = todo[~fresh]
+            if not len(todo):
+                return out
+        u = users[todo]
+        left = self.liked[u] & ~seen[u]  # (n, items): unrated items of a preferred genre, else all unrated ones
+        none = ~left.any(axis=1)
+        left[none] = ~seen[u[none]]
+        rank = np.floor(rng.random(len(todo)) * left.sum(axis=1)).astype(np.int64)  # uniformly among them
+        out[todo] = np.argmax(np.cumsum(left, axis=1, dtype=np.int32) > rank[:, None], axis=1)
+        return out
+
+    def ratings(self, rng: np.random.Generator, rows: int) -> dict[str, np.ndarray]:
+        """About ``rows`` ratings (fewer only when every user reaches the cap): flat ``user``, ``item`` (0-based),
+        ``rating``, ``timestamp`` arrays in (user, time) order."""
+        counts = self.counts(rng, rows)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        item = np.empty(int(counts.sum()), dtype=np.int64)
+        seen = np.zeros((self.users, self.items), dtype=bool)
+        previous = np.full(self.users, -1, dtype=np.int64)
+        for step in range(int(counts.max(initial=0))):
+            users = np.flatnonzero(counts > step)
+            chosen = self._next(rng, users, previous[users], seen)
+            item[starts[users] + step] = chosen
+            seen[users, chosen] = True
+            previous[users] = chosen
+        user = np.repeat(np.arange(self.users), counts)
+        liked = self.liked[user, item]
+        rating = np.where(liked, draw(rng, np.cumsum(MOVIELENS_RATING_LAWS[0]), len(item)),
+                          draw(rng, np.cumsum(MOVIELENS_RATING_LAWS[1]), len(item))) + 1
+        session = rng.random(len(item)) < 0.9
+        gap = np.where(session, 1 + rng.geometric(1 / 40, len(item)), 1 + rng.exponential(3 * 86_400, len(item)))
+        gap = gap.astype(np.int64)
+        first = starts[counts > 0]  # each user's first rating: a start time in ML-1M's first 200 days
+        gap[first] = MOVIELENS_START + rng.integers(0, 200 * 86_400, len(first))
+        total = np.cumsum(gap)
+        timestamp = total - np.repeat(total[first] - gap[first], counts[counts > 0])
+        return {"user": user, "item": item, "rating": rating, "timestamp": timestamp}
+
+    def files(self, ratings: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, str]:
+        """The text of ``ratings.dat`` (grouped by user, each user's lines in random order, like ML-1M's file),
+        ``users.dat`` and ``movies.dat``."""
+        order = np.lexsort((rng.random(len(ratings["user"])), ratings["user"]))
+        columns = [(ratings["user"][order] + 1).tolist(), (ratings["item"][order] + 1).tolist(),
+                   ratings["rating"][order].tolist(), ratings["timestamp"][order].tolist()]
+        ages, genders = np.array(MOVIELENS_AGES), np.array(["M", "F"])
+        users = [list(map(str, range(1, self.users + 1))), genders[self.gender].tolist(),
+                 ages[self.age].astype(str).tolist(), self.occupation.astype(str).tolist(), self.zip_code]
+        decorations = ("", ", The", ": Café")
+        titles = [f"Movie {i + 1}{decorations[d]} ({y})" for i, (d, y) in enumerate(zip(self.decoration.tolist(),
+                                                                                        self.year.tolist()))]
+        names = np.array(MOVIELENS_GENRES)
+        genres = ["|".join(names[row]) for row in self.member]
+        movies = [list(map(str, range(1, self.items + 1))), titles, genres]
+        return {"ratings.dat": join_rows([list(map(str, c)) for c in columns], "::"),
+                "users.dat": join_rows(users, "::"), "movies.dat": join_rows(movies, "::")}
+
+
+def generate_movielens(rows: int, seed: int, output: Path, world_seed: int = 0) -> Path:
+    """Write ``ratings.dat``, ``users.dat`` and ``movies.dat`` (GroupLens's ML-1M layout: ``::``-separated,
+    latin-1) of about ``rows`` ratings into the folder ``output`` (see :class:`MovieLensWorld`; the sizes come
+    from :func:`movielens_sizes`); return ``output``."""
+    if output.suffix in (".txt", ".dat"):
+        raise ValueError(f"movielens writes ratings.dat, users.dat and movies.dat: --output must be a folder, got "
+                         f"{output}")
+    world = MovieLensWorld(world_seed, *movielens_sizes(rows))
+    rng = np.random.default_rng(seed)
+    texts = world.files(world.ratings(rng, rows), rng)
+    output.mkdir(parents=True, exist_ok=True)
+    for name, text in texts.items():
+        with atomic_path(output / name) as tmp, open(tmp, "w", encoding="latin-1", newline="\n") as out:
+            out.write(text)
+    return output
+
+
 # ----------------------------------------------------------------------------- driver
 #: Output layouts: every data set's own format ("slot"), and Criteo's raw TSV layout for ``criteo``.
 LAYOUTS = ("slot", "tsv")
@@ -1197,10 +1454,11 @@ def generate(
     """Write ``rows`` rows of ``dataset`` (see the module docstring); return the data file.
 
     Args:
-        dataset: a name of :data:`WORLDS`, or ``"e2e_mm"`` (``rows`` item visits; see :func:`generate_e2e_mm`).
+        dataset: a name of :data:`WORLDS`, ``"e2e_mm"`` (``rows`` item visits; see :func:`generate_e2e_mm`) or
+            ``"movielens"`` (about ``rows`` ratings in three files; see :func:`generate_movielens`).
         rows: number of rows.
         seed: seed of the rows (different files of one world use different seeds).
-        output: a ``.txt`` file, or a folder that receives ``part-0.txt``.
+        output: a ``.txt`` file, or a folder that receives ``part-0.txt`` (``movielens``: the folder of its files).
         world_seed: seed of the ground truth.
         proba: optional file for the true probabilities (one line per row).
         hash_dim: id space of the criteo formats (ids in ``[0, hash_dim)``).
@@ -1211,6 +1469,10 @@ def generate(
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     if layout != "slot" and dataset != "criteo":
         raise ValueError(f"layout {layout!r} is for the criteo data set only, got {dataset!r}")
+    if dataset == "movielens":  # three GroupLens files in a folder, no probabilities
+        if proba is not None:
+            raise ValueError("movielens has no --emit-proba (its files hold no label)")
+        return generate_movielens(rows, seed, output, world_seed)
     if dataset == "e2e_mm":  # grouped lines + images (defaults of generate_e2e_mm; images/ beside the output's folder)
         return generate_e2e_mm(rows, seed, output, output_file(output).parent.parent / "images", world_seed)
     if layout == "tsv":
@@ -1235,14 +1497,16 @@ def generate(
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("dataset", choices=sorted([*WORLDS, "e2e_mm"]))
-    parser.add_argument("--rows", type=int, required=True, help="number of rows (e2e_mm: item visits = groups)")
+    parser.add_argument("dataset", choices=sorted([*WORLDS, "e2e_mm", "movielens"]))
+    parser.add_argument("--rows", type=int, required=True,
+                        help="number of rows (e2e_mm: item visits = groups; movielens: about this many ratings)")
     parser.add_argument("--seed", type=int, required=True, help="seed of the rows")
     parser.add_argument(
-        "--output", type=Path, required=True, help="a .txt file, or a folder (-> part-0.txt)"
+        "--output", type=Path, required=True,
+        help="a .txt file, or a folder (-> part-0.txt); movielens: a folder (-> ratings.dat, users.dat, movies.dat)"
     )
     parser.add_argument("--world-seed", type=int, default=0, help="ground-truth seed (default 0)")
-    parser.add_argument("--emit-proba", type=Path, help="also write the true probabilities here")
+    parser.add_argument("--emit-proba", type=Path, help="also write the true probabilities here (not for movielens)")
     parser.add_argument("--hash-dim", type=int, default=CRITEO_HASH_DIM,
                         help=f"criteo formats: ids in [0, hash-dim) (default {CRITEO_HASH_DIM})")
     parser.add_argument("--layout", choices=LAYOUTS, default="slot",
@@ -1264,7 +1528,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seed and --world-seed must be >= 0")
     if args.layout != "slot" and args.dataset != "criteo":
         parser.error(f"--layout {args.layout} is for the criteo data set only")
+    if args.dataset == "movielens" and args.emit_proba:
+        parser.error("movielens has no --emit-proba (its files hold no label)")
     start = time.perf_counter()
+    if args.dataset == "movielens":
+        try:
+            generate_movielens(args.rows, args.seed, args.output, args.world_seed)
+        except ValueError as e:
+            parser.error(str(e))
+        users, items = movielens_sizes(args.rows)
+        print(f"wrote about {args.rows} movielens ratings of {users} users and {items} movies to {args.output} in "
+              f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
+        return 0
     if args.dataset == "e2e_mm":
         path = output_file(args.output)
         image_dir = args.image_dir or path.parent.parent / "images"
