@@ -88,6 +88,13 @@ RUNNER_KEYS: dict[str, Key] = {
     "print_interval": Key(_INT, 10, "log a batch line every N batches"),
     "seed": Key(_INT, 12345, "random seed (torch, numpy, python, shuffling); 0 to 2**32 - 1"),
     "use_auc": Key(_BOOL, True, "reset metrics at the start of every epoch (False: metrics accumulate over epochs)"),
+    "topk": Key((list,), [10, 50, 100], "retrieval models: the K of hit_rate@K, recall@K and ndcg@K"),
+    "mask_seen": Key(_BOOL, True, "retrieval models: leave each user's already-seen items (model_config.seen) out "
+                     "of the ranked corpus"),
+    "use_index": Key(_BOOL, False, "retrieval models: tools/infer.py ranks through a FAISS index over each "
+                     "checkpoint's item vectors (runner.index_kind) instead of exact search"),
+    "index_kind": Key(_STR, "hnsw", "retrieval models with use_index: flat, ivf or hnsw (recstack/retrieval/index.py "
+                      "defaults)"),
     "model_save_path": Key(_STR, "output_model", "checkpoints are written to "
                            "<model_save_path>/<epoch>/ (relative to the working directory)"),
     "model_init_path": Key(_OPT_STR, None, "warm start: checkpoint folder "

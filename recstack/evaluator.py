@@ -30,6 +30,7 @@ def evaluate(wrapper: DygraphModel, model: nn.Module, batches: Iterable[Batch], 
     """
     device = device or torch.device("cpu")
     model.eval()
+    wrapper.begin_evaluation(model, config)
     metrics, names = wrapper.create_metrics()
     interval = config.get("runner.print_interval")
     stats = IntervalStats()

@@ -392,6 +392,10 @@ def export_model(config: Config, out_dir: str | Path | None = None, prefix: str 
     name, checkpoint, wrapper, model, reader, batches, example = (
         loaded.name, loaded.checkpoint, loaded.wrapper, loaded.model, loaded.reader, loaded.batches, loaded.example)
     out_dir = Path(out_dir if out_dir is not None else config.get("runner.model_save_path"))
+    custom = wrapper.export_model(loaded, out_dir, prefix, export_head(config, name, checkpoint), tolerance)
+    if custom is not None:  # the model exports itself otherwise (retrieval: two towers and the corpus's vectors)
+        logger.info("exported %s in %.1f s", name, time.perf_counter() - start)
+        return custom
     module = ExportModule(model).eval()
 
     inputs_spec, inputs = describe_inputs(wrapper, config, example, getattr(reader, "columns", None))

@@ -217,8 +217,8 @@ class ExportedModel:
     @classmethod
     def locate(cls, model_dir: str | os.PathLike | None = None, model_file: str | os.PathLike | None = None,
                prefix: str = PREFIX) -> ExportedModel:
-        """Find an export from ``--model_dir`` (holding ``<prefix>.json``) or ``--model_file``
-        (the ``.onnx`` or ``.pt`` file; the JSON beside it with the same stem).
+        """Find an export from ``--model_dir`` (holding ``<prefix>.json``; a retrieval export's ``model.json``:
+        its user tower) or ``--model_file`` (the ``.onnx`` or ``.pt`` file; the JSON beside it with the same stem).
 
         Raises:
             FileNotFoundError: neither given, or no export there.
@@ -233,6 +233,12 @@ class ExportedModel:
             if not folder.is_dir():
                 raise FileNotFoundError(f"--model_dir '{folder}' does not exist")
             spec_file = folder / f"{prefix}.json"
+            retrieval = folder / "model.json"
+            if not spec_file.is_file() and retrieval.is_file():
+                # a retrieval export (recstack/retrieval/export.py): its user tower is what runs per request
+                files = json.loads(retrieval.read_text(encoding="utf-8")).get("retrieval", {}).get("files", {})
+                if "user_tower" in files:
+                    spec_file = folder / files["user_tower"]
             if not spec_file.is_file():
                 found = sorted(p.name for p in folder.glob("*.json"))
                 raise FileNotFoundError(f"--model_dir '{folder}' holds no {spec_file.name} (tools/to_static.py writes "

@@ -1,4 +1,5 @@
-"""Streaming metrics: AUC, log loss, MSE, accuracy, group AUC (GAUC).
+"""Streaming metrics: AUC, log loss, MSE, accuracy, group AUC (GAUC); the retrieval stage's hit rate, recall,
+NDCG and MRR at K.
 
 Every metric keeps its state in a few tensors (``state()``) so that states from
 several batches, epochs or processes add up: the AUC keeps histograms of
@@ -353,3 +354,90 @@ def warn_undefined(names: Sequence[str], metrics: Sequence[Metric], context: str
             warnings.append(f"{context}{name} is undefined: {reason}")
             logger.warning("%s", warnings[-1])
     return warnings
+
+
+# --------------------------------------------------------------------------------------------- retrieval
+class _RankMetric(_Mean):
+    """Mean over users of a top-K quality from the **positions** of each user's target items in the ranking of
+    the whole corpus (:func:`recstack.retrieval.ranking.target_positions`: 0-based, items ahead of a target
+    counted among all unmasked items, ties broken by the smaller corpus row; ``-1`` pads a row with fewer
+    targets). ``update(positions (B, T) int64, labels)`` (labels unused: every target is relevant); a row
+    without any target is skipped. The state (sum, users) adds up across batches and processes.
+
+    Args:
+        k: the cut-off ``K`` (``None`` for :class:`MRR`, which reads the whole list).
+    """
+
+    def __init__(self, k: int | None = None) -> None:
+        if k is not None and k < 1:
+            raise ValueError(f"{type(self).__name__}: k must be >= 1, got {k}")
+        self.k = k
+        super().__init__()
+
+    def value(self, positions: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def update(self, preds: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        positions = preds.detach().reshape(preds.shape[0], -1).long()
+        valid = positions >= 0
+        users = valid.any(dim=1)
+        if users.any():
+            self._add(self.value(positions[users], valid[users]).double())
+
+
+class HitRate(_RankMetric):
+    """``hit_rate@K``: the share of users with at least one target in their top K."""
+
+    log_name = "hit_rate"
+
+    def value(self, positions: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        return (valid & (positions < self.k)).any(dim=1).double()
+
+
+class Recall(_RankMetric):
+    """``recall@K``: per user, the share of its targets in its top K (equal to the hit rate with one target)."""
+
+    log_name = "recall"
+
+    def value(self, positions: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        return (valid & (positions < self.k)).sum(dim=1).double() / valid.sum(dim=1).double()
+
+
+class NDCG(_RankMetric):
+    """``ndcg@K``: per user ``sum_{targets in the top K} 1 / log2(position + 2)`` over the ideal value
+    ``sum_{i < min(targets, K)} 1 / log2(i + 2)`` (binary relevance)."""
+
+    log_name = "ndcg"
+
+    def value(self, positions: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        hit = valid & (positions < self.k)
+        gains = torch.where(hit, 1.0 / torch.log2(positions.double().clamp_min(0) + 2.0),
+                            torch.zeros((), dtype=torch.float64))
+        ideal_count = valid.sum(dim=1).clamp(max=self.k)
+        discounts = 1.0 / torch.log2(torch.arange(self.k, dtype=torch.float64) + 2.0)
+        ideal = torch.cumsum(discounts, 0)[ideal_count - 1]
+        return gains.sum(dim=1) / ideal
+
+
+class MRR(_RankMetric):
+    """``mrr``: per user ``1 / (position of its first target + 1)`` over the whole ranking (no cut-off)."""
+
+    log_name = "mrr"
+
+    def value(self, positions: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        first = torch.where(valid, positions, torch.full_like(positions, torch.iinfo(torch.int64).max)).min(dim=1)
+        return 1.0 / (first.values.double() + 1.0)
+
+
+def retrieval_metrics(topk: Sequence[int]) -> tuple[list[Metric], list[str]]:
+    """The retrieval stage's metrics: ``hit_rate@K``, ``recall@K``, ``ndcg@K`` for each K, then ``mrr``."""
+    metrics: list[Metric] = []
+    names: list[str] = []
+    for k in topk:
+        for cls in (HitRate, Recall, NDCG):
+            metrics.append(cls(k))
+            names.append(f"{cls.log_name}@{k}")
+    metrics.append(MRR())
+    names.append("mrr")
+    return metrics, names

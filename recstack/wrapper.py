@@ -234,6 +234,13 @@ class DygraphModel:
         """
         raise NotImplementedError(f"{type(self).__module__}: the model exports no parts (export_parts is empty)")
 
+    def export_model(self, loaded: Any, out_dir: Any, prefix: str, head: dict[str, Any],
+                     tolerance: float) -> Any:
+        """Write the export of ``tools/to_static.py`` when the model is not exported whole (the retrieval models:
+        two towers and the corpus's vectors, :mod:`recstack.retrieval.export`); return its
+        :class:`recstack.export.ExportResult`, or ``None`` (the default) for the whole-model export."""
+        return None
+
     def export_feeds(self, net: nn.Module, batch: Batch, part: str) -> tuple[list[str], list[torch.Tensor]]:
         """Names and tensors of the inputs of the export ``part`` (one of :attr:`export_parts`) for a batch of
         the model's reader: what :func:`recstack.inference.load_batches` feeds an export whose JSON has
@@ -351,6 +358,11 @@ class DygraphModel:
             loss = loss + regularization
         self._update_metrics(metrics_list, pred, labels, batch_data)
         return loss, metrics_list, None
+
+    def begin_evaluation(self, model: nn.Module, config: Config) -> None:
+        """Called by the evaluator before it creates the metrics and reads the first batch of an evaluation (a
+        checkpoint's), with the model in eval mode: work shared by all batches (the retrieval models embed their
+        item corpus here). Default: nothing."""
 
     def infer_forward(self, dy_model: nn.Module, metrics_list: list[Metric], batch_data: Batch,
                       config: Config) -> tuple[list[Metric], dict[str, Any] | None]:

@@ -19,7 +19,9 @@ from recstack.trainer import train
 from recstack.wrapper import build_model, load_wrapper
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(REPO.glob("models/*/*/config.yaml"))
+#: the retrieval models (models/recall) are ranked against an item corpus, with their own metrics, export and
+#: floors: tests/test_recall_models.py trains, evaluates, exports and indexes them
+CONFIGS = sorted(p for p in REPO.glob("models/*/*/config.yaml") if p.parts[-3] != "recall")
 #: Further sample-data configs of a folder, trained and checked like config.yaml: the multi-task models'
 #: config_video.yaml (datasets/video: the census format, tasks like and completion), ids "<model>_video", and
 #: MMoE's config_easyrec.yaml (EasyRec's keys, short-video play data), id "mmoe_easyrec". The rank models'

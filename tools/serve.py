@@ -25,6 +25,7 @@ for _i, _arg in enumerate(sys.argv):
 
 import argparse  # noqa: E402
 import signal  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 from recstack.backends import UnavailableError  # noqa: E402
 from recstack.cli import report_user_errors  # noqa: E402
@@ -70,6 +71,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "data_config.image_root, else the export's runner.test_data_dir)")
     parser.add_argument("--timeout_graceful_shutdown", type=int, default=30,
                         help="seconds to finish in-flight requests after SIGTERM")
+    parser.add_argument("--index", default=None, choices=["flat", "ivf", "hnsw"],
+                        help="retrieval exports: answer /recall through <model_dir>/index/<kind>.faiss "
+                             "(tools/build_index.py) instead of exact search")
+    parser.add_argument("--max_k", type=int, default=1000, help="retrieval exports: the largest k of /recall")
     parser.add_argument("--log_level", default="info")
     return parser.parse_args(argv)
 
@@ -110,7 +115,16 @@ def main(argv=None) -> int:
                                  cpu_threads=args.cpu_threads)
     model = ServedModel(ExportedModel.locate(args.model_dir), settings, trust_code=args.trust_export_code,
                         image_root=args.image_root)
-    app = create_app(lambda: model, options)
+    load_recall = None
+    if (Path(args.model_dir) / "model.json").is_file():  # a retrieval export: /recall over its item vectors
+        from recstack.serving.recall import RecallIndex
+
+        recall = RecallIndex(args.model_dir, args.index, args.max_k)
+        load_recall = lambda: recall  # noqa: E731
+        logger.info("/recall: %s", recall.describe())
+    elif args.index:
+        raise UnavailableError(f"--index applies to a retrieval export; {args.model_dir} has no model.json")
+    app = create_app(lambda: model, options, load_recall)
     config = uvicorn_config(app, options, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
                             timeout_graceful_shutdown=args.timeout_graceful_shutdown, log_config=None)
     server = uvicorn.Server(config)

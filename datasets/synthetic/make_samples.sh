@@ -55,6 +55,17 @@ taobao multitask/dbmtl:taobao_sample_data 20000 4000
 census multitask/dbmtl:census_sample_data 2000 500
 SAMPLES
 
+# Retrieval models (models/recall/*): the generator's `movielens` world in GroupLens' ML-1M files (30,000 ratings of
+# 600 users and 600 movies), through datasets/movielens/preprocess.py as the real data goes (histories of at most
+# 20: small files); every retrieval folder holds the same sample.
+raw="$(mktemp -d)"
+trap 'rm -rf "$raw"' EXIT
+"$PYTHON" "$GEN" movielens --rows 30000 --seed 1 --output "$raw" >/dev/null
+for folder in dssm youtube_dnn sasrec mind ncf popularity; do
+    "$PYTHON" datasets/movielens/preprocess.py --ratings "$raw/ratings.dat" --users "$raw/users.dat" \
+        --movies "$raw/movies.dat" --output "models/recall/${folder}/data/sample_data" --max_history 20 >/dev/null
+done
+
 # Short-video data (datasets/video, PaddleRec's multi-task tutorial): each census sample above with its
 # labels named completion,like (lines unchanged) in data/video_sample_data/, read by config_video.yaml.
 for folder in multitask/mmoe multitask/share_bottom multitask/ple; do

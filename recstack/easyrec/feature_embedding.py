@@ -104,6 +104,8 @@ class FeatureEmbedding(nn.Module):
                          _weight=truncated_normal_(torch.empty(rows[d], d),
                                                    init_std if init_std is not None else 0.1 / math.sqrt(d)))
             for d in self.dims)
+        # table key -> (index in self.tables, row offset): lookup() of a feature's ids outside its groups
+        self._table_rows = {key: (self.dims.index(f.embedding_dim), offsets[key]) for key, f in used.items()}
         self.raw_weights = nn.ParameterList()
         self.output_dims: dict[str, int] = {}
         self._plans: list[dict[str, Any]] = []
@@ -317,6 +319,20 @@ class FeatureEmbedding(nn.Module):
                 sequences.append(steps)
                 lengths = row_lengths if lengths is None else lengths
         return features, sequences, lengths
+
+    def lookup(self, feature: str, ids: torch.Tensor) -> torch.Tensor:
+        """``(*ids.shape, D)``: rows of ``feature``'s table (its ``embedding_name``'s) for ids in
+        ``[0, num_embeddings)`` read elsewhere (the retrieval stage's history and target item ids embedded with
+        the item tower's item-id table).
+
+        Raises:
+            KeyError: the feature has no table here (not an id feature of the embedded groups).
+        """
+        f = self.spec.feature(feature)
+        if not f.has_ids or f.table not in self._table_rows:
+            raise KeyError(f"feature '{feature}' has no id table in this embedding (groups {self.group_names})")
+        t, offset = self._table_rows[f.table]
+        return self.tables[t](ids + offset)
 
     def group_flat(self, group: str, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """``(B, D_g)``: the concatenation of :meth:`group_features`' features (group order) computed the fused way

@@ -402,15 +402,19 @@ class TabularSpec:
 
     # ----------------------------------------------------------------- parsing
     @classmethod
-    def from_config(cls, config: Config) -> TabularSpec:
-        """Read ``data_config``, ``feature_config`` and ``model_config.feature_groups`` of ``hyper_parameters``.
+    def from_config(cls, config: Config, at: str | None = None) -> TabularSpec:
+        """Read ``data_config``, ``feature_config`` and ``model_config.feature_groups`` of ``hyper_parameters``;
+        with ``at`` (a mapping's key, e.g. ``hyper_parameters.item_config``: a second table, the retrieval
+        stage's item corpus) its ``data_config``, ``feature_config`` and ``feature_groups``.
 
         Raises:
             ConfigError: a missing or unknown key, a wrong type, or an inconsistency
                 (a feature on an unknown input field, a group naming an unknown feature, ...),
                 each naming the key, the file and what was expected.
         """
-        data = Node.at(config, DATA_CONFIG, hints=_DATA_HINTS)
+        data_key, feature_key, group_key = (DATA_CONFIG, FEATURE_CONFIG, FEATURE_GROUPS) if at is None else \
+            (f"{at}.data_config", f"{at}.feature_config", f"{at}.feature_groups")
+        data = Node.at(config, data_key, hints=_DATA_HINTS)
         input_type = data.get("input_type", "CSVInput", type=str)
         if input_type not in INPUT_KINDS:
             raise ConfigError(f"{data.where('input_type')}: supported input types are CSVInput (text files, one "
@@ -431,14 +435,13 @@ class TabularSpec:
         group_input = _parse_group_input(data, fields, labels, separator) if input_type == "GroupRTPInput" else None
         data.finish()
 
-        feature_node = Node.at(config, FEATURE_CONFIG)
+        feature_node = Node.at(config, feature_key)
         features = [_parse_feature(node, fields, labels, group_input, separator)
                     for node in feature_node.nodes("features", hints=_FEATURE_HINTS)]
         feature_node.finish()
         _no_duplicates([f.name for f in features], feature_node.where("features"), "feature name")
         _check_shared_tables(features, feature_node)
 
-        group_key = FEATURE_GROUPS
         raw_groups = config.get(group_key)
         if not isinstance(raw_groups, list) or not raw_groups:
             raise ConfigError(f"{source(config, group_key)}: expected a list of feature groups, got {raw_groups!r}")
@@ -480,7 +483,7 @@ class TabularSpec:
         spec = cls(separator, tuple(fields), labels, tuple(features), tuple(groups), group_input)
         clash = set(spec.label_fields) & {k for k in spec.block_columns() if k not in spec.label_fields}
         if clash:
-            raise ConfigError(f"{source(config, DATA_CONFIG + '.label_fields')}: label {sorted(clash)[0]!r} clashes "
+            raise ConfigError(f"{source(config, data_key + '.label_fields')}: label {sorted(clash)[0]!r} clashes "
                               "with a feature group's batch key")
         return spec
 

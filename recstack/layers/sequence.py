@@ -136,6 +136,7 @@ class TransformerBlock(nn.Module):
         attention_probs_dropout_prob: dropout on the attention weights.
         eps: LayerNorm epsilon (1e-6: EasyRec's TransformerBlock; BERT uses 1e-12).
         init_std: see Initialisation.
+        causal: position ``t`` attends to positions ``s <= t`` only (SASRec's left-to-right model).
 
     Shapes:
         ``x`` ``(B, L, H)`` or ``[x, mask]`` (lengths ``(B,)`` or ``(B, L)``) → ``(B, L, H)``.
@@ -143,13 +144,13 @@ class TransformerBlock(nn.Module):
 
     def __init__(self, hidden_size: int, num_heads: int, intermediate_size: int, hidden_act: str = "relu",
                  hidden_dropout_prob: float = 0.1, attention_probs_dropout_prob: float = 0.0, eps: float = 1e-6,
-                 init_std: float | None = None) -> None:
+                 init_std: float | None = None, causal: bool = False) -> None:
         super().__init__()
         if num_heads < 1 or hidden_size % num_heads:
             raise ValueError(f"TransformerBlock: hidden_size {hidden_size} is not a multiple of num_attention_heads "
                              f"{num_heads}")
         self.attention = MultiHeadAttention(hidden_size, num_heads, hidden_size // num_heads,
-                                            dropout=attention_probs_dropout_prob)
+                                            dropout=attention_probs_dropout_prob, use_causal_mask=causal)
         self.dropout1 = nn.Dropout(hidden_dropout_prob)
         self.norm1 = nn.LayerNorm(hidden_size, eps=eps)
         self.intermediate = init_linear(nn.Linear(hidden_size, intermediate_size), "xavier_uniform")

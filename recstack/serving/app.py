@@ -9,6 +9,8 @@ Endpoints (doc/serving.md has examples):
 ``GET /stats``      the micro-batching counters (requests, inference calls, merged calls, ...)
 ``POST /predict``   JSON ``{"rows": [{<input>: <value>, ...}, ...]}`` or ``{"inputs": {<input>: [...]}}``
 ``POST /upload``    the raw body is a data file in the model's reader format (PaddleRec's tutorial)
+``POST /recall``    a retrieval export: the user inputs as for ``/predict`` (+ ``k``, ``exclude``) -> the
+                    top-K item ids and scores per row (:mod:`recstack.serving.recall`)
 =================== =========================================================================
 
 Both prediction endpoints answer PaddleRec's shape, ``{"code": 200, "dtype": "float32", "data":
@@ -206,13 +208,15 @@ def drop_tracebacks(err: BaseException) -> None:
         err = err.__cause__ or err.__context__
 
 
-def create_app(load_model: Callable[[], Any], options: ServingOptions | None = None) -> FastAPI:
+def create_app(load_model: Callable[[], Any], options: ServingOptions | None = None,
+               load_recall: Callable[[], Any] | None = None) -> FastAPI:
     """The FastAPI application.
 
     Args:
         load_model: builds the :class:`recstack.serving.model.ServedModel` (called at startup, in the
             lifespan, so the server answers only once the model is loaded).
         options: service settings.
+        load_recall: for a retrieval export, builds its :class:`recstack.serving.recall.RecallIndex` (``/recall``).
     """
     options = options or ServingOptions()
     state: dict[str, Any] = {}
@@ -226,7 +230,8 @@ def create_app(load_model: Callable[[], Any], options: ServingOptions | None = N
         await batcher.start()
         gate = MemoryGate(options.max_buffered_bytes, options.max_parallel_parsing, options.queue_timeout,
                           options.trim_memory)
-        state.update(model=model, batcher=batcher, gate=gate)
+        state.update(model=model, batcher=batcher, gate=gate,
+                     recall=load_recall() if load_recall is not None else None)
         logger.info("serving %s (%s backend); micro-batching %s", model.name, model.backend.name,
                     f"on (max_batch_size {options.max_batch_size}, max_wait_ms {options.max_wait_ms})"
                     if options.batching else "off")
@@ -266,7 +271,8 @@ def create_app(load_model: Callable[[], Any], options: ServingOptions | None = N
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        message = {404: f"no endpoint {request.url.path} (GET /health, /metadata, /stats; POST /predict, /upload)",
+        message = {404: f"no endpoint {request.url.path} (GET /health, /metadata, /stats; POST /predict, /upload, "
+                        "/recall)",
                    405: f"method {request.method} is not allowed on {request.url.path}"}.get(exc.status_code,
                                                                                            str(exc.detail))
         return error_response(exc.status_code, message)
@@ -284,7 +290,7 @@ def create_app(load_model: Callable[[], Any], options: ServingOptions | None = N
 
     @app.get("/metadata")
     async def metadata() -> Response:
-        return _json(describe(state["model"], options, state["batcher"], state["gate"]))
+        return _json(describe(state["model"], options, state["batcher"], state["gate"], state.get("recall")))
 
     async def predict_body(request: Request, parse: Callable[[bytes], dict[str, np.ndarray]]) -> Response:
         """Read the body (within the memory gate), parse it, predict; the body's bytes are released at the end."""
@@ -313,6 +319,39 @@ def create_app(load_model: Callable[[], Any], options: ServingOptions | None = N
             return await predict_body(request, parse_predict)
         return await guarded(work)
 
+    @app.post("/recall")
+    async def recall(request: Request) -> Response:
+        async def work() -> Response:
+            index = state.get("recall")
+            if index is None:
+                raise RequestError("/recall answers for a retrieval export (model.json with its towers); this "
+                                   "export is a ranking model: use /predict", status=404)
+            check_json_content_type(request)
+            gate: MemoryGate = state["gate"]
+            held: list[int] = []
+            try:
+                body = await read_body(request, options.max_body_bytes, gate, held)
+                model = state["model"]
+
+                def parse(raw: bytes) -> tuple[dict[str, np.ndarray], tuple]:
+                    check_json_size(raw, model.inputs, options.max_rows)
+                    document = parse_json(raw)
+                    choice = index.parse_options(document, _rows_of(document))
+                    return to_arrays(document, model.inputs, options.max_rows,
+                                     booleans=b"true" in raw or b"false" in raw), choice
+                arrays, (k, exclude, exclude_history) = await off_loop(body, functools.partial(parse, body), gate)
+                del body
+                rows = len(next(iter(arrays.values())))
+                users = (await state["batcher"].submit(arrays, alone=model.grouped))[0]
+                history = arrays.get(index.history_input) if exclude_history and index.history_input else None
+                excluded = index.excluded_rows(rows, exclude, history)
+                ids, scores = await run_in_threadpool(index.top_k, np.asarray(users, dtype=np.float32), k, excluded)
+                return _json({"code": 200, "k": k, "items": ids.tolist(),
+                              "scores": [[float(s) if np.isfinite(s) else None for s in row] for row in scores]})
+            finally:
+                await gate.release(sum(held))
+        return await guarded(work)
+
     @app.post("/upload")
     async def upload(request: Request) -> Response:
         async def work() -> Response:
@@ -326,6 +365,16 @@ def create_app(load_model: Callable[[], Any], options: ServingOptions | None = N
     return app
 
 
+def _rows_of(document: Any) -> int:
+    """The number of rows of a ``/predict``-style body (0 when its layout is wrong: ``to_arrays`` names that)."""
+    if isinstance(document, dict) and isinstance(document.get("rows"), list):
+        return len(document["rows"])
+    if isinstance(document, dict) and isinstance(document.get("inputs"), dict):
+        first = next(iter(document["inputs"].values()), None)
+        return len(first) if isinstance(first, list) else 0
+    return 0
+
+
 def uvicorn_config(app: Any, options: ServingOptions, **kwargs: Any) -> Any:
     """The ``uvicorn.Config`` of the service: its h11 protocol with the header timeout and the connection cap
     (:func:`recstack.serving.limits.guarded_protocol`) and the keep-alive timeout; ``kwargs`` go to uvicorn
@@ -337,8 +386,8 @@ def uvicorn_config(app: Any, options: ServingOptions, **kwargs: Any) -> Any:
                           timeout_keep_alive=options.timeout_keep_alive, **kwargs)
 
 
-def describe(model: Any, options: ServingOptions, batcher: MicroBatcher, gate: MemoryGate | None = None
-             ) -> dict[str, Any]:
+def describe(model: Any, options: ServingOptions, batcher: MicroBatcher, gate: MemoryGate | None = None,
+             recall: Any = None) -> dict[str, Any]:
     """``GET /metadata`` (no absolute paths: the export and config by file / folder name only)."""
     import fastapi
     import torch
@@ -368,6 +417,7 @@ def describe(model: Any, options: ServingOptions, batcher: MicroBatcher, gate: M
                    for s in model.inputs],
         "outputs": model.outputs,
         "upload_reader": model.reader_name,
+        **({"recall": recall.describe()} if recall is not None else {}),
         **({"upload_unavailable": model.upload_unavailable} if model.upload_unavailable else {}),
         "versions": versions,
         "limits": {"max_body_bytes": options.max_body_bytes, "max_rows": options.max_rows,
