@@ -3,6 +3,7 @@
     python tools/serve_benchmark.py --model_dir output_model_deepfm [--concurrency 1,16,64] [--seconds 10] \\
         [--repeats 3] [--rows_per_request 1] [--cpu_threads 1] [--backend onnxruntime] \\
         [--max_batch_size 256] [--max_wait_ms 0]
+    python tools/serve_benchmark.py --model_dir output_model_dssm --endpoint recall --k 100 [--index hnsw]
 
 For each mode (micro-batching on, then off) it starts ``tools/serve.py`` on a free loopback port
 (``OMP_WAIT_POLICY=PASSIVE``, ``--cpu_threads``), and for each concurrency N runs a closed loop: N
@@ -11,8 +12,10 @@ rows of the model's test data, in turn), wait for the answer and send the next, 
 after ``--warmup_seconds`` untimed. Every answer must be HTTP 200 (others are counted as errors).
 Each cell is run ``--repeats`` times; the table gives the medians (requests/s, p50 and p99 latency
 in ms over each run's requests), and the mean number of requests served per inference call
-(the server's ``/stats``). The clients are one asyncio loop with a minimal HTTP/1.1 client in this
-process, so on a small machine they share the CPU with the server: the table states the machine.
+(the server's ``/stats``). ``--endpoint recall`` loads a retrieval export's ``/recall`` instead (the same rows,
+``"k": --k``; ``--index`` serves through a FAISS index of ``tools/build_index.py``). The clients are one
+asyncio loop with a minimal HTTP/1.1 client in this process, so on a small machine they share the CPU with
+the server: the table states the machine.
 """
 
 import os
@@ -49,11 +52,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max_batch_size", type=int, default=256)
     parser.add_argument("--max_wait_ms", type=float, default=0.0)
     parser.add_argument("--modes", default="batching,no_batching", help="comma-separated: batching, no_batching")
+    parser.add_argument("--endpoint", default="predict", choices=["predict", "recall"],
+                        help="recall: a retrieval export's /recall (top --k items per row)")
+    parser.add_argument("--k", type=int, default=100, help="/recall: items per row")
+    parser.add_argument("--index", choices=["flat", "ivf", "hnsw"],
+                        help="/recall through <model_dir>/index/<kind>.faiss")
     return parser.parse_args(argv)
 
 
-def request_bodies(model_dir: str, data_dir: str | None, rows_per_request: int, count: int = 256) -> list[bytes]:
-    """``/predict`` bodies of the first ``count * rows_per_request`` rows of the data, in turn."""
+def request_bodies(model_dir: str, data_dir: str | None, rows_per_request: int, count: int = 256,
+                   extra: dict | None = None) -> list[bytes]:
+    """``/predict`` bodies of the first ``count * rows_per_request`` rows of the data, in turn (with ``extra`` keys:
+    ``/recall``'s ``k``)."""
     from recstack.export_spec import ExportedModel
     from recstack.inference import load_batches
 
@@ -67,12 +77,12 @@ def request_bodies(model_dir: str, data_dir: str | None, rows_per_request: int, 
             rows.append({n: columns[n][i][r].tolist() for n in columns})
             if len(rows) == need:
                 break
-    return [json.dumps({"rows": rows[i:i + rows_per_request]}).encode()
+    return [json.dumps({"rows": rows[i:i + rows_per_request], **(extra or {})}).encode()
             for i in range(0, len(rows) - rows_per_request + 1, rows_per_request)]
 
 
-def post_bytes(port: int, body: bytes) -> bytes:
-    return (f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+def post_bytes(port: int, body: bytes, endpoint: str = "predict") -> bytes:
+    return (f"POST /{endpoint} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
@@ -131,6 +141,8 @@ def start_server(args, batching: bool) -> tuple[subprocess.Popen, int]:
                str(args.max_batch_size), "--max_wait_ms", str(args.max_wait_ms), "--log_level", "warning"]
     if not batching:
         command.append("--no_batching")
+    if args.index:
+        command += ["--index", args.index]
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(args.cpu_threads)}
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -158,12 +170,13 @@ def main(argv=None) -> int:
     if any(m not in ("batching", "no_batching") for m in modes) or not levels or min(levels) < 1:
         print("--modes takes batching,no_batching; --concurrency positive integers", file=sys.stderr)
         return 2
-    bodies = request_bodies(args.model_dir, args.data_dir, args.rows_per_request)
+    bodies = request_bodies(args.model_dir, args.data_dir, args.rows_per_request,
+                            extra={"k": args.k} if args.endpoint == "recall" else None)
     requests = None
     table = []
     for mode in modes:
         proc, port = start_server(args, mode == "batching")
-        requests = [post_bytes(port, b) for b in bodies]
+        requests = [post_bytes(port, b, args.endpoint) for b in bodies]
         try:
             meta = get_json(port, "/metadata")
             for level in levels:
@@ -186,7 +199,9 @@ def main(argv=None) -> int:
             proc.terminate()
             proc.wait(60)
     versions = meta["versions"]
-    print(f"\nmodel {meta['model']} ({meta['backend']}, --cpu_threads {args.cpu_threads}, OMP_WAIT_POLICY=PASSIVE); "
+    endpoint = f"/recall k {args.k} ({args.index or 'exact'})" if args.endpoint == "recall" else "/predict"
+    print(f"\nmodel {meta['model']} {endpoint} ({meta['backend']}, --cpu_threads {args.cpu_threads}, "
+          "OMP_WAIT_POLICY=PASSIVE); "
           f"{args.rows_per_request} row(s) per request; closed loop, {args.seconds:g} s per run after "
           f"{args.warmup_seconds:g} s warm-up, median of {args.repeats} runs; micro-batching max_batch_size "
           f"{args.max_batch_size}, max_wait_ms {args.max_wait_ms:g}; {os.cpu_count()} CPUs "
