@@ -1,10 +1,9 @@
 """MovieLens-1M data: the synthetic ``movielens`` world (datasets/synthetic/generate.py) and the leave-last-one-out
-preprocessing of GroupLens's files (datasets/movielens/preprocess.py), on hand-written files and on generated ones
-checked against a brute-force recomputation."""
+preprocessing of GroupLens's files (datasets/movielens/preprocess.py: the retrieval files and the rank files), on
+hand-written files and on generated ones checked against a brute-force recomputation."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -14,19 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from recstack.modules import load_module
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _load(REPO / "datasets" / "synthetic" / "generate.py", "movielens_test_generate")
-prep = _load(REPO / "datasets" / "movielens" / "preprocess.py", "movielens_test_preprocess")
+gen = load_module(REPO / "datasets" / "synthetic", "generate")
+prep = load_module(REPO / "datasets" / "movielens", "preprocess")
+SPLITS = ("train", "train_sequences", "test", "items", "rank_train", "rank_test")
 
 
 def read_dat(path: Path) -> list[list[str]]:
@@ -43,31 +35,37 @@ def lines(output: Path, split: str) -> list[str]:
     return (output / split / "part-0.txt").read_text(encoding="utf-8").splitlines()
 
 
-def brute_force(raw: Path, max_history: int = 50, min_ratings: int = 2) -> dict[str, list[str]]:
-    """The expected train / test / items lines, one rating at a time in plain Python."""
+def brute_force(raw: Path, max_history: int = 50, min_ratings: int = 2, like_threshold: int = 4
+                ) -> dict[str, list[str]]:
+    """The expected lines of every split, one rating at a time in plain Python."""
     users = {int(f[0]): f for f in read_dat(raw / "users.dat")}
+    movies = {}
+    for mid, title, genres in read_dat(raw / "movies.dat"):
+        year = re.search(r"\((\d{4})\)$", title)
+        movies[int(mid)] = f"{genres},{year.group(1) if year else 0}"
     by_user = defaultdict(list)
-    for uid, mid, _, ts in read_dat(raw / "ratings.dat"):
-        by_user[int(uid)].append((int(ts), int(mid)))
-    out = {"train": [], "train_sequences": [], "test": [], "items": []}
+    for uid, mid, rating, ts in read_dat(raw / "ratings.dat"):
+        by_user[int(uid)].append((int(ts), int(mid), int(rating)))
+    out = {split: [] for split in SPLITS}
     for uid in sorted(by_user):
-        sequence = [mid for _, mid in sorted(by_user[uid])]
+        sequence = sorted(by_user[uid])
         if len(sequence) < min_ratings:
             continue
         _, gender, age, occupation, zip_code = users[uid]
         head = f"{uid},{gender},{age},{occupation},{zip_code[:3]}"
-        for i, mid in enumerate(sequence):
-            before = [str(m) for m in reversed(sequence[:i])]
+        for i, (_, mid, rating) in enumerate(sequence):
+            before = [str(m) for _, m, _ in reversed(sequence[:i])]
             hist = "|".join(before[:max_history])
+            rank = f"{int(rating >= like_threshold)},{rating},{head},{hist},{mid},{movies[mid]}"
             if i < len(sequence) - 1:
                 out["train"].append(f"{head},{hist},{mid},")
+                out["rank_train"].append(rank)
                 if i == len(sequence) - 2:  # the user's last training row: its whole sequence
                     out["train_sequences"].append(f"{head},{hist},{mid},")
             else:
                 out["test"].append(f"{head},{hist},{mid},{'|'.join(before)}")
-    for mid, title, genres in sorted(read_dat(raw / "movies.dat"), key=lambda f: int(f[0])):
-        year = re.search(r"\((\d{4})\)$", title)
-        out["items"].append(f"{mid},{genres},{year.group(1) if year else 0}")
+                out["rank_test"].append(rank)
+    out["items"] = [f"{mid},{movies[mid]}" for mid in sorted(movies)]
     return out
 
 
@@ -84,6 +82,12 @@ EXPECTED = {
     "test": ["1,M,25,4,T8H,10|2,3,10|2|1", "3,F,1,10,480,1,2,1"],  # user 2 (one rating) is dropped
     "items": ["1,Animation|Children's|Comedy,1995", "2,Adventure|Sci-Fi,1995", "3,Drama,0", "4,Drama,1999",
               "10,Action|Adventure|Thriller,1995"],
+    # label,rating, then the train / test row's user, history and item, then the item's genres,year; ratings of 4
+    # (the default --like_threshold) are label 1, of 3 label 0
+    "rank_train": ["0,3,1,M,25,4,T8H,,1,Animation|Children's|Comedy,1995", "1,4,1,M,25,4,T8H,1,2,Adventure|Sci-Fi,1995",
+                   "1,5,1,M,25,4,T8H,2|1,10,Action|Adventure|Thriller,1995",
+                   "1,4,3,F,1,10,480,,1,Animation|Children's|Comedy,1995"],
+    "rank_test": ["1,4,1,M,25,4,T8H,10|2,3,Drama,0", "0,3,3,F,1,10,480,1,2,Adventure|Sci-Fi,1995"],
 }
 
 
@@ -104,15 +108,31 @@ def test_hand_written_files_give_the_expected_lines(raw: Path, tmp_path: Path, c
     captured = capsys.readouterr()
     assert "dropped 1 users with fewer than 2 ratings" in captured.err
     assert "users: 2, items: 5 (4 rated), train rows: 4, test rows: 2" in captured.out
+    assert "rank labels (rating >= 4): 3 of 4 train rows, 1 of 2 test rows are 1" in captured.out
     assert brute_force(raw, max_history=2) == EXPECTED
-    assert sorted(p.name for p in (tmp_path / "out").rglob("*")) == ["items", "part-0.txt", "part-0.txt",
-                                                                      "part-0.txt", "part-0.txt", "test", "train",
-                                                                      "train_sequences"]
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.txt")) == sorted(
+        f"{split}/part-0.txt" for split in SPLITS)
     # --min_ratings 1 keeps user 2: a test row with empty histories, no train row
     assert run(raw, tmp_path / "all", "--min_ratings", "1") == 0
     assert lines(tmp_path / "all", "test")[1] == "2,F,56,16,551,,1,"
     assert lines(tmp_path / "all", "train") == EXPECTED["train"]  # histories of at most 2 here: max_history 50 alike
     assert lines(tmp_path / "all", "train_sequences") == EXPECTED["train_sequences"]  # user 2: no training row
+    assert lines(tmp_path / "all", "rank_test")[1] == "1,5,2,F,56,16,551,,1,Animation|Children's|Comedy,1995"
+    assert lines(tmp_path / "all", "rank_train") == EXPECTED["rank_train"]
+
+
+@pytest.mark.parametrize(("threshold", "train_labels", "test_labels"), [
+    (5, "0010", "00"), (4, "0111", "10"), (3, "1111", "11")])  # ratings: train 3, 4, 5, 4; test 4, 3
+def test_the_label_is_rating_at_or_above_like_threshold(raw: Path, tmp_path: Path, threshold: int, train_labels: str,
+                                                        test_labels: str) -> None:
+    assert run(raw, tmp_path / "out", "--max_history", "2", "--like_threshold", str(threshold)) == 0
+    for split, labels in (("rank_train", train_labels), ("rank_test", test_labels)):
+        got = lines(tmp_path / "out", split)
+        assert "".join(line[0] for line in got) == labels, split
+        # only the label changes with the threshold
+        assert [line[1:] for line in got] == [line[1:] for line in EXPECTED[split]], split
+        assert [int(line.split(",")[0]) for line in got] == [int(int(line.split(",")[1]) >= threshold)
+                                                              for line in got]
 
 
 def test_a_rerun_replaces_the_output_and_leaves_no_temporaries(raw: Path, tmp_path: Path) -> None:
@@ -137,6 +157,12 @@ BAD_INPUTS = [
      r"fields"),
     ("ratings.dat", RATINGS.replace("1::3::4::", "1::3\t::4::"), r"ratings.dat:4: MovieID: expected"),
     ("ratings.dat", "", r"ratings.dat: no ratings"),
+    ("ratings.dat", RATINGS.replace("1::2::4::", "1::2::6::"), r"ratings.dat:3: Rating: expected an integer 1\.\.5, "
+     r"got 6"),
+    ("ratings.dat", "\n" + RATINGS.replace("3::1::4::", "3::1::0::"), r"ratings.dat:8: Rating: expected an integer "
+     r"1\.\.5, got 0"),
+    ("ratings.dat", RATINGS.replace("1::2::4::", "1::2::4.5::"), r"ratings.dat:3: Rating: expected an integer, "
+     r"got '4.5'"),
     ("users.dat", USERS.replace("::55117-1234", ""), r"users.dat:3: expected 5 fields UserID::Gender::Age"),
     ("users.dat", USERS.replace("1::M::", "1::X::"), r"users.dat:2: Gender: expected M or F, got 'X'"),
     ("users.dat", USERS + "3::M::18::0::10001\n", r"users.dat:4: UserID 3 repeats line 1"),
@@ -166,6 +192,8 @@ def test_command_line(raw: Path, tmp_path: Path, capsys) -> None:
     assert lines(tmp_path / "out", "test") == EXPECTED["test"]
     assert prep.main([*args[2:-2], "--max_history", "-1"]) == 2  # an option out of range
     assert "max_history must be >= 0" in capsys.readouterr().err
+    assert prep.main([*args[2:-2], "--like_threshold", "6"]) == 2
+    assert "like_threshold must be a rating 1..5, got 6" in capsys.readouterr().err
     (raw / "users.dat").write_text(USERS.replace("1::M::", "1::X::"), encoding="latin-1")
     bad = subprocess.run(args, capture_output=True, text=True)
     assert bad.returncode == 2 and f"{raw / 'users.dat'}:2: Gender" in bad.stderr
@@ -221,19 +249,49 @@ def test_preprocessed_world_matches_brute_force_and_is_deterministic(world: Path
     assert run(world, tmp_path / "a", *flags) == 0
     options = dict(zip(flags[::2], map(int, flags[1::2])))
     expected = brute_force(world, options.get("--max_history", 50), options.get("--min_ratings", 2))
-    got = {split: lines(tmp_path / "a", split) for split in ("train", "train_sequences", "test", "items")}
+    got = {split: lines(tmp_path / "a", split) for split in SPLITS}
     kept = len(expected["test"])
     assert len(got["train"]) == len(expected["train"]) and len(got["test"]) == kept
     assert len(got["items"]) == 200
     assert got == expected
+    # a rank row is its train / test row's user, history and item columns between label,rating and genres,year
+    items = dict(line.split(",", 1) for line in got["items"])
+    for rank, split in (("rank_train", "train"), ("rank_test", "test")):
+        assert len(got[rank]) == len(got[split])
+        for rank_line, line in zip(got[rank], got[split]):
+            fields, ids = rank_line.split(","), line.split(",")
+            assert len(fields) == len(prep.RANK_COLUMNS) and fields[2:9] == ids[:7]
+            assert fields[0] == str(int(int(fields[1]) >= 4)) and ",".join(fields[9:]) == items[fields[8]]
+    labels = [int(line[0]) for line in got["rank_train"]]
+    assert 0.4 < np.mean(labels) < 0.8  # both labels, planted rating laws: 0.68 / 0.44 of ratings >= 4
     if flags:
         assert 0 < kept < 60 and max(len(line.split(",")[5].split("|")) for line in got["train"]) == 5
     else:
         assert kept == 60 and len(got["train"]) == 3000 - 60
     assert run(world, tmp_path / "b", *flags) == 0
-    for split in ("train", "train_sequences", "test", "items"):
+    for split in SPLITS:
         assert (tmp_path / "a" / split / "part-0.txt").read_bytes() == (tmp_path / "b" / split / "part-0.txt"
                                                                          ).read_bytes()
+
+
+def test_bundled_samples_are_one_preprocess_run_of_the_generated_world(tmp_path: Path) -> None:
+    """What datasets/synthetic/make_samples.sh writes: the recall folders' sample_data and DeepFM's
+    movielens_sample_data (rank_train / rank_test as train / test) from one run of 30,000 generated ratings."""
+    gen.generate("movielens", 30000, 1, tmp_path / "raw")
+    assert run(tmp_path / "raw", tmp_path / "out", "--max_history", "20") == 0
+    recall = sorted((REPO / "models" / "recall").glob("*/data/sample_data"))
+    assert len(recall) == 6
+    for folder in recall:
+        for split in ("train", "train_sequences", "test", "items"):
+            bundled = folder / split / "part-0.txt"
+            assert bundled.read_bytes() == (tmp_path / "out" / split / "part-0.txt").read_bytes(), \
+                f"{bundled}: run make_samples.sh"
+    rank = REPO / "models" / "rank" / "deepfm" / "data" / "movielens_sample_data"
+    for split in ("train", "test"):
+        bundled = rank / split / "part-0.txt"
+        assert bundled.read_bytes() == (tmp_path / "out" / f"rank_{split}" / "part-0.txt").read_bytes(), \
+            f"{bundled}: run make_samples.sh"
+    assert len(lines(rank.parent / "movielens_sample_data", "test")) == 600
 
 
 def test_generated_world_has_planted_interests_and_sequences(tmp_path: Path) -> None:

@@ -70,11 +70,12 @@ def deepfm_offline(deepfm):
 
 
 @contextlib.contextmanager
-def serving(model: ExportedModel, backend: str = "onnxruntime", use_gpu: bool = False, load_recall=None, **options):
+def serving(model: ExportedModel, backend: str = "onnxruntime", use_gpu: bool = False, load_recall=None,
+            load_rank=None, **options):
     """The service on a free loopback port, in a thread (uvicorn installs no signal handlers there)."""
     options = ServingOptions(**{"max_rows": MAX_ROWS, "max_body_bytes": MAX_BODY, **options})
     served = ServedModel(model, InferenceSettings(backend, use_gpu=use_gpu, cpu_threads=1))
-    app = create_app(lambda: served, options, load_recall)
+    app = create_app(lambda: served, options, load_recall, load_rank)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn_config(app, options, log_level="warning", access_log=False, log_config=None))

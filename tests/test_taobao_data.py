@@ -5,7 +5,6 @@ Alimama's files (datasets/taobao/preprocess.py), on hand-computed rows and on ge
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import logging
 import math
@@ -24,20 +23,11 @@ from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import MultiLabelBinarizer, OneHotEncoder
 
 from recstack.data.base import DataFormatError
+from recstack.modules import load_module
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _load(REPO / "datasets" / "synthetic" / "generate.py", "taobao_test_generate")
-prep = _load(REPO / "datasets" / "taobao" / "preprocess.py", "taobao_test_preprocess")
+gen = load_module(REPO / "datasets" / "synthetic", "generate")
+prep = load_module(REPO / "datasets" / "taobao", "preprocess")
 
 T0 = 1494000000  # 2017-05-06 00:00 Beijing time, the first day of raw_sample.csv
 DAY = 86400

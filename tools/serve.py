@@ -6,7 +6,14 @@
         [--timeout_header 10] [--timeout_body 20] [--max_connections 512] [--max_buffered_bytes 67108864] \\
         [--max_parallel_parsing 1] [--queue_timeout 10] [--trust_export_code] [--image_root DIR]
 
-The export is the folder ``tools/to_static.py`` wrote (``tostatic.{onnx,pt,json}``). SIGTERM or
+    python tools/serve.py --model_dir output_model_dssm/export [--index hnsw]    # + /recall
+    python tools/serve.py --recall output_model_dssm/export --rank output_model_deepfm_movielens \\
+        [--candidates 100] [--rank_output prob]                                 # + /recall, /recommend
+
+The export is the folder ``tools/to_static.py`` wrote (``tostatic.{onnx,pt,json}``); a retrieval export's
+(``model.json``) also answers ``/recall``, and with ``--recall`` / ``--rank`` the server runs both stages of a
+recommender (``/recommend``: retrieve candidates, order them with the ranking model; ``/predict`` and ``/upload``
+then answer with the ranking model). SIGTERM or
 Ctrl-C stops the server gracefully: it stops accepting connections, finishes the requests in flight,
 and exits with status 0. See doc/serving.md.
 """
@@ -33,7 +40,16 @@ from recstack.cli import report_user_errors  # noqa: E402
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model_dir", required=True, help="the folder tools/to_static.py wrote")
+    parser.add_argument("--model_dir", help="the folder tools/to_static.py wrote")
+    parser.add_argument("--recall", metavar="DIR",
+                        help="two stages: the retrieval export (another name for --model_dir; needs --rank)")
+    parser.add_argument("--rank", metavar="DIR", help="two stages: the ranking export that orders the candidates")
+    parser.add_argument("--rank_output", default=None,
+                        help="two stages: the ranking model's output that orders the candidates (default: its first)")
+    parser.add_argument("--candidates", type=int, default=100,
+                        help="two stages: items retrieved per user when a request does not say (default 100)")
+    parser.add_argument("--max_rank_rows", type=int, default=100_000,
+                        help="two stages: most (user, candidate) rows one /recommend request may rank (413 beyond)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8867, help="port (default 8867; 0: any free port)")
     parser.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torchscript"])
@@ -84,6 +100,14 @@ def main(argv=None) -> int:
     import logging
 
     args = parse_args(argv)
+    if args.recall and args.model_dir and Path(args.recall) != Path(args.model_dir):
+        raise UnavailableError("--recall is the retrieval export of a two-stage server; give it or --model_dir, "
+                               "not both")
+    args.model_dir = args.model_dir or args.recall
+    if args.model_dir is None:
+        raise UnavailableError("give --model_dir (an export), or --recall and --rank (two stages)")
+    if args.recall and not args.rank:
+        raise UnavailableError("two stages need --rank (a ranking export) beside --recall (a retrieval export)")
     import uvicorn
 
     from recstack.backends import InferenceSettings
@@ -122,9 +146,15 @@ def main(argv=None) -> int:
         recall = RecallIndex(args.model_dir, args.index, args.max_k)
         load_recall = lambda: recall  # noqa: E731
         logger.info("/recall: %s", recall.describe())
-    elif args.index:
-        raise UnavailableError(f"--index applies to a retrieval export; {args.model_dir} has no model.json")
-    app = create_app(lambda: model, options, load_recall)
+    elif args.index or args.rank:
+        raise UnavailableError(f"--index and --recall / --rank need a retrieval export; {args.model_dir} has no "
+                               "model.json "
+                               "(export a models/recall/* config with tools/to_static.py)")
+    load_rank = None
+    if args.rank:
+        load_rank = _two_stages(args, model, recall, settings)
+        logger.info("/recommend: %s", load_rank()[1].describe())
+    app = create_app(lambda: model, options, load_recall, load_rank)
     config = uvicorn_config(app, options, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
                             timeout_graceful_shutdown=args.timeout_graceful_shutdown, log_config=None)
     server = uvicorn.Server(config)
@@ -136,6 +166,36 @@ def main(argv=None) -> int:
         logger.error("the server did not start (see above)")
         return 1
     return 0
+
+
+def _two_stages(args: argparse.Namespace, recall_model, recall, settings):
+    """The ranking model and the :class:`recstack.serving.pipeline.TwoStage` of ``--rank`` (checked now, so a
+    wrong pair of exports stops the server before it listens)."""
+    from recstack.export_spec import ExportedModel
+    from recstack.serving.model import ServedModel
+    from recstack.serving.pipeline import ItemTable, TwoStage
+
+    if (Path(args.rank) / "model.json").is_file():
+        raise UnavailableError(f"--rank {args.rank} is a retrieval export; give a ranking model's export")
+    rank = ServedModel(ExportedModel.locate(args.rank), settings, trust_code=args.trust_export_code)
+    for what, served in (("--recall", recall_model), ("--rank", rank)):
+        if served.upload_unavailable:
+            raise UnavailableError(f"{what}: /recommend reads the users' raw fields with the model's reader: "
+                                   f"{served.upload_unavailable}")
+    output = 0
+    if args.rank_output is not None:
+        if args.rank_output not in rank.output_names:
+            raise UnavailableError(f"--rank_output {args.rank_output!r}: the ranking model's outputs are "
+                                   f"{rank.output_names}")
+        output = rank.output_names.index(args.rank_output)
+    if args.candidates < 1 or args.max_rank_rows < 1:
+        raise UnavailableError("--candidates and --max_rank_rows must be positive")
+    try:
+        pipeline = TwoStage(recall_model.config, rank.config, ItemTable(args.model_dir), recall.max_k,
+                            args.candidates, args.max_rows, args.max_rank_rows, output)
+    except (ValueError, KeyError) as err:
+        raise UnavailableError(f"two stages: {err}") from None
+    return lambda: (rank, pipeline)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@
         [--repeats 3] [--rows_per_request 1] [--cpu_threads 1] [--backend onnxruntime] \\
         [--max_batch_size 256] [--max_wait_ms 0]
     python tools/serve_benchmark.py --model_dir output_model_dssm --endpoint recall --k 100 [--index hnsw]
+    python tools/serve_benchmark.py --model_dir output_model_dssm --endpoint recommend \\
+        --rank output_model_deepfm_movielens --candidates 100 --k 10
 
 For each mode (micro-batching on, then off) it starts ``tools/serve.py`` on a free loopback port
 (``OMP_WAIT_POLICY=PASSIVE``, ``--cpu_threads``), and for each concurrency N runs a closed loop: N
@@ -13,7 +15,10 @@ after ``--warmup_seconds`` untimed. Every answer must be HTTP 200 (others are co
 Each cell is run ``--repeats`` times; the table gives the medians (requests/s, p50 and p99 latency
 in ms over each run's requests), and the mean number of requests served per inference call
 (the server's ``/stats``). ``--endpoint recall`` loads a retrieval export's ``/recall`` instead (the same rows,
-``"k": --k``; ``--index`` serves through a FAISS index of ``tools/build_index.py``). The clients are one
+``"k": --k``; ``--index`` serves through a FAISS index of ``tools/build_index.py``); ``--endpoint recommend`` the
+two-stage ``/recommend`` of ``--model_dir`` (the retrieval export) and ``--rank`` (each request one user's raw
+fields from the retrieval config's test lines, ``--candidates`` retrieved, ``--k`` returned; the requests per
+inference call are the ranking model's). The clients are one
 asyncio loop with a minimal HTTP/1.1 client in this process, so on a small machine they share the CPU with
 the server: the table states the machine.
 """
@@ -52,9 +57,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max_batch_size", type=int, default=256)
     parser.add_argument("--max_wait_ms", type=float, default=0.0)
     parser.add_argument("--modes", default="batching,no_batching", help="comma-separated: batching, no_batching")
-    parser.add_argument("--endpoint", default="predict", choices=["predict", "recall"],
-                        help="recall: a retrieval export's /recall (top --k items per row)")
-    parser.add_argument("--k", type=int, default=100, help="/recall: items per row")
+    parser.add_argument("--endpoint", default="predict", choices=["predict", "recall", "recommend"],
+                        help="recall: a retrieval export's /recall (top --k items per row); recommend: the two-stage "
+                             "/recommend of --model_dir (retrieval) and --rank")
+    parser.add_argument("--k", type=int, default=100, help="/recall, /recommend: items per row")
+    parser.add_argument("--rank", help="/recommend: the ranking export")
+    parser.add_argument("--candidates", type=int, default=100, help="/recommend: items retrieved per user")
     parser.add_argument("--index", choices=["flat", "ivf", "hnsw"],
                         help="/recall through <model_dir>/index/<kind>.faiss")
     return parser.parse_args(argv)
@@ -79,6 +87,38 @@ def request_bodies(model_dir: str, data_dir: str | None, rows_per_request: int, 
                 break
     return [json.dumps({"rows": rows[i:i + rows_per_request], **(extra or {})}).encode()
             for i in range(0, len(rows) - rows_per_request + 1, rows_per_request)]
+
+
+def recommend_bodies(model_dir: str, data_dir: str | None, users_per_request: int, k: int, candidates: int,
+                     count: int = 256) -> list[bytes]:
+    """``/recommend`` bodies: the raw fields of the retrieval config's first test lines, one user per line."""
+    from recstack.data.base import list_data_files
+    from recstack.easyrec.features import TabularSpec
+    from recstack.export_spec import ExportedModel
+
+    config = ExportedModel.locate(model_dir).config()
+    spec = TabularSpec.from_config(config)
+    lists = {f.input_name: f.separator or "|" for f in spec.features if f.is_ragged}
+    item_fields = set(json.loads((Path(model_dir) / "model.json").read_text())["retrieval"]["item_table"]["fields"])
+    users = []
+    for path in list_data_files(data_dir or config.get("runner.test_data_dir"), "--data_dir"):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                values = line.rstrip("\r\n").split(spec.separator)
+                if len(values) != len(spec.input_fields):
+                    continue
+                record = {}
+                for field, value in zip(spec.input_fields, values):
+                    if field.name in spec.label_fields or field.name in item_fields or not value:
+                        continue
+                    record[field.name] = value.split(lists[field.name]) if field.name in lists else value
+                users.append(record)
+                if len(users) == count * users_per_request:
+                    break
+        if len(users) == count * users_per_request:
+            break
+    return [json.dumps({"users": users[i:i + users_per_request], "k": k, "candidates": candidates}).encode()
+            for i in range(0, len(users) - users_per_request + 1, users_per_request)]
 
 
 def post_bytes(port: int, body: bytes, endpoint: str = "predict") -> bytes:
@@ -143,6 +183,8 @@ def start_server(args, batching: bool) -> tuple[subprocess.Popen, int]:
         command.append("--no_batching")
     if args.index:
         command += ["--index", args.index]
+    if args.endpoint == "recommend":
+        command += ["--rank", args.rank, "--candidates", str(args.candidates)]
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(args.cpu_threads)}
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -170,8 +212,14 @@ def main(argv=None) -> int:
     if any(m not in ("batching", "no_batching") for m in modes) or not levels or min(levels) < 1:
         print("--modes takes batching,no_batching; --concurrency positive integers", file=sys.stderr)
         return 2
-    bodies = request_bodies(args.model_dir, args.data_dir, args.rows_per_request,
-                            extra={"k": args.k} if args.endpoint == "recall" else None)
+    if args.endpoint == "recommend":
+        if not args.rank:
+            print("--endpoint recommend needs --rank (the ranking export)", file=sys.stderr)
+            return 2
+        bodies = recommend_bodies(args.model_dir, args.data_dir, args.rows_per_request, args.k, args.candidates)
+    else:
+        bodies = request_bodies(args.model_dir, args.data_dir, args.rows_per_request,
+                                extra={"k": args.k} if args.endpoint == "recall" else None)
     requests = None
     table = []
     for mode in modes:
@@ -186,6 +234,8 @@ def main(argv=None) -> int:
                     latencies, errors = asyncio.run(run_load(port, requests, level, args.seconds,
                                                              args.warmup_seconds))
                     after = get_json(port, "/stats")
+                    if "rank" in after:  # two stages: the ranking model's calls
+                        before, after = before["rank"], after["rank"]
                     calls = after["inference_calls"] - before["inference_calls"]
                     served = after["requests"] - before["requests"]
                     lat = np.asarray(latencies) * 1e3
@@ -199,7 +249,9 @@ def main(argv=None) -> int:
             proc.terminate()
             proc.wait(60)
     versions = meta["versions"]
-    endpoint = f"/recall k {args.k} ({args.index or 'exact'})" if args.endpoint == "recall" else "/predict"
+    endpoint = {"recall": f"/recall k {args.k} ({args.index or 'exact'})",
+                "recommend": f"/recommend ({args.index or 'exact'} retrieval of {args.candidates} candidates, "
+                             f"ranked by {Path(args.rank or '').name}, k {args.k})"}.get(args.endpoint, "/predict")
     print(f"\nmodel {meta['model']} {endpoint} ({meta['backend']}, --cpu_threads {args.cpu_threads}, "
           "OMP_WAIT_POLICY=PASSIVE); "
           f"{args.rows_per_request} row(s) per request; closed loop, {args.seconds:g} s per run after "

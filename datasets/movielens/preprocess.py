@@ -1,8 +1,9 @@
-"""Turn GroupLens's MovieLens-1M files into the retrieval stage's CSVs: leave-last-one-out train / test and items.
+"""Turn GroupLens's MovieLens-1M files into CSVs for the retrieval and the ranking stage: leave-last-one-out
+train / test, items, and the rank_train / rank_test rows with a rating label.
 
 Input: the three files of ``ml-1m.zip``, ``::``-separated, latin-1 encoded, no header:
 
-* ``ratings.dat``  ``UserID::MovieID::Rating::Timestamp`` (1,000,209 ratings);
+* ``ratings.dat``  ``UserID::MovieID::Rating::Timestamp`` (1,000,209 ratings; the rating an integer 1..5);
 * ``users.dat``    ``UserID::Gender::Age::Occupation::Zip-code`` (6,040 users; gender ``M`` / ``F``, age a code
   of 1, 18, 25, 35, 45, 50, 56, occupation a code 0..20);
 * ``movies.dat``   ``MovieID::Title::Genres`` (3,883 movies; the title ends with `` (YYYY)``, genres
@@ -31,17 +32,25 @@ Output, comma-separated, no header, one folder per split with ``part-0.txt``:
   once (SASRec's ``positions: all``), where the prefix rows of ``train/`` would repeat each position.
 * ``DIR/items/part-0.txt``: ``item_id,genres,year``, one line per movie of movies.dat in id order (genres as
   in the file, year from the title's `` (YYYY)``, 0 without one).
+* ``DIR/rank_train/part-0.txt`` and ``DIR/rank_test/part-0.txt``, for a ranking model (pointwise, on the rating)::
 
-Each file is written to a temporary sibling and renamed into place once all four are complete. The output is
-deterministic (byte-identical across runs). A malformed line (wrong field count, a non-integer id, a movie or
-user that the other files do not define, a repeated id) stops the run with exit status 2 and
-``file:line: what was expected``. Everything past the parse of users.dat / movies.dat (a few thousand lines) is
-vectorised (pyarrow / numpy): ML-1M takes a few seconds (see README.md).
+      label,rating,user_id,gender,age,occupation,zip,hist_item_id,item_id,genres,year
+
+  ``label``: 1 if ``rating >= --like_threshold`` (default 4), else 0; ``rating``: ratings.dat's value (1..5);
+  ``user_id`` .. ``item_id``: the values of the matching train/ / test/ row (same history rule, same
+  ``--max_history``); ``genres``, ``year``: the target movie's, as in items/. rank_train has one row per
+  train/ row, in the same order; rank_test one per test/ row (each user's held-out last rating).
+
+Each file is written to a temporary sibling and renamed into place once all six are complete. The output is
+deterministic (byte-identical across runs). A malformed line (wrong field count, a non-integer id, a rating
+outside 1..5, a movie or user that the other files do not define, a repeated id) stops the run with exit
+status 2 and ``file:line: what was expected``. Everything past the parse of users.dat / movies.dat (a few
+thousand lines) is vectorised (pyarrow / numpy): ML-1M takes a few seconds (see README.md).
 
 Usage::
 
     python datasets/movielens/preprocess.py --ratings raw/ml-1m/ratings.dat --users raw/ml-1m/users.dat \\
-        --movies raw/ml-1m/movies.dat --output datasets/movielens/data
+        --movies raw/ml-1m/movies.dat --output datasets/movielens/data [--like_threshold 4]
 """
 
 from __future__ import annotations
@@ -70,6 +79,12 @@ MOVIES_FIELDS = ("MovieID", "Title", "Genres")
 OUTPUT_COLUMNS = ("user_id", "gender", "age", "occupation", "zip", "hist_item_id", "item_id", "seen_item_id")
 #: the columns of items/, in order
 ITEM_COLUMNS = ("item_id", "genres", "year")
+#: the columns of rank_train/ and rank_test/, in order
+RANK_COLUMNS = ("label", "rating", "user_id", "gender", "age", "occupation", "zip", "hist_item_id", "item_id",
+                "genres", "year")
+#: the output folders, each with one part-0.txt
+SPLITS = ("train", "train_sequences", "test", "items", "rank_train", "rank_test")
+RATINGS = range(1, 6)  # ML-1M's star ratings
 SEPARATOR = "::"
 ENCODING = "latin-1"  # GroupLens's encoding of the .dat files (titles such as "Cité des enfants perdus")
 GENDERS = ("M", "F")
@@ -158,10 +173,12 @@ def read_users(path: Path) -> Users:
 
 @dataclass
 class Movies:
-    """movies.dat, sorted by id: ``ids`` (n,) int64 and ``lines``, the items/ output (newline-terminated)."""
+    """movies.dat, sorted by id: ``ids`` (n,) int64, ``lines``, the items/ output (newline-terminated), and
+    ``features``, each movie's ``genres,year`` (the rank files' last two columns) aligned with ``ids``."""
 
     ids: np.ndarray
     lines: list[str]
+    features: pa.Array
 
 
 def title_year(title: str) -> int:
@@ -179,21 +196,23 @@ def read_movies(path: Path) -> Movies:
         if "," in genres:
             raise DataFormatError(f"{path}:{line_no}: Genres: expected |-separated names without a comma, got "
                                   f"{genres!r}")
-        rows.append((mid, f"{mid},{genres},{title_year(title)}\n"))
+        rows.append((mid, f"{genres},{title_year(title)}"))
         lines.append(line_no)
     if not rows:
         raise DataFormatError(f"{path}: no movies")
     repeated(path, "MovieID", [r[0] for r in rows], lines)
     rows.sort()
-    return Movies(np.array([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows])
+    return Movies(np.array([r[0] for r in rows], dtype=np.int64), [f"{mid},{features}\n" for mid, features in rows],
+                  pa.array([r[1] for r in rows], pa.string()))
 
 
 @dataclass
 class Ratings:
-    """ratings.dat's columns, in file order (the rating itself is not used)."""
+    """ratings.dat's columns, in file order."""
 
     user: np.ndarray
     movie: np.ndarray
+    rating: np.ndarray
     timestamp: np.ndarray
 
 
@@ -216,15 +235,15 @@ def read_ratings(path: Path) -> Ratings:
         except pa.ArrowInvalid:
             table = None
         if table is not None and not any(table.column(name).null_count for name in RATINGS_FIELDS):
-            return Ratings(*(table.column(name).to_numpy() for name in ("UserID", "MovieID", "Timestamp")))
+            return Ratings(*(table.column(name).to_numpy() for name in RATINGS_FIELDS))
     del data
-    columns: list[list[int]] = [[], [], []]
+    columns: list[list[int]] = [[], [], [], []]
     for line_no, text in read_lines(path):  # the slow path: a tab, or a line the fast one rejected
         uid, mid, rating, ts = split_fields(path, line_no, text, RATINGS_FIELDS)
         columns[0].append(parse_int(path, line_no, "UserID", uid))
         columns[1].append(parse_int(path, line_no, "MovieID", mid))
-        parse_int(path, line_no, "Rating", rating, signed=True)
-        columns[2].append(parse_int(path, line_no, "Timestamp", ts, signed=True))
+        columns[2].append(parse_int(path, line_no, "Rating", rating, signed=True))
+        columns[3].append(parse_int(path, line_no, "Timestamp", ts, signed=True))
     return Ratings(*(np.array(c, dtype=np.int64) for c in columns))
 
 
@@ -246,6 +265,15 @@ def check_known(path: Path, name: str, values: np.ndarray, known: np.ndarray, wh
         raise DataFormatError(f"{path}:{line_of_row(path, row)}: {name} {int(values[row])} is not in {where}: "
                               f"expected an id that {where.name} defines")
     return rows
+
+
+def check_ratings(path: Path, rating: np.ndarray) -> None:
+    """Raise :class:`DataFormatError` naming the first line of ``path`` whose rating is not in 1..5."""
+    bad = (rating < RATINGS.start) | (rating >= RATINGS.stop)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataFormatError(f"{path}:{line_of_row(path, row)}: Rating: expected an integer "
+                              f"{RATINGS.start}..{RATINGS.stop - 1}, got {int(rating[row])}")
 
 
 # ----------------------------------------------------------------------------- joining
@@ -272,27 +300,33 @@ def histories(item_text: pa.Array, rows: np.ndarray, lengths: np.ndarray) -> pa.
     return pc.binary_join(lists, "|")
 
 
-def csv_lines(prefix: pa.Array, hist: pa.Array, item: pa.Array, seen: pa.Array | pa.Scalar) -> pa.Array:
-    """Output lines ``prefix,hist,item,seen`` each ending with a newline."""
-    lines = pc.binary_join_element_wise(prefix, hist, item, seen, ",")
+def csv_lines(*columns: pa.Array | pa.Scalar) -> pa.Array:
+    """Output lines: the columns (string arrays of one length, or scalars) joined with commas, each line ending
+    with a newline (train/ and test/: ``prefix,hist,item,seen``; the rank files:
+    ``label_rating,prefix,hist,item,features``)."""
+    lines = pc.binary_join_element_wise(*columns, ",")
     return pc.binary_join_element_wise(lines, pa.scalar(""), "\n")
 
 
 def preprocess(ratings: Path, users: Path, movies: Path, output: Path, max_history: int = 50,
-               min_ratings: int = 2) -> dict[str, int]:
-    """Write ``output/{train,train_sequences,test,items}/part-0.txt`` (see the module docstring); return the counts
-    (``users``, ``dropped_users``, ``items``, ``rated_items``, ``train``, ``test``).
+               min_ratings: int = 2, like_threshold: int = 4) -> dict[str, int]:
+    """Write ``output/{train,train_sequences,test,items,rank_train,rank_test}/part-0.txt`` (see the module
+    docstring); return the counts (``users``, ``dropped_users``, ``items``, ``rated_items``, ``train``, ``test``,
+    and ``train_positives`` / ``test_positives``, the rank rows with label 1).
 
     Raises:
         DataFormatError: a malformed input line (the message names the file and line).
-        ValueError: ``max_history`` < 0 or ``min_ratings`` < 1.
+        ValueError: ``max_history`` < 0, ``min_ratings`` < 1 or ``like_threshold`` outside 1..5.
     """
     if max_history < 0 or min_ratings < 1:
         raise ValueError(f"max_history must be >= 0 and min_ratings >= 1, got {max_history} and {min_ratings}")
+    if like_threshold not in RATINGS:
+        raise ValueError(f"like_threshold must be a rating {RATINGS.start}..{RATINGS.stop - 1}, got {like_threshold}")
     user_table, movie_table = read_users(users), read_movies(movies)
     r = read_ratings(ratings)
     user_row = check_known(ratings, "UserID", r.user, user_table.ids, users)
-    check_known(ratings, "MovieID", r.movie, movie_table.ids, movies)
+    movie_row = check_known(ratings, "MovieID", r.movie, movie_table.ids, movies)
+    check_ratings(ratings, r.rating)
 
     order = np.lexsort((r.movie, r.timestamp, r.user))  # by user, then time, then movie id
     uid, counts = np.unique(r.user[order], return_counts=True)
@@ -309,32 +343,47 @@ def preprocess(ratings: Path, users: Path, movies: Path, output: Path, max_histo
     is_last[last] = True
     item_text = pc.cast(pa.array(r.movie[order]), pa.string())
     prefix = user_table.prefix.take(pa.array(user_row[order]))
+    movie_row = movie_row[order]
+    rating = r.rating[order]
+    # the rank files' first two columns, "label,rating", one string per rating value
+    label_rating = pa.array([f"{int(v >= like_threshold)},{v}" for v in RATINGS], pa.string())
     empty = pa.scalar("")
 
+    def rank_lines(rows: np.ndarray, hist: pa.Array, head: pa.Array, item: pa.Array) -> pa.Array:
+        """The rank lines of the sorted ratings ``rows`` (``head``, ``item``: their user columns and ids)."""
+        return csv_lines(label_rating.take(pa.array(rating[rows] - RATINGS.start)), head, hist, item,
+                         movie_table.features.take(pa.array(movie_row[rows])))
+
     output.mkdir(parents=True, exist_ok=True)
-    folders = {name: output / name for name in ("train", "train_sequences", "test", "items")}
+    folders = {name: output / name for name in SPLITS}
     for folder in folders.values():
         folder.mkdir(exist_ok=True)
-    with contextlib.ExitStack() as stack:  # the three renames happen together, after every file is complete
+    with contextlib.ExitStack() as stack:  # the renames happen together, after every file is complete
         tmp = {name: stack.enter_context(atomic_path(folder / "part-0.txt")) for name, folder in folders.items()}
         train_rows = np.flatnonzero(~is_last)
-        with open(tmp["train"], "wb") as out:
+        with open(tmp["train"], "wb") as out, open(tmp["rank_train"], "wb") as rank_out:
             for a in range(0, len(train_rows), BLOCK_ROWS):
                 rows = train_rows[a:a + BLOCK_ROWS]
                 hist = histories(item_text, rows, np.minimum(position[rows], max_history))
-                write_lines(out, csv_lines(prefix.take(pa.array(rows)), hist, item_text.take(pa.array(rows)), empty))
+                head, item = prefix.take(pa.array(rows)), item_text.take(pa.array(rows))
+                write_lines(out, csv_lines(head, hist, item, empty))
+                write_lines(rank_out, rank_lines(rows, hist, head, item))
         with open(tmp["train_sequences"], "wb") as out:  # each user's last training line: its whole sequence
             rows = (last - 1)[counts > 1]  # users with one rating have no training row
             hist = histories(item_text, rows, np.minimum(position[rows], max_history))
             write_lines(out, csv_lines(prefix.take(pa.array(rows)), hist, item_text.take(pa.array(rows)), empty))
-        with open(tmp["test"], "wb") as out:
+        with open(tmp["test"], "wb") as out, open(tmp["rank_test"], "wb") as rank_out:
             hist = histories(item_text, last, np.minimum(position[last], max_history))
             seen = histories(item_text, last, position[last])
-            write_lines(out, csv_lines(prefix.take(pa.array(last)), hist, item_text.take(pa.array(last)), seen))
+            head, item = prefix.take(pa.array(last)), item_text.take(pa.array(last))
+            write_lines(out, csv_lines(head, hist, item, seen))
+            write_lines(rank_out, rank_lines(last, hist, head, item))
         with open(tmp["items"], "w", encoding="utf-8", newline="\n") as out:
             out.writelines(movie_table.lines)
+    liked = rating >= like_threshold
     return {"users": len(counts), "dropped_users": dropped, "items": len(movie_table.ids),
-            "rated_items": len(np.unique(r.movie[order])), "train": len(train_rows), "test": len(last)}
+            "rated_items": len(np.unique(r.movie[order])), "train": len(train_rows), "test": len(last),
+            "train_positives": int(liked[train_rows].sum()), "test_positives": int(liked[last].sum())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -344,13 +393,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=Path, required=True, help="users.dat (UserID::Gender::Age::Occupation::Zip)")
     parser.add_argument("--movies", type=Path, required=True, help="movies.dat (MovieID::Title::Genres)")
     parser.add_argument("--output", type=Path, required=True,
-                        help="folder that receives train/, train_sequences/, test/, items/")
+                        help="folder that receives train/, train_sequences/, test/, items/, rank_train/, rank_test/")
     parser.add_argument("--max_history", type=int, default=50, help="most ids in hist_item_id (default 50)")
     parser.add_argument("--min_ratings", type=int, default=2, help="drop users with fewer ratings (default 2)")
+    parser.add_argument("--like_threshold", type=int, default=4,
+                        help="rank files: label 1 for a rating >= this (1..5, default 4)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
-        counts = preprocess(args.ratings, args.users, args.movies, args.output, args.max_history, args.min_ratings)
+        counts = preprocess(args.ratings, args.users, args.movies, args.output, args.max_history, args.min_ratings,
+                            args.like_threshold)
     except (DataFormatError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -358,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dropped {counts['dropped_users']} users with fewer than {args.min_ratings} ratings", file=sys.stderr)
     print(f"users: {counts['users']}, items: {counts['items']} ({counts['rated_items']} rated), train rows: "
           f"{counts['train']}, test rows: {counts['test']} -> {args.output} ({time.perf_counter() - start:.1f} s)")
+    print(f"rank labels (rating >= {args.like_threshold}): {counts['train_positives']} of {counts['train']} train "
+          f"rows, {counts['test_positives']} of {counts['test']} test rows are 1")
     return 0
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Download GroupLens's MovieLens-1M and build the retrieval stage's leave-last-one-out data.
+# Download GroupLens's MovieLens-1M and build the leave-last-one-out data of the retrieval and ranking stages.
 #
 #   bash datasets/movielens/run.sh [RAW_DIR] [extra preprocess.py flags, e.g. --max_history 50 --min_ratings 2]
 #
@@ -8,7 +8,7 @@
 # RAW_DIR, a folder that already holds ratings.dat, users.dat and movies.dat, nothing is downloaded.
 # The data is GroupLens's: read raw/ml-1m/README (research use; no redistribution) before using it.
 #
-# Writes $OUTPUT (default datasets/movielens/data)/{train,test,items}/part-0.txt.
+# Writes $OUTPUT (default datasets/movielens/data)/{train,train_sequences,test,items,rank_train,rank_test}/part-0.txt.
 # Environment: PYTHON (default python), OUTPUT, URL (a mirror of ml-1m.zip).
 set -euo pipefail
 
@@ -67,4 +67,4 @@ done
 
 "$PYTHON" "$HERE/preprocess.py" --ratings "$RAW/ratings.dat" --users "$RAW/users.dat" --movies "$RAW/movies.dat" \
     --output "$OUTPUT" "$@"
-echo "Done: $OUTPUT/train, $OUTPUT/test and $OUTPUT/items"
+echo "Done: $OUTPUT/train, train_sequences, test, items (retrieval), rank_train, rank_test (ranking)"

@@ -57,13 +57,23 @@ SAMPLES
 
 # Retrieval models (models/recall/*): the generator's `movielens` world in GroupLens' ML-1M files (30,000 ratings of
 # 600 users and 600 movies), through datasets/movielens/preprocess.py as the real data goes (histories of at most
-# 20: small files); every retrieval folder holds the same sample.
+# 20: small files); every retrieval folder holds the same sample (train, train_sequences, test, items). The same
+# run's rank_train / rank_test (the ratings with a like label) are DeepFM's data/movielens_sample_data/{train,test}
+# (config_movielens.yaml).
 raw="$(mktemp -d)"
 trap 'rm -rf "$raw"' EXIT
 "$PYTHON" "$GEN" movielens --rows 30000 --seed 1 --output "$raw" >/dev/null
+"$PYTHON" datasets/movielens/preprocess.py --ratings "$raw/ratings.dat" --users "$raw/users.dat" \
+    --movies "$raw/movies.dat" --output "$raw/out" --max_history 20 >/dev/null
 for folder in dssm youtube_dnn sasrec mind ncf popularity; do
-    "$PYTHON" datasets/movielens/preprocess.py --ratings "$raw/ratings.dat" --users "$raw/users.dat" \
-        --movies "$raw/movies.dat" --output "models/recall/${folder}/data/sample_data" --max_history 20 >/dev/null
+    for split in train train_sequences test items; do
+        mkdir -p "models/recall/${folder}/data/sample_data/${split}"
+        cp "$raw/out/${split}/part-0.txt" "models/recall/${folder}/data/sample_data/${split}/part-0.txt"
+    done
+done
+for split in train test; do
+    mkdir -p "models/rank/deepfm/data/movielens_sample_data/${split}"
+    cp "$raw/out/rank_${split}/part-0.txt" "models/rank/deepfm/data/movielens_sample_data/${split}/part-0.txt"
 done
 
 # Short-video data (datasets/video, PaddleRec's multi-task tutorial): each census sample above with its

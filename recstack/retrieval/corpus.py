@@ -88,7 +88,9 @@ class ItemCorpus(nn.Module):
         node.get("feature_groups")
         node.finish()
         full = Path(path) if Path(path).is_absolute() else config.config_dir / path
-        blocks = self._read(data_files(full), config)
+        #: the item table's files (the export copies their lines: the raw item features a rank stage joins)
+        self.files = data_files(full)
+        blocks = self._read(self.files, config)
         self.input_names = spec.group_inputs(self.group)
         self.num_items = len(next(iter(blocks.values())))
         if self.num_items == 0:

@@ -10,7 +10,8 @@ Written into the export folder (each file atomically; ``model.json`` last, namin
   -> scores ``(B, R)``;
 * ``item_embeddings.npy`` (float32 ``(N, D)``, the whole corpus through the item tower) and ``item_ids.npy``
   (int64 ``(N,)``); ``query_embeddings.npy``: user vectors of up to 1,000 evaluation lines, the queries
-  ``tools/build_index.py`` measures an index's recall with;
+  ``tools/build_index.py`` measures an index's recall with; ``items.txt``: the item table's lines as they are
+  (``retrieval.item_table`` names its fields), the raw item features a ranking stage joins (``/recommend``);
 * ``model.json``: ``{"retrieval": {similarity, score, dimension, interests, num_items, files...}, ...}``.
 
 Each tower is checked as every export is (eager vs TorchScript vs ONNX Runtime, ``<= 1e-5`` on real batches), and
@@ -152,6 +153,7 @@ def export_retrieval(loaded: LoadedModel, out_dir: Path, prefix: str, head: dict
                         ("query_embeddings.npy", queries.numpy().astype(np.float32))):
         with atomic_path(out_dir / name) as tmp, open(tmp, "wb") as f:
             np.save(f, array)
+    files["items"] = _write_item_table(corpus, out_dir / "items.txt")
     interests = int(user_vectors.shape[1]) if user_vectors.dim() == 3 else 1
     score = "network" if not dot else ("max_inner_product" if interests > 1 else net.similarity)
     description = {
@@ -160,7 +162,10 @@ def export_retrieval(loaded: LoadedModel, out_dir: Path, prefix: str, head: dict
                       "interests": interests, "num_items": int(corpus.num_items), "files": files,
                       "user_inputs": names, "item_inputs": item_names, "mask_seen": wrapper.mask_seen,
                       "seen_input": wrapper.roles.seen, "topk": list(wrapper.topk),
-                      "history_input": wrapper.roles.history["ids"] if wrapper.roles.history else None},
+                      "history_input": wrapper.roles.history["ids"] if wrapper.roles.history else None,
+                      "item_table": {"separator": corpus.spec.separator,
+                                     "fields": [f.name for f in corpus.spec.input_fields],
+                                     "id_field": corpus.spec.feature(corpus.item_feature).input_name}},
         "parity": {**diffs, "scores_vs_eager": score_diff},
     }
     spec_file = out_dir / "model.json"
@@ -170,6 +175,19 @@ def export_retrieval(loaded: LoadedModel, out_dir: Path, prefix: str, head: dict
                 len(vectors), vectors.shape[1], score_diff)
     return ExportResult(user.torchscript, user.onnx, spec_file, description, {**user.max_abs_diff,
                                                                               "scores_vs_eager": score_diff})
+
+
+def _write_item_table(corpus: Any, path: Path) -> str:
+    """Copy the item table's lines (every file of ``item_config.data_path``, in order) into ``path``: the raw item
+    features a ranking stage joins to each retrieved id (``/recommend``, :mod:`recstack.serving.pipeline`)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+        for name in corpus.files:
+            with open(name, "rb") as f:
+                data = f.read()
+            out.write(data)
+            if data and not data.endswith(b"\n"):
+                out.write(b"\n")
+    return path.name
 
 
 def _bounds(net: RetrievalNet, names: list[str]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -209,7 +210,8 @@ def drop_tracebacks(err: BaseException) -> None:
 
 
 def create_app(load_model: Callable[[], Any], options: ServingOptions | None = None,
-               load_recall: Callable[[], Any] | None = None) -> FastAPI:
+               load_recall: Callable[[], Any] | None = None,
+               load_rank: Callable[[], tuple[Any, Any]] | None = None) -> FastAPI:
     """The FastAPI application.
 
     Args:
@@ -217,6 +219,8 @@ def create_app(load_model: Callable[[], Any], options: ServingOptions | None = N
             lifespan, so the server answers only once the model is loaded).
         options: service settings.
         load_recall: for a retrieval export, builds its :class:`recstack.serving.recall.RecallIndex` (``/recall``).
+        load_rank: the two-stage service (``/recommend``): builds ``(ranking ServedModel, TwoStage)``
+            (:mod:`recstack.serving.pipeline`); ``/predict`` and ``/upload`` then answer with the ranking model.
     """
     options = options or ServingOptions()
     state: dict[str, Any] = {}
@@ -232,6 +236,15 @@ def create_app(load_model: Callable[[], Any], options: ServingOptions | None = N
                           options.trim_memory)
         state.update(model=model, batcher=batcher, gate=gate,
                      recall=load_recall() if load_recall is not None else None)
+        if load_rank is not None:
+            rank, pipeline = load_rank()
+            rank.warmup()
+            pipeline.warmup(model, rank)
+            rank_batcher = MicroBatcher(rank.predict, options.max_batch_size, options.max_wait_ms, options.batching,
+                                        options.threads)
+            await rank_batcher.start()
+            state.update(rank=rank, rank_batcher=rank_batcher, pipeline=pipeline)
+            logger.info("two stages: /recommend retrieves with %s and ranks with %s", model.name, rank.name)
         logger.info("serving %s (%s backend); micro-batching %s", model.name, model.backend.name,
                     f"on (max_batch_size {options.max_batch_size}, max_wait_ms {options.max_wait_ms})"
                     if options.batching else "off")
@@ -239,6 +252,8 @@ def create_app(load_model: Callable[[], Any], options: ServingOptions | None = N
             yield
         finally:
             await batcher.stop()
+            if "rank_batcher" in state:
+                await state["rank_batcher"].stop()
             logger.info("stopped; %s", batcher.stats.to_dict())
 
     app = FastAPI(title="recstack prediction service", lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -272,7 +287,7 @@ def create_app(load_model: Callable[[], Any], options: ServingOptions | None = N
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         message = {404: f"no endpoint {request.url.path} (GET /health, /metadata, /stats; POST /predict, /upload, "
-                        "/recall)",
+                        "/recall, /recommend)",
                    405: f"method {request.method} is not allowed on {request.url.path}"}.get(exc.status_code,
                                                                                            str(exc.detail))
         return error_response(exc.status_code, message)
@@ -286,28 +301,60 @@ def create_app(load_model: Callable[[], Any], options: ServingOptions | None = N
 
     @app.get("/stats")
     async def stats() -> Response:
+        if "rank" in state:
+            return _json({"recall": state["batcher"].stats.to_dict(), "rank": state["rank_batcher"].stats.to_dict()})
         return _json(state["batcher"].stats.to_dict())
 
     @app.get("/metadata")
     async def metadata() -> Response:
-        return _json(describe(state["model"], options, state["batcher"], state["gate"], state.get("recall")))
+        answer = describe(state["model"], options, state["batcher"], state["gate"], state.get("recall"))
+        if "rank" in state:
+            rank = describe(state["rank"], options, state["rank_batcher"])
+            answer["rank"] = {key: rank[key] for key in ("model", "backend", "export", "inputs", "outputs",
+                                                         "upload_reader", "batching")}
+            answer["pipeline"] = state["pipeline"].describe()
+        return _json(answer)
 
-    async def predict_body(request: Request, parse: Callable[[bytes], dict[str, np.ndarray]]) -> Response:
-        """Read the body (within the memory gate), parse it, predict; the body's bytes are released at the end."""
+    def served() -> tuple[Any, MicroBatcher]:
+        """The model (and its batcher) of ``/predict`` and ``/upload``: the ranking model of a two-stage service."""
+        if "rank" in state:
+            return state["rank"], state["rank_batcher"]
+        return state["model"], state["batcher"]
+
+    async def parsed_body(request: Request, parse: Callable[[bytes], Any], answer: Callable[[Any], Awaitable[Response]]
+                          ) -> Response:
+        """Read the body (within the memory gate), parse it (off the event loop when large), answer from what was
+        parsed; the body's bytes are released before the answer is computed and the gate at the end."""
         gate: MemoryGate = state["gate"]
         held: list[int] = []
         try:
             body = await read_body(request, options.max_body_bytes, gate, held)
-            arrays = await off_loop(body, functools.partial(parse, body), gate)
+            parsed = await off_loop(body, functools.partial(parse, body), gate)
             del body
-            rows = len(next(iter(arrays.values())))
-            outputs = await state["batcher"].submit(arrays, alone=state["model"].grouped)
-            return _json(predictions(state["model"], outputs, rows))
+            return await answer(parsed)
         finally:
             await gate.release(sum(held))
 
+    async def predict_body(request: Request, parse: Callable[[bytes], dict[str, np.ndarray]]) -> Response:
+        """Parse the body into model inputs and predict."""
+        async def answer(arrays: dict[str, np.ndarray]) -> Response:
+            rows = len(next(iter(arrays.values())))
+            model, batcher = served()
+            outputs = await batcher.submit(arrays, alone=model.grouped)
+            return _json(predictions(model, outputs, rows))
+        return await parsed_body(request, parse, answer)
+
+    async def retrieve(arrays: dict[str, np.ndarray], k: int, exclude: list[list[int]] | None,
+                       exclude_history: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The user tower on the retrieval inputs, then the top ``k`` of the corpus (ids, scores) per row."""
+        index, model = state["recall"], state["model"]
+        users = (await state["batcher"].submit(arrays, alone=model.grouped))[0]
+        history = arrays.get(index.history_input) if exclude_history and index.history_input else None
+        excluded = index.excluded_rows(len(next(iter(arrays.values()))), exclude, history)
+        return await run_in_threadpool(index.top_k, np.asarray(users, dtype=np.float32), k, excluded)
+
     def parse_predict(body: bytes) -> dict[str, np.ndarray]:
-        model = state["model"]
+        model = served()[0]
         check_json_size(body, model.inputs, options.max_rows)  # before json.loads makes its objects
         return to_arrays(parse_json(body), model.inputs, options.max_rows,
                          booleans=b"true" in body or b"false" in body)
@@ -327,35 +374,78 @@ def create_app(load_model: Callable[[], Any], options: ServingOptions | None = N
                 raise RequestError("/recall answers for a retrieval export (model.json with its towers); this "
                                    "export is a ranking model: use /predict", status=404)
             check_json_content_type(request)
-            gate: MemoryGate = state["gate"]
-            held: list[int] = []
-            try:
-                body = await read_body(request, options.max_body_bytes, gate, held)
-                model = state["model"]
+            model = state["model"]
 
-                def parse(raw: bytes) -> tuple[dict[str, np.ndarray], tuple]:
-                    check_json_size(raw, model.inputs, options.max_rows)
-                    document = parse_json(raw)
-                    choice = index.parse_options(document, _rows_of(document))
-                    return to_arrays(document, model.inputs, options.max_rows,
-                                     booleans=b"true" in raw or b"false" in raw), choice
-                arrays, (k, exclude, exclude_history) = await off_loop(body, functools.partial(parse, body), gate)
-                del body
-                rows = len(next(iter(arrays.values())))
-                users = (await state["batcher"].submit(arrays, alone=model.grouped))[0]
-                history = arrays.get(index.history_input) if exclude_history and index.history_input else None
-                excluded = index.excluded_rows(rows, exclude, history)
-                ids, scores = await run_in_threadpool(index.top_k, np.asarray(users, dtype=np.float32), k, excluded)
+            def parse(raw: bytes) -> tuple[dict[str, np.ndarray], tuple]:
+                check_json_size(raw, model.inputs, options.max_rows)
+                document = parse_json(raw)
+                choice = index.parse_options(document, _rows_of(document))
+                return to_arrays(document, model.inputs, options.max_rows,
+                                 booleans=b"true" in raw or b"false" in raw), choice
+
+            async def answer(parsed: tuple) -> Response:
+                arrays, (k, exclude, exclude_history) = parsed
+                ids, scores = await retrieve(arrays, k, exclude, exclude_history)
                 return _json({"code": 200, "k": k, "items": ids.tolist(),
                               "scores": [[float(s) if np.isfinite(s) else None for s in row] for row in scores]})
-            finally:
-                await gate.release(sum(held))
+            return await parsed_body(request, parse, answer)
         return await guarded(work)
+
+    @app.post("/recommend")
+    async def recommend(request: Request) -> Response:
+        async def work() -> Response:
+            pipeline = state.get("pipeline")
+            if pipeline is None:
+                raise RequestError("/recommend answers when the server runs both stages (tools/serve.py --recall "
+                                   "<retrieval export> --rank <ranking export>)", status=404)
+            check_json_content_type(request)
+            return await parsed_body(request, parse_recommend, functools.partial(two_stages, pipeline))
+        return await guarded(work)
+
+    def parse_recommend(raw: bytes) -> tuple:
+        pipeline, index = state["pipeline"], state["recall"]
+        document = parse_json(raw)
+        users, k, candidates = pipeline.parse(document)
+        document["k"] = candidates  # the retrieval stage's k, checked against --max_k
+        _, exclude, exclude_history = index.parse_options(document, len(users))
+        if document:
+            raise RequestError(f"unknown key(s) {sorted(document)}; /recommend takes users, k, candidates, exclude, "
+                               "exclude_history", field=sorted(document)[0])
+        return users, k, candidates, exclude, exclude_history
+
+    async def two_stages(pipeline: Any, request: tuple) -> Response:
+        users, k, candidates, exclude, exclude_history = request
+        model, rank = state["model"], state["rank"]
+        start = time.perf_counter()
+        lines = pipeline.recall_lines(users)
+        try:
+            arrays = model.parse_upload(lines, len(users))
+        except RequestError as err:
+            raise pipeline.user_error(err, "retrieval") from None
+        ids, recall_scores = await retrieve(arrays, candidates, exclude, exclude_history)
+        retrieved = time.perf_counter()
+        lines, where = pipeline.rank_lines(users, ids)
+        scores = np.zeros(0, dtype=np.float32)
+        if where:
+            try:
+                rank_arrays = await run_in_threadpool(rank.parse_upload, lines, pipeline.max_rank_rows)
+            except RequestError as err:
+                raise pipeline.user_error(err, "ranking", where, ids) from None
+            outputs = await state["rank_batcher"].submit(rank_arrays, alone=rank.grouped)
+            scores = np.asarray(outputs[pipeline.rank_output], dtype=np.float32).reshape(len(where), -1)[:, 0]
+            if not np.isfinite(scores).all():
+                raise RuntimeError(f"ranking output {rank.output_names[pipeline.rank_output]} holds non-finite values")
+        items, ranked, recalled = pipeline.order(scores, where, ids, recall_scores, k)
+        done = time.perf_counter()
+        return _json({"code": 200, "k": k, "candidates": candidates, "items": items, "scores": ranked,
+                      "recall_scores": recalled,
+                      "took_ms": {"recall": round(1000 * (retrieved - start), 3),
+                                  "rank": round(1000 * (done - retrieved), 3)}})
 
     @app.post("/upload")
     async def upload(request: Request) -> Response:
         async def work() -> Response:
-            model = state["model"]
+            model = served()[0]
             if model.upload_unavailable:
                 raise RequestError(f"/upload is not available: {model.upload_unavailable}; use /predict",
                                    status=501)
