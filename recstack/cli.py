@@ -45,6 +45,19 @@ examples:
 
 Checkpoints go to <runner.model_save_path>/<epoch>/. Every runner key, its type and default, and the
 -o rules: doc/yaml.md. Exit status: 0 done, 2 a bad config, data or checkpoint (one ERROR line).""",
+    "static_trainer": """\
+examples:
+  python tools/static_trainer.py -m models/rank/deepfm/config.yaml
+  python tools/static_trainer.py -m models/rank/deepfm/config.yaml -o runner.cpu_threads=1   # small machines
+  python tools/static_trainer.py -m models/rank/din/config.yaml -o runner.compile_fallback=True
+  python tools/static_trainer.py -m models/multitask/mmoe/config.yaml -o runner.compile_mode=max-autotune-no-cudagraphs
+  python tools/static_trainer.py -m models/rank/deepfm/config.yaml -o runner.compile_backend=aot_eager
+
+tools/trainer.py with runner.compile: True: the network's forward and backward compiled by torch.compile
+(runner.compile_backend, compile_mode, compile_dynamic, compile_fallback: doc/yaml.md, doc/static.md). The
+checkpoints are tools/trainer.py's, key for key. On a 2-core CPU, 1 thread is faster than 2 under the tools'
+OMP_WAIT_POLICY=PASSIVE (doc/static.md, measured). Exit status: 0 done, 2 a bad config, data or checkpoint, or
+compilation impossible without runner.compile_fallback (one ERROR line).""",
     "infer": """\
 examples:
   python tools/infer.py -m models/rank/deepfm/config.yaml
@@ -56,6 +69,17 @@ Evaluates <runner.infer_load_path>/<epoch>/ for epochs [infer_start_epoch, infer
 runner.test_data_dir and logs the metrics of each. Keys and -o rules: doc/yaml.md. Exit status: 0 done,
 2 a bad config, data or checkpoint (one ERROR line; a damaged checkpoint is logged and skipped, the other
 epochs are evaluated and printed, then the run exits 2).""",
+    "static_infer": """\
+examples:
+  python tools/to_static.py -m models/rank/deepfm/config.yaml
+  python tools/static_infer.py -m models/rank/deepfm/config.yaml
+  python tools/static_infer.py -m models/multitask/mmoe/config.yaml --backend torchscript
+  python tools/static_infer.py -m models/rank/din/config.yaml --model_dir output_model_din \\
+      -o runner.test_data_dir=/data/din/test
+
+Runs the export (tostatic.onnx or tostatic.pt) over runner.test_data_dir and logs tools/infer.py's metric lines,
+computed by the same wrapper code: on the same checkpoint the figures equal infer.py's (within float noise).
+Exit status: 0 done, 2 a bad config, data or export, or a backend that cannot run here (one ERROR line).""",
     "to_static": """\
 examples:
   python tools/to_static.py -m models/rank/deepfm/config.yaml
@@ -126,7 +150,9 @@ def report_user_errors(main: Callable[..., int] | None = None, *, failures: Sequ
     return wrapped
 
 
-def _run(description: str, argv: Sequence[str] | None, action: Callable, epilog: str | None = None) -> int:
+def _run(description: str, argv: Sequence[str] | None, action: Callable, epilog: str | None = None,
+         preset: Sequence[str] = ()) -> int:
+    """Parse ``-m`` / ``-o``, load the config (``preset`` overrides first: the user's ``-o`` wins) and run."""
     from recstack.utils import setup_logging
 
     args = parse_args(description, argv, epilog)
@@ -134,14 +160,15 @@ def _run(description: str, argv: Sequence[str] | None, action: Callable, epilog:
 
     @report_user_errors
     def run() -> int:
-        action(load_config(args.config_yaml, args.opt))
+        action(load_config(args.config_yaml, [*preset, *args.opt]))
         return 0
 
     return run()
 
 
-def train_main(argv: Sequence[str] | None = None) -> int:
-    """``tools/trainer.py``: train, one checkpoint per epoch."""
+def train_main(argv: Sequence[str] | None = None, static: bool = False) -> int:
+    """``tools/trainer.py``: train, one checkpoint per epoch (``static``: ``tools/static_trainer.py``, the step
+    compiled: ``runner.compile: True``)."""
     from recstack.testing import from_environment
     from recstack.trainer import train
 
@@ -153,7 +180,42 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                         last.checkpoint.parent, last.checkpoint,
                         ", ".join(f"{k}: {v:.6f}" for k, v in last.metrics.items()))
 
+    if static:
+        return _run("Train a recstack model with its step compiled by torch.compile (PaddleRec's "
+                    "tools/static_trainer.py).", argv, action, EPILOGS["static_trainer"],
+                    preset=["runner.compile=True"])
     return _run("Train a recstack model (PaddleRec's tools/trainer.py).", argv, action, EPILOGS["trainer"])
+
+
+def static_infer_main(argv: Sequence[str] | None = None) -> int:
+    """``tools/static_infer.py``: evaluate the exported graph (TorchScript or ONNX) on ``test_data_dir``."""
+    from recstack.backends import BACKENDS, InferenceSettings, UnavailableError
+    from recstack.evaluator import evaluate_export
+    from recstack.utils import setup_logging
+
+    parser = argument_parser("Evaluate the exported graph of a model on its test data (PaddleRec's "
+                             "tools/static_infer.py).", EPILOGS["static_infer"])
+    parser.add_argument("--model_dir", help="the export folder (default: runner.model_save_path, where "
+                        "tools/to_static.py writes)")
+    parser.add_argument("--backend", default="onnxruntime", choices=[b for b in BACKENDS if b != "eager"],
+                        help="the exported graph to run: ONNX Runtime (tostatic.onnx) or TorchScript (tostatic.pt)")
+    parser.add_argument("--cpu_threads", type=int, default=None,
+                        help="intra-op threads (default: runner.cpu_threads, else 1)")
+    parser.add_argument("--use_gpu", action="store_true", help="run the graph on CUDA (ONNX Runtime's CUDA provider)")
+    args = parser.parse_args(argv)
+    setup_logging()
+
+    @report_user_errors(failures=[(UnavailableError, 2, "unavailable: ")])
+    def run() -> int:
+        config = load_config(args.config_yaml, args.opt)
+        threads = args.cpu_threads or config.get("runner.cpu_threads") or 1
+        settings = InferenceSettings(args.backend, use_gpu=args.use_gpu, cpu_threads=threads)
+        epoch, metrics = evaluate_export(config, args.model_dir, settings)
+        logger.info("export%s (%s): %s", f" of checkpoint epoch {epoch}" if epoch is not None else "", args.backend,
+                    ", ".join(f"{k}: {v:.6f}" for k, v in metrics.items()))
+        return 0
+
+    return run()
 
 
 def infer_main(argv: Sequence[str] | None = None) -> int:

@@ -117,6 +117,22 @@ RUNNER_KEYS: dict[str, Key] = {
     "use_visual": Key(_BOOL, False, "write TensorBoard scalars (loss, metrics per interval and per epoch)"),
     "visual_log_path": Key(_OPT_STR, None, "TensorBoard folder (defaults to <model_save_path>/visual_log)"),
     "progress_bar": Key((bool, type(None)), None, "tqdm progress bar (null = only when stderr is a terminal)"),
+    "profile": Key(_BOOL, False, "trace profile_steps training steps with torch.profiler (after profile_wait "
+                   "untraced ones) into <model_save_path>/profile/ (trace.json, top_ops.txt), then train on; "
+                   "see doc/profiling.md"),
+    "profile_wait": Key(_INT, 5, "with profile: training steps left untraced before the trace (warm-up)"),
+    "profile_steps": Key(_INT, 20, "with profile: training steps traced"),
+    # --- compiled training (tools/static_trainer.py)
+    "compile": Key(_BOOL, False, "compile the network's forward and backward with torch.compile "
+                   "(tools/static_trainer.py sets it; recstack/compile.py, doc/static.md)"),
+    "compile_backend": Key(_STR, "inductor", "with compile: torch.compile backend (inductor; aot_eager or eager "
+                           "to trace without generating code)"),
+    "compile_mode": Key(_STR, "default", "with compile: default, reduce-overhead, max-autotune or "
+                        "max-autotune-no-cudagraphs"),
+    "compile_dynamic": Key((bool, type(None)), None, "with compile: dynamic shapes (null: torch's automatic "
+                           "choice, a second batch shape recompiles once as dynamic)"),
+    "compile_fallback": Key(_BOOL, False, "with compile: where compilation cannot work, say why and train "
+                            "eagerly instead of stopping"),
     # --- distributed
     "use_fleet": Key(_BOOL, False, "multi-process data-parallel training (PaddleRec's fleet) on torch.distributed: "
                      "start with torchrun --nproc_per_node=N tools/trainer.py -m ...; without torchrun (WORLD_SIZE "
@@ -228,6 +244,10 @@ RUNNER_RANGES: dict[str, Check] = {
     "infer_end_epoch": Nullable(NonNegativeInt),
     "dist_timeout_s": PositiveNumber,
     "previous_run": OneOf("archive", "remove", "refuse"),
+    "profile_wait": NonNegativeInt,
+    "profile_steps": PositiveInt,
+    "compile_backend": OneOf("inductor", "aot_eager", "eager", "cudagraphs"),
+    "compile_mode": OneOf("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
 }
 
 #: Optimizer keys under ``hyper_parameters.optimizer``.

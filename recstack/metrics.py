@@ -49,6 +49,8 @@ class Metric:
     log_name: str | None = None
     #: True for metrics of probabilities against 0/1 labels (a ``CLASSIFICATION`` task tower only)
     binary: bool = False
+    #: False for error metrics, where lower is better (log loss, MSE): how feature importance ranks their changes
+    higher_is_better: bool = True
 
     def __init__(self) -> None:
         self.reset()
@@ -181,6 +183,7 @@ class LogLoss(_Mean):
 
     log_name = "log_loss"
     binary = True
+    higher_is_better = False
 
     @torch.no_grad()
     def update(self, preds: torch.Tensor, labels: torch.Tensor) -> None:
@@ -194,6 +197,7 @@ class MSE(_Mean):
     """Mean squared error."""
 
     log_name = "mse"
+    higher_is_better = False
 
     @torch.no_grad()
     def update(self, preds: torch.Tensor, labels: torch.Tensor) -> None:

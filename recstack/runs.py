@@ -283,6 +283,24 @@ def moved_checkpoint_hint(folder: str | os.PathLike) -> str:
             f"(runner.previous_run: archive): use -o runner.model_init_path={latest}")
 
 
+def run_visual_dir(checkpoint: str | os.PathLike, visual_log_path: str | os.PathLike | None = None) -> Path:
+    """The TensorBoard folder of the training run that wrote ``checkpoint`` (``<root>/<epoch>``), where
+    ``tools/infer.py`` adds its test metrics: ``<root>/visual_log/<run id>`` when it exists (the default place,
+    wherever the folder was moved or copied), else the ``visual_log`` named by ``<root>/run.json`` when that run
+    wrote the checkpoint and the folder exists, else ``<visual_log_path or root/visual_log>/<run id>``
+    (``no-run-id`` for checkpoints written before run ids)."""
+    checkpoint = Path(checkpoint)
+    root = checkpoint.parent
+    run_id, _ = checkpoint_run(checkpoint)
+    if run_id is not None and (root / "visual_log" / run_id).is_dir():
+        return root / "visual_log" / run_id
+    manifest = read_manifest(root)
+    visual = manifest.get("visual_log")
+    if run_id is not None and manifest.get("run_id") == run_id and isinstance(visual, str) and Path(visual).is_dir():
+        return Path(visual)
+    return Path(visual_log_path or root / "visual_log") / (run_id or "no-run-id")
+
+
 # ---------------------------------------------------------------------- the training run
 class _Buffer(logging.Handler):
     """Keeps the records of a run until its log file is opened (nothing is written for a run that

@@ -20,12 +20,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from recstack.compile import StepCompiler
 from recstack.config import Config, log_config
 from recstack.data.base import DataFormatError
 from recstack.dist.strategy import LocalStrategy, make_strategy
 from recstack.logs import IntervalStats, format_metrics, format_print_dict, memory_line, memory_mib
 from recstack.metrics import Metric, warn_undefined
 from recstack.prepare import batch_size_of, move_batch, prepare_run
+from recstack.profiling import TrainingProfiler
 from recstack.runs import TrainingRun
 from recstack.wrapper import Batch, DygraphModel, model_name
 
@@ -131,15 +133,17 @@ def train(config: Config, callbacks: Sequence[Any] = ()) -> TrainResult:
     """
     strategy = make_strategy(config)  # under use_fleet and torchrun: joins the process group
     # the run's identity, run.json and train.log in model_save_path (recstack/runs.py; rank 0 only)
-    with TrainingRun(config, main=strategy.is_main) as run:
-        result = _train(config, strategy, run, callbacks)
+    with TrainingRun(config, main=strategy.is_main) as run, \
+            TrainingProfiler(config, enabled=strategy.is_main, run_id=run.run_id) as profiler:  # runner.profile
+        result = _train(config, strategy, run, callbacks, profiler)
     # on an error the group is left as it is: other ranks may be blocked in a collective, and torchrun
     # stops them when this process exits with the error (doc/distributed.md, "Errors")
     strategy.teardown()
     return result
 
 
-def _train(config: Config, strategy: LocalStrategy, run: TrainingRun, callbacks: Sequence[Any]) -> TrainResult:
+def _train(config: Config, strategy: LocalStrategy, run: TrainingRun, callbacks: Sequence[Any],
+           profiler: TrainingProfiler) -> TrainResult:
     log_config(config)
     run.check()  # the output folders are writable, a previous run's checkpoints may go: before any training
     # seed, threads, the model (and optimizer, warm start, wrapping: the strategy's), the reader and loader
@@ -158,6 +162,8 @@ def _train(config: Config, strategy: LocalStrategy, run: TrainingRun, callbacks:
     # last of an epoch, when the data size leaves one row over) is skipped with a warning
     has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     step = 0
+    compiler = StepCompiler(config, model, device)  # runner.compile (tools/static_trainer.py)
+    profiler.start(device)
     for epoch in range(config.get("runner.epochs")):
         if epoch > 0 and config.get("runner.use_auc"):
             metrics, names = wrapper.create_metrics()  # fresh metrics each epoch
@@ -170,6 +176,7 @@ def _train(config: Config, strategy: LocalStrategy, run: TrainingRun, callbacks:
         epoch_start = tick = time.perf_counter()
         batch_iter, progress = _progress(config, loader, epoch) if main else (loader, contextlib.nullcontext())
         batch_iter, joined = strategy.batches(model, batch_iter)  # DDP: ranks with fewer batches wait
+        batch_iter = profiler.batches(batch_iter)  # runner.profile: the wait for each batch, as its own span
         with joined, progress:
             for batch_id, batch in enumerate(batch_iter):
                 got = time.perf_counter()
@@ -180,7 +187,8 @@ def _train(config: Config, strategy: LocalStrategy, run: TrainingRun, callbacks:
                 for hook in on_batch:
                     hook(epoch, batch_id)
                 batch = move_batch(batch, device)
-                loss, print_dict = train_step(wrapper, model, optimizer, metrics, batch, config)
+                loss, print_dict = compiler.step(train_step, wrapper, model, optimizer, metrics, batch, config)
+                profiler.step()
                 loss_sum += loss
                 interval_loss += loss
                 n = batch_size_of(batch)
@@ -204,6 +212,8 @@ def _train(config: Config, strategy: LocalStrategy, run: TrainingRun, callbacks:
         seconds = time.perf_counter() - epoch_start
         if epoch == 0:
             train_peak = memory_mib()[0]  # before any checkpoint is gathered or written
+            if compiler.summary() and main:
+                logger.info("%s", compiler.summary())
         # global figures: summed losses, samples and metric states of every rank
         loss_total, batches, samples, seconds, epoch_metrics_list = strategy.reduce(float(loss_sum), batches,
                                                                                     samples, seconds, metrics)

@@ -37,6 +37,7 @@ from recstack.data.base import (
     Block,
     BlockReader,
     DataFormatError,
+    FeatureUnit,
     NumberRangeError,
     bad_line,
     blank_whitespace_lines,
@@ -95,6 +96,11 @@ class AliCCPReader(BlockReader):
 
     def signature(self) -> str:
         return f"{super().signature()}|{','.join(self.fields)}|max_len={self.max_len}|ids<{self.id_bound}"
+
+    def feature_units(self) -> list[FeatureUnit]:
+        """Each field by its id (``101``, ``150_14``, ...): its ``max_len`` columns of ``sparse`` together."""
+        m = self.max_len
+        return [FeatureUnit(f, f, tuple(("sparse", i * m + k) for k in range(m))) for i, f in enumerate(self.fields)]
 
     # ------------------------------------------------------------------ parsing
     def parse_block(self, chunk: bytes, path: str, first_line: int) -> Block:

@@ -32,6 +32,7 @@ import shutil
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +190,26 @@ def row_error(chunk: bytes, path: str, first_line: int, row: int, problem: str) 
     return DataFormatError(f"{path}: {problem}")
 
 
+@dataclass(frozen=True)
+class FeatureUnit:
+    """One input of a reader's blocks as a person names it: what ``tools/feature_importance.py`` shuffles
+    across the samples as a whole (:mod:`recstack.importance`).
+
+    Attributes:
+        name: the feature's name (a slot ``6``, a feature-config feature ``item_ctr``, DIN's ``history``).
+        group: the group it belongs to (``dense_feature``, a feature group ``all``, DIN's ``target``); a
+            feature without one is its own group.
+        columns: the block columns that hold it, ``(key, column index)``; index ``None``: the whole key
+            (a ``(n, 1)`` array, or every row of a :class:`RaggedArray`). Columns listed together are
+            permuted with one permutation, so they stay consistent with each other (a history's items,
+            categories and length).
+    """
+
+    name: str
+    group: str
+    columns: tuple[tuple[str, int | None], ...]
+
+
 class BlockReader:
     """Base class of readers: files → blocks of column arrays.
 
@@ -223,6 +244,23 @@ class BlockReader:
     def signature(self) -> str:
         """What determines the parsed arrays besides the file (for the binary cache)."""
         return f"{type(self).__module__}.{type(self).__qualname__}:{sorted(self.columns.items())}"
+
+    def feature_units(self) -> list[FeatureUnit]:
+        """The features of the blocks, for feature importance (:class:`FeatureUnit`).
+
+        Default, from :attr:`columns`: a column of width 1 or of variable length is one feature named like
+        it; each column ``j`` of a wider array ``key`` is a feature ``key[j]`` of group ``key``. Labels are
+        listed too: the caller keeps the features the model reads (its wrapper's ``feed_names``). A reader
+        whose columns hold named features, or features spread over several columns that belong together,
+        overrides this (the slot, DIN, Ali-CCP and feature-config readers).
+        """
+        units = []
+        for key, (_, width) in self.columns.items():
+            if width > 1:
+                units.extend(FeatureUnit(f"{key}[{j}]", key, ((key, j),)) for j in range(width))
+            else:
+                units.append(FeatureUnit(key, key, ((key, None),)))
+        return units
 
     # -------------------------------------------------------------- iteration
     def chunks(self, path: str) -> Iterator[tuple[bytes, int]]:

@@ -45,6 +45,7 @@ from recstack.data.base import (
     Block,
     BlockReader,
     DataFormatError,
+    FeatureUnit,
     NumberRangeError,
     RaggedArray,
     bad_line,
@@ -89,6 +90,13 @@ class DINReader(BlockReader):
 
     def signature(self) -> str:
         return f"{super().signature()}|items<{self.item_count}|cats<{self.cat_count}"
+
+    def feature_units(self) -> list[FeatureUnit]:
+        """``history`` (items, categories and length together: a row's categories belong to its items) and the
+        candidate's ``target_item`` and ``target_cat`` (group ``target``)."""
+        return [FeatureUnit("history", "history", (("hist_item", None), ("hist_cat", None), ("hist_len", None))),
+                FeatureUnit("target_item", "target", (("target_item", None),)),
+                FeatureUnit("target_cat", "target", (("target_cat", None),))]
 
     # ------------------------------------------------------------------ parsing
     def parse_block(self, chunk: bytes, path: str, first_line: int) -> Block:

@@ -28,6 +28,7 @@ from recstack.data.base import (
     Block,
     BlockReader,
     DataFormatError,
+    FeatureUnit,
     NumberRangeError,
     bad_line,
     blank_whitespace_lines,
@@ -91,6 +92,13 @@ class SlotReader(BlockReader):
 
     def signature(self) -> str:
         return f"{super().signature()}|{self.label_slot}|{self.dense_slot}"
+
+    def feature_units(self) -> list[FeatureUnit]:
+        """The sparse slots by their names (``1`` .. ``26``), each its own group, and each value of the dense slot,
+        ``dense_feature[0]`` .. ``dense_feature[12]`` (Criteo's I1 .. I13), in group ``dense_feature``."""
+        sparse = [FeatureUnit(slot, slot, (("sparse", j),)) for j, slot in enumerate(self.sparse_slots)]
+        return sparse + [FeatureUnit(f"{self.dense_slot}[{j}]", self.dense_slot, (("dense", j),))
+                         for j in range(self.dense_dim)]
 
     # ------------------------------------------------------------------ parsing
     def parse_block(self, chunk: bytes, path: str, first_line: int) -> Block:
@@ -232,6 +240,11 @@ class FeatIdxValueReader(BlockReader):
         self._read_options = dict(column_names=names, use_threads=False)
         self._parse_options = pacsv.ParseOptions(delimiter=" ", ignore_empty_lines=True)
         self._convert_options = pacsv.ConvertOptions(column_types=types, null_values=[], strings_can_be_null=False)
+
+    def feature_units(self) -> list[FeatureUnit]:
+        """Field ``j``'s id and value together, as ``field[j]`` (0-based, the order of the line's tokens)."""
+        return [FeatureUnit(f"field[{j}]", f"field[{j}]", (("feat_idx", j), ("feat_value", j)))
+                for j in range(self.num_field)]
 
     def parse_block(self, chunk: bytes, path: str, first_line: int) -> Block:
         block = self._fast(chunk)

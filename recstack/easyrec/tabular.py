@@ -56,6 +56,7 @@ from recstack.data.base import (
     Block,
     BlockReader,
     DataFormatError,
+    FeatureUnit,
     RaggedArray,
     bad_line,
     blank_whitespace_lines,
@@ -304,6 +305,20 @@ class TabularReader(BlockReader):
 
     def signature(self) -> str:
         return f"{super().signature()}|{self.spec!r}"
+
+    def feature_units(self) -> list[FeatureUnit]:
+        """Each feature of each group by its ``feature_config`` name, in its group: its column of ``<g>.ids`` or
+        ``<g>.values``, or all the keys of a tag or sequence feature (ids, weights, lengths together). A feature
+        of two groups is listed once per group."""
+        spec, units = self.spec, []
+        for group in spec.groups:
+            g = group.name
+            columns = {f.name: ((f"{g}.ids", j),) for j, f in enumerate(spec.id_features(g))}
+            columns.update({f.name: ((f"{g}.values", j),) for j, f in enumerate(spec.value_features(g))})
+            columns.update({f.name: tuple((key, None) for key in spec.ragged_keys(g, f).values())
+                            for f in spec.ragged_features(g)})
+            units.extend(FeatureUnit(name, g, columns[name]) for name in group.feature_names if name in columns)
+        return units
 
     # ------------------------------------------------------------------ parsing
     def _read(self, chunk: bytes) -> pa.Table:
