@@ -495,6 +495,27 @@ class Config:
 
 
 # ------------------------------------------------------------------ loading
+def parse_yaml(text: str, path: Path | str) -> Any:
+    """The document of a YAML text under the configs' rules (``1e-3`` is a float, a key given twice is an error);
+    ``None`` for an empty one.
+
+    Raises:
+        ConfigError: invalid YAML or a repeated key, naming ``path:line:column``.
+    """
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            _check_duplicate_keys(node, path)
+        return loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: invalid YAML: {getattr(err, 'problem', err)}") from None
+    finally:
+        loader.dispose()
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist")
@@ -509,18 +530,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         hint = " (it looks like UTF-16)" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
         raise ConfigError(f"{path}:{line}: not UTF-8 text: byte 0x{raw[err.start]:02x} at offset {err.start}"
                           f"{hint}; save the file as UTF-8") from None
-    loader = _Loader(text)
-    try:
-        node = loader.get_single_node()
-        if node is not None:
-            _check_duplicate_keys(node, path)
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: invalid YAML: {getattr(err, 'problem', err)}") from None
-    finally:
-        loader.dispose()
+    data = parse_yaml(text, path)
     if data is None:
         raise ConfigError(f"{path}: the file is empty; expected the sections {', '.join(SECTIONS)}")
     if not isinstance(data, dict):

@@ -212,8 +212,9 @@ def _train(config: Config, strategy: LocalStrategy, run: TrainingRun, callbacks:
         seconds = time.perf_counter() - epoch_start
         if epoch == 0:
             train_peak = memory_mib()[0]  # before any checkpoint is gathered or written
-            if compiler.summary() and main:
-                logger.info("%s", compiler.summary())
+            summary = compiler.summary() if main else None
+            if summary:
+                logger.info("%s", summary)
         # global figures: summed losses, samples and metric states of every rank
         loss_total, batches, samples, seconds, epoch_metrics_list = strategy.reduce(float(loss_sum), batches,
                                                                                     samples, seconds, metrics)

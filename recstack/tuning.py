@@ -63,18 +63,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import yaml
-
 from recstack.config import (
     CORE_HYPER_PARAMETERS,
     SECTIONS,
     ConfigError,
-    _check_duplicate_keys,
-    _Loader,
     did_you_mean,
     load_config,
     parse_overrides,
     parse_value,
+    parse_yaml,
 )
 from recstack.fileio import atomic_open, remove_tree
 
@@ -200,20 +197,10 @@ def read_grid(path: str | os.PathLike) -> dict[str, Param]:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
         raise TuneError(f"grid file '{path}': cannot read it as UTF-8 text: {err}") from None
-    loader = _Loader(text)  # the configs' YAML rules: 1e-3 is a float, a key twice is an error
     try:
-        node = loader.get_single_node()
-        if node is not None:
-            _check_duplicate_keys(node, path)
-        data = loader.construct_document(node) if node is not None else None
-    except ConfigError as err:  # a key twice
+        data = parse_yaml(text, path)  # the configs' YAML rules: 1e-3 is a float, a key twice is an error
+    except ConfigError as err:
         raise TuneError(str(err)) from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise TuneError(f"{where}: invalid YAML: {getattr(err, 'problem', err)}") from None
-    finally:
-        loader.dispose()
     example = "e.g. hyper_parameters.optimizer.learning_rate: [0.001, 0.01]"
     if not isinstance(data, dict) or not data:
         raise TuneError(f"grid file '{path}': expected a mapping of dotted -o keys to lists of values ({example}), "
