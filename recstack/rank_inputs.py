@@ -6,6 +6,8 @@ A rank wrapper calls :func:`field_inputs` and hands the result to its net; the n
 * **slot format** (``config.yaml``): ``sparse_feature_number``, ``sparse_feature_dim``,
   ``dense_input_dim``, ``sparse_inputs_slots`` (:func:`recstack.wrapper.slot_format_args`) ->
   :class:`SlotFields`, feeds ``sparse``, ``dense``;
+* **id/value layout** (PaddleRec's AutoInt keys): ``num_field``, ``feature_number``, ``embedding_dim`` ->
+  :class:`IndexValueFields`, feeds ``feat_idx``, ``feat_value`` (read by the ``index_value`` reader);
 * **feature config** (``config_tabular.yaml``): ``data_config`` / ``feature_config`` /
   ``model_config.feature_groups`` (:mod:`recstack.easyrec.features`, read by the core ``tabular`` reader) ->
   :class:`TabularFields` over the ``DEEP`` groups (every group unless marked ``wide_deep: WIDE``), feeds
@@ -17,15 +19,34 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from recstack.config import Config, ConfigError
+from recstack.config import Config, ConfigError, PositiveInt, check_schema
 from recstack.easyrec.features import DATA_CONFIG, FEATURE_CONFIG, FEATURE_GROUPS, TabularSpec
 from recstack.easyrec.schema import Node, source
 from recstack.easyrec.tabular_fields import TabularFields
-from recstack.layers.field_inputs import FieldInputs, SlotFields
+from recstack.layers.field_inputs import FieldInputs, IndexValueFields, SlotFields
 from recstack.wrapper import SLOT_FORMAT_SCHEMA, DygraphModel, slot_format_args
 
 #: PaddleRec's slot keys, which a feature config replaces
 _SLOT_KEYS = tuple(SLOT_FORMAT_SCHEMA)
+#: the id/value layout's keys (PaddleRec's AutoInt names); ``num_field`` selects the layout
+INDEX_VALUE_SCHEMA = {"num_field": PositiveInt, "feature_number": PositiveInt, "embedding_dim": PositiveInt}
+
+
+def uses_index_value(config: Config) -> bool:
+    """Whether the config describes the id/value layout (``hyper_parameters.num_field``, PaddleRec's AutoInt)."""
+    return config.get("hyper_parameters.num_field", None) is not None
+
+
+def _index_value_fields(config: Config, model: str, first_order: bool) -> IndexValueFields:
+    hp = config.section("hyper_parameters")
+    for key in _SLOT_KEYS:
+        if key in hp:
+            raise ConfigError(f"{config.source('hyper_parameters.' + key)}: a slot-format key cannot be mixed with "
+                              f"num_field (the id/value layout: feature_number, embedding_dim); remove one of the two")
+    check_schema(config, INDEX_VALUE_SCHEMA, model_name=model)
+    return IndexValueFields(config.get("hyper_parameters.feature_number", type=int),
+                            config.get("hyper_parameters.embedding_dim", type=int),
+                            config.get("hyper_parameters.num_field", type=int), first_order=first_order)
 
 
 def uses_feature_config(config: Config) -> bool:
@@ -72,6 +93,8 @@ def field_inputs(config: Config, model: str, first_order: bool = False, dense_fi
         ConfigError: one line naming the key (unequal ``embedding_dim``, a plain raw feature where fields
             are needed, a WIDE group the model does not read, slot keys mixed with a feature config).
     """
+    if uses_index_value(config) and not uses_feature_config(config):
+        return _index_value_fields(config, model, first_order)
     if not uses_feature_config(config):
         args = slot_format_args(config)
         return SlotFields(args["sparse_feature_number"], args["sparse_feature_dim"], args["num_sparse_fields"],

@@ -47,7 +47,7 @@ from recstack.config import (
     did_you_mean,
     task_names,
 )
-from recstack.metrics import AUC, Metric
+from recstack.metrics import AUC, GAUC, Metric
 from recstack.optim import build_optimizer
 from recstack.registry import OPTIMIZERS
 
@@ -419,3 +419,38 @@ def build_model(config: Config, device: torch.device, meta_tables: bool = False)
     if meta_tables:
         return wrapper, model._apply(lambda t: t if t.is_meta else t.to(device))
     return wrapper, model.to(device)
+
+
+class ClickGAUCMetrics:
+    """Metrics of a one-task click model over user behaviour (DIN, DIEN, BST): AUC over all impressions and GAUC,
+    per-user AUC weighted by impressions (the reader's ``group_name`` column, the user id; -1 = unknown, skipped).
+    Mixed in before :class:`DygraphModel`: ``class DygraphModel(ClickGAUCMetrics, BaseModel)``."""
+
+    def create_metrics(self) -> tuple[list[Metric], list[str]]:
+        """AUC over all impressions and GAUC (per-user AUC weighted by impressions)."""
+        return [AUC(), GAUC()], ["auc", "gauc"]
+
+    def update_metrics(self, metrics_list: list[Metric], pred: torch.Tensor, labels: Sequence[torch.Tensor],
+                       groups: torch.Tensor | None = None) -> None:
+        for metric in metrics_list:  # both watch the single task; GAUC also gets the user ids
+            if metric.needs_groups:
+                metric.update(pred, labels[0], groups=groups)
+            else:
+                metric.update(pred, labels[0])
+
+
+class EntireSpaceMetrics:
+    """Metrics of the entire-space conversion models (ESMM, ESCM²), whose outputs are ``(pCTR, pCTCVR, pCVR)`` and
+    labels ``(click, conversion)``: ``auc_ctr``, ``auc_ctcvr`` over every exposure and ``auc_cvr`` over the clicked
+    ones only. Mixed in before :class:`DygraphModel`."""
+
+    def create_metrics(self) -> tuple[list[Metric], list[str]]:
+        return [AUC(), AUC(), AUC()], ["auc_ctr", "auc_ctcvr", "auc_cvr"]
+
+    def update_metrics(self, metrics_list: list[Metric], pred: Sequence[torch.Tensor],
+                       labels: Sequence[torch.Tensor]) -> None:
+        ctr, ctcvr, cvr = pred
+        click, conversion = labels
+        metrics_list[0].update(ctr, click)
+        metrics_list[1].update(ctcvr, conversion)
+        metrics_list[2].update(cvr, conversion, mask=click)  # CVR is defined on clicked samples only

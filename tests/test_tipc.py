@@ -63,12 +63,18 @@ def lite_runs(tmp_path_factory):
 
 
 def lite_samples(folder: Path, tipc_config: Path) -> int:
-    """Samples in the lite test split: one per line (lite_lines), or, for grouped lines (GroupRTPInput:
-    the last column is the group size), the sum of the group sizes."""
+    """Samples in the lite test split: one per line (lite_lines) but a file's header line (a reader with
+    ``is_header``: AITM's CSV), or, for grouped lines (GroupRTPInput: the last column is the group size), the sum
+    of the group sizes."""
     from recstack.config import load_config
+    from recstack.data.factory import resolve_reader
 
     model_config = load_config(REPO / read_config(tipc_config)["config"].split("|")[0].split("=", 1)[1])
-    lines = [line for f in sorted(folder.iterdir()) for line in f.read_text().splitlines() if line]
+    key = "runner.infer_reader_path" if model_config.get("runner.infer_reader_path", None) else \
+        "runner.train_reader_path"
+    is_header = getattr(resolve_reader(model_config, key), "is_header", None)
+    lines = [line for f in sorted(folder.iterdir()) for i, line in enumerate(f.read_text().splitlines())
+             if line and not (i == 0 and is_header is not None and is_header(line))]
     if model_config.get("hyper_parameters.data_config.input_type", None) == "GroupRTPInput":
         separator = model_config.get("hyper_parameters.data_config.rtp_separator", ";")
         return sum(int(line.rsplit(separator, 1)[1]) for line in lines)

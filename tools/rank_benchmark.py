@@ -7,6 +7,8 @@
         --rows 20000 --repeats 3                         # the native DeepFM vs its backbone config
     python tools/rank_benchmark.py --models multitask/mmoe --config_name config.yaml config_backbone_census.yaml \
         --rows 50000 --test_rows 10000 --batch_size 0 --epochs 2 --repeats 3   # a multi-task folder, per-task AUCs
+    python tools/rank_benchmark.py --models din dien bst deepfm/config_amazon.yaml --rows 50000 --test_rows 10000 \
+        --batch_size 0 --epochs 2 --repeats 3            # the sequence models on the Amazon-like world
 
 Each model trains 1 epoch with batch 512 on ``--rows`` generated lines (seed 1)
 and is evaluated on ``--test_rows`` lines (seed 2) of the same synthetic world,
@@ -23,7 +25,10 @@ that config's ``train_data_dir``, e.g. ``ctr_csv`` for ``config_tabular.yaml``);
 several configs the repeats alternate between them (config A, config B, A, B, ...), so
 that a load from elsewhere on the machine falls on both alike.
 ``--models`` names folders of ``models/rank`` (``deepfm``) or any model folder by its path under
-``models/`` (``multitask/mmoe``); a multi-task model's AUC columns list each task's (``auc_<task>``).
+``models/`` (``multitask/mmoe``), or one config of a folder (``deepfm/config_amazon.yaml``: that config only,
+whatever ``--config_name`` says); a multi-task model's AUC columns list each task's (``auc_<task>``), and a
+model that reports GAUC (DIN, DIEN, BST) has it beside its AUC.
+``--override KEY=VALUE ...`` applies to every config (``hyper_parameters.aux_loss_weight=0``: an ablation row).
 ``--batch_size 0`` keeps each config's own batch size; ``--epochs N`` trains N epochs (samples/s over
 all of them, test AUC of the last checkpoint).
 Prints a Markdown table.
@@ -62,11 +67,14 @@ def sample_format(model_dir: Path, sub: str = "sample_data") -> list[str]:
     raise SystemExit(f"{model_dir}/data/{sub} is not in datasets/synthetic/make_samples.sh")
 
 
-def data_subfolder(config_path: Path) -> str:
-    """``tabular_sample_data`` for a config whose ``runner.train_data_dir`` is ``data/tabular_sample_data/train``."""
-    train_dir = Path(load_config(config_path).get("runner.train_data_dir"))  # resolved against the folder
-    data_dir = (config_path.parent / "data").resolve()
-    return train_dir.resolve().parent.name if train_dir.resolve().parent.parent == data_dir else "sample_data"
+def data_source(config_path: Path) -> tuple[Path, str]:
+    """The model folder and data subfolder whose make_samples.sh line wrote the config's ``runner.train_data_dir``:
+    ``(deepfm, tabular_sample_data)`` for ``data/tabular_sample_data/train``, ``(din, sample_data)`` for DeepFM's
+    config_amazon.yaml (``../din/data/sample_data/train``)."""
+    train_dir = Path(load_config(config_path).get("runner.train_data_dir")).resolve()  # resolved against the folder
+    if train_dir.parent.parent.name == "data":
+        return train_dir.parent.parent.parent, train_dir.parent.name
+    return config_path.parent, "sample_data"
 
 
 def data(root: Path, fmt: list[str], rows: int, seed: int) -> Path:
@@ -79,8 +87,8 @@ def data(root: Path, fmt: list[str], rows: int, seed: int) -> Path:
 
 
 def aucs(metrics: dict[str, float]) -> dict[str, float]:
-    """The AUC metrics of a log (``auc``, or ``auc_<task>`` per task), in their order."""
-    return {k: float(v) for k, v in metrics.items() if k == "auc" or k.startswith("auc_")}
+    """The AUC metrics of a log (``auc``, or ``auc_<task>`` per task, and ``gauc``), in their order."""
+    return {k: float(v) for k, v in metrics.items() if k in ("auc", "gauc") or k.startswith("auc_")}
 
 
 def medians(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -91,6 +99,8 @@ def show(values: dict[str, float]) -> str:
     """``0.7533`` for one AUC, ``auc_ctr 0.66 / auc_cvr 0.65`` for several."""
     if list(values) == ["auc"]:
         return f"{values['auc']:.4f}"
+    if list(values) == ["auc", "gauc"]:
+        return f"{values['auc']:.4f} (gauc {values['gauc']:.4f})"
     return " / ".join(f"{k} {v:.4f}" for k, v in values.items())
 
 
@@ -98,7 +108,9 @@ def label(config_path: Path, names: list[str]) -> str:
     """The table's row name: the folder, plus the config's name when not the default config.yaml alone."""
     parts = config_path.parent.relative_to(REPO / "models").parts
     folder = parts[-1] if parts[0] == "rank" else "/".join(parts)
-    return folder if names == ["config.yaml"] else f"{folder} ({config_path.name})"
+    if config_path.name == "config.yaml" and names == ["config.yaml"]:
+        return folder
+    return f"{folder} ({config_path.name})"
 
 
 @report_user_errors
@@ -113,29 +125,35 @@ def main() -> int:
     parser.add_argument("--data_root", help="keep generated data here between runs (default: a temporary folder)")
     parser.add_argument("--config_name", nargs="+", default=["config.yaml"],
                         help="config file(s) of each folder (default config.yaml); several alternate per repeat")
+    parser.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="-o overrides applied to every config (an ablation: hyper_parameters.aux_loss_weight=0)")
     args = parser.parse_args()
     setup_logging(logging.WARNING)
     if args.epochs < 1 or args.batch_size < 0:
         raise SystemExit("--epochs must be >= 1 and --batch_size >= 0")
-    folders = [REPO / "models" / (m if "/" in m else f"rank/{m}") for m in args.models] if args.models \
-        else sorted(REPO.glob("models/rank/*"))
-    for folder in folders:
-        if not folder.is_dir():
-            raise SystemExit(f"--models: no model folder {folder.relative_to(REPO)}")
-    configs = [folder / name for name in args.config_name for folder in folders if (folder / name).is_file()]
-    configs.sort(key=lambda c: c.parent.name)  # stable: a folder's configs in --config_name order
+    paths = [REPO / "models" / m if (REPO / "models" / m).exists() and "/" in m else REPO / "models" / "rank" / m
+             for m in args.models] if args.models else sorted(REPO.glob("models/rank/*"))
+    for path in paths:
+        if not (path.is_dir() or (path.suffix == ".yaml" and path.is_file())):
+            raise SystemExit(f"--models: no model folder or config {path.relative_to(REPO)}")
+    # groups of configs whose repeats alternate: a folder's --config_name configs, or one named config
+    groups = [[path / name for name in args.config_name if (path / name).is_file()] if path.is_dir() else [path]
+              for path in paths]
+    groups = [g for g in groups if g]
+    names = args.config_name if all(p.is_dir() for p in paths) else ["config.yaml"]
     batch = f"batch {args.batch_size}" if args.batch_size else "each config's batch size"
     print(f"settings: {args.rows} train / {args.test_rows} test generated lines, {batch}, {args.epochs} epoch(s), "
-          f"each model's {' / '.join(args.config_name)} model keys and optimizer; {thread_settings()}")
+          f"each model's {' / '.join(args.config_name)} model keys and optimizer"
+          f"{', overrides ' + ' '.join(args.override) if args.override else ''}; {thread_settings()}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="recstack-zoo-") as tmp:
         root = Path(args.data_root) if args.data_root else Path(tmp)
-        for folder in dict.fromkeys(c.parent for c in configs):
-            group = [c for c in configs if c.parent == folder]  # the folder's configs, alternating per repeat
+        for group in groups:  # a folder's configs alternate per repeat
+            folder = group[0].parent
             runs: dict[Path, list[tuple[float, float, float, float]]] = {c: [] for c in group}
             settings = {}
             for config_path in group:
-                fmt = sample_format(folder, data_subfolder(config_path))
+                fmt = sample_format(*data_source(config_path))
                 train_dir, test_dir = data(root, fmt, args.rows, 1), data(root, fmt, args.test_rows, 2)
                 out = Path(tmp) / "ckpt" / folder.name / config_path.stem
                 settings[config_path] = [
@@ -143,12 +161,12 @@ def main() -> int:
                     f"runner.epochs={args.epochs}", "runner.print_interval=1000000",
                     f"runner.model_save_path={out}", f"runner.infer_load_path={out}",
                     f"runner.infer_start_epoch={args.epochs - 1}", f"runner.infer_end_epoch={args.epochs}",
-                    "runner.infer_batch_size=2048", "runner.save_optimizer=false"]
+                    "runner.infer_batch_size=2048", "runner.save_optimizer=false", *args.override]
                 if args.batch_size:
                     settings[config_path].append(f"runner.train_batch_size={args.batch_size}")
             for _ in range(args.repeats):
                 for config_path in group:
-                    name = label(config_path, args.config_name)
+                    name = label(config_path, names)
                     overrides = settings[config_path]
                     epochs = train(load_config(config_path, overrides)).epochs
                     test = infer(load_config(config_path, overrides))[args.epochs - 1]
@@ -161,7 +179,7 @@ def main() -> int:
                 opt = load_config(config_path).get("hyper_parameters.optimizer")
                 done = runs[config_path]
                 ips = [r[2] for r in done]
-                rows.append((label(config_path, args.config_name), f"{opt['class']} {opt['learning_rate']:g}",
+                rows.append((label(config_path, names), f"{opt['class']} {opt['learning_rate']:g}",
                              medians([r[0] for r in done]), medians([r[1] for r in done]), median(ips), min(ips),
                              max(ips), median([r[3] for r in done])))
     time_name = "epoch time" if args.epochs == 1 else f"time ({args.epochs} epochs)"

@@ -14,6 +14,8 @@ Used for the models' bundled sample data, for tests and for benchmarks::
   columns + 488 one-hot columns of 29 categorical columns = 501 columns).
 * ``aliccp``: PaddleRec's Ali-CCP (ESMM) CSV (``<id>,<click>,<conversion>,<field>:<id>,...``,
   the 23 fields of its reader, several multi-valued); ``--emit-proba`` writes ``pCTR,pCVR``.
+* ``aitm``: PaddleRec's AITM CSV (a header ``click,purchase,101,...,301``, then the 18 Ali-CCP field ids of
+  each exposure; a purchase only after a click); ``--emit-proba`` writes ``pClick,pPurchase-given-click``.
 * ``video_play``: EasyRec-style CSV of short-video impressions for DBMTL
   (``is_valid_play,play_time,user_id,city,...``, 17 named fields, see ``VideoPlayWorld``);
   ``play_time`` depends on ``is_valid_play``; ``--emit-proba`` writes p(is_valid_play).
@@ -29,6 +31,8 @@ Used for the models' bundled sample data, for tests and for benchmarks::
 * ``taobao``: EasyRec's taobao display-ad CSV (``clk,buy,pid,adgroup_id,...,tag_category_list,tag_brand_list,
   price``, 20 named fields, ``|``-separated tag lists; see ``TaobaoWorld``): ``buy`` only after a click, both
   labels reading user x ad features and the tag lists; ``--emit-proba`` writes ``pCTR,pCVR``.
+* ``alimama``: PaddleRec's Alimama format for DMR (267 comma-separated numbers: 50-behaviour type, category and
+  brand histories, their masks, the user profile, the ad, the price, the pid and the click; see ``AlimamaWorld``).
 * ``movielens``: GroupLens's MovieLens-1M files for the retrieval stage, ``ratings.dat``, ``users.dat`` and
   ``movies.dat`` (``::``-separated, latin-1) in the folder ``--output``, about ``--rows`` ratings (see
   ``MovieLensWorld``): planted user interests (preferred genres that follow gender and age), item popularity
@@ -484,6 +488,75 @@ class AliCCPWorld:
             values = features[field]
             columns += [tokens[np.where(col >= 0, col, size)].tolist() for col in values.T]
         return "".join(",".join(filter(None, row)) + "\n" for row in zip(*columns))
+
+
+# ----------------------------------------------------------------------------- aitm (AITM's Ali-CCP layout)
+# The 18 fields of PaddleRec's AITM CSV, in its column order -> (values, Zipf exponent, missing rate). Field f's
+# value v is written as id v + 1; a missing value as 0 (PaddleRec's preprocessing writes 0 for a rare or absent
+# value). Every id lies below PaddleRec's feature_vocabulary size of its field, so the model's config reads these
+# files and the full data with the same keys.
+AITM_FIELDS = {
+    "101": (1000, 0.8, 0.0), "121": (60, 0.8, 0.0), "122": (13, 0.6, 0.0), "124": (2, 0.5, 0.0),
+    "125": (7, 0.6, 0.0), "126": (3, 0.5, 0.0), "127": (3, 0.5, 0.0), "128": (2, 0.5, 0.0), "129": (4, 0.5, 0.0),
+    "205": (600, 1.0, 0.0), "206": (80, 1.0, 0.0), "207": (300, 1.0, 0.0), "216": (200, 1.0, 0.0),
+    "508": (200, 1.0, 0.3), "509": (200, 1.0, 0.6), "702": (200, 1.0, 0.6), "853": (100, 1.0, 0.3),
+    "301": (3, 0.5, 0.0),
+}  # fmt: skip
+# Planted signal: field -> std of its effect on the click logit / on the purchase-given-click logit.
+AITM_CLICK = {"206": 0.7, "122": 0.6, "301": 0.5, "216": 0.6, "101": 0.5}
+AITM_PURCHASE = {"125": 0.7, "126": 0.6, "206": 0.7, "129": 0.5, "207": 0.6}
+AITM_RATES = (0.25, 0.35)  # click rate, purchase rate among clicks
+
+
+class AITMWorld:
+    """Ground truth of the synthetic data in PaddleRec's AITM layout (``click,purchase,101,...,301``).
+
+    A sequential funnel: a click is drawn from the click logit; a purchase only after a click, from its own
+    logit (``logits`` returns both columns, so ``--emit-proba`` writes pClick and pPurchase-given-click; the
+    purchase probability is their product). Each file starts with the header line.
+    ``hash_dim`` is accepted for the driver's uniform call and unused.
+    """
+
+    def __init__(self, world_seed: int, hash_dim: int | None = None) -> None:
+        rng = world_rng(world_seed, "aitm")
+        self.cdfs = {f: zipf_cdf(size, a) for f, (size, a, _) in AITM_FIELDS.items()}
+        self.header_written = False
+        calibration = self.sample(rng, CALIBRATION_ROWS)
+        self.weights: list[dict[str, np.ndarray]] = [{}, {}]
+        for task, effects in enumerate((AITM_CLICK, AITM_PURCHASE)):
+            for field, std in effects.items():
+                table = rng.standard_normal(AITM_FIELDS[field][0] + 1)  # + the missing value's id 0
+                self.weights[task][field] = scale_effect(table, calibration[field], std)
+        self.bias = np.zeros(2)
+        logits = self.logits(calibration)
+        self.bias = np.array([calibrate_bias(logits[:, t], r) for t, r in enumerate(AITM_RATES)])
+
+    def sample(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+        """Per field, the ids ``(n,)``: value + 1, or 0 when missing."""
+        features = {}
+        for field, (_size, _, missing) in AITM_FIELDS.items():
+            ids = draw(rng, self.cdfs[field], n) + 1
+            ids[rng.random(n) < missing] = 0
+            features[field] = ids
+        return features
+
+    def logits(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        """True logits ``(n, 2)``: column 0 click, column 1 purchase given a click."""
+        z = np.zeros((len(features["101"]), 2)) + self.bias
+        for task, effects in enumerate(self.weights):
+            for field, table in effects.items():
+                z[:, task] += table[features[field]]
+        return z
+
+    def render(self, features: dict[str, np.ndarray], labels: np.ndarray) -> str:
+        """CSV lines (the header before the first chunk); the purchase column is ``click and purchased``."""
+        click = labels[:, 0].astype(np.int64)
+        purchase = click & labels[:, 1].astype(np.int64)
+        columns = [click.astype(str).tolist(), purchase.astype(str).tolist()]
+        columns += [features[field].astype(str).tolist() for field in AITM_FIELDS]
+        header = "" if self.header_written else ",".join(["click", "purchase", *AITM_FIELDS]) + "\n"
+        self.header_written = True
+        return header + join_rows(columns, ",")
 
 
 # ----------------------------------------------------------------------------- video_play (DBMTL)
@@ -1044,9 +1117,119 @@ class TaobaoWorld:
         return join_rows(columns, ",")
 
 
+# ----------------------------------------------------------------------------- alimama (DMR)
+# Small id spaces (rows of the sample config's tables; the full data's are PaddleRec's, README of models/rank/dmr);
+# the profile fields keep PaddleRec's table sizes. Id 0 pads the histories; real ids start at 1.
+ALIMAMA_HISTORY = 50
+ALIMAMA_USERS, ALIMAMA_ADS, ALIMAMA_CATES, ALIMAMA_CAMPAIGNS, ALIMAMA_CUSTOMERS = 2000, 5000, 300, 3000, 2000
+ALIMAMA_BRANDS_PER_CATE = 4  # brand ids 1 + 4 * (cate - 1) + k, k < 4: brand_size 1200
+ALIMAMA_PROFILE = (("cms_segid", 0, 97), ("cms_group_id", 1, 13), ("final_gender_code", 1, 3), ("age_level", 1, 7),
+                   ("pvalue_level", 0, 4), ("shopping_level", 1, 4), ("occupation", 0, 2),
+                   ("new_user_class_level", 0, 5))  # (field, lowest id, table size)
+ALIMAMA_FULL = 0.7  # share of rows with all 50 behaviours (the rest: 1..49, left-padded)
+ALIMAMA_STICKY = 0.4  # chance that a behaviour repeats the previous one's category
+ALIMAMA_TARGETED = 0.5  # share of impressions whose ad is in the category of one of the user's behaviours
+ALIMAMA_EFFECTS = {"share": 4.0, "brand": 1.0, "last": 1.2, "pid": 0.3, "shopping": 0.3}
+ALIMAMA_AD_STD = 0.3
+ALIMAMA_RATE = 0.35
+
+
+class AlimamaWorld:
+    """Ground truth of the synthetic Alimama-like data for DMR (PaddleRec's 267-column Alimama format).
+
+    Ads ``1..4999`` each have a category (Zipf-like law over ``1..299``), one of the category's 4 brands, a
+    campaign, a customer and a price in [0.5, 1]. Each of 2,000 users has a profile (PaddleRec's value ranges),
+    3 favourite categories, a *purity* (uniform in [0.3, 0.9]) and a favourite brand rank (0..3). A history holds
+    50 behaviours (70% of rows) or 1..49, left-padded with 0; behaviour ``t`` repeats the category of ``t - 1``
+    with chance 0.4, else is one of the favourites with the user's purity, else drawn from the global law (a
+    sequential signal the match loss can learn); its brand is the user's favourite rank with chance 0.6; its type
+    (``btag``) pv=1 (90%), cart, fav, buy. ``match_mask`` is the mask of the histories with at least 3 behaviours
+    (all 0 otherwise, as PaddleRec's data leaves it for short histories). The ad shown is, half the time, one of
+    the category of a random behaviour, otherwise any ad.
+
+    Planted signal: ``logit = bias + 4 share + 1.0 brand_hit + 1.2 last_match + 0.3 pid + 0.3 (shopping - 2)
+    + quality[ad]``: ``share`` the fraction of behaviours in the ad's category, ``brand_hit`` whether the ad's
+    brand occurs among them, ``last_match`` whether the last behaviour has the ad's category; ``quality`` an ad
+    effect (std 0.3); ``bias`` calibrated to a 35% click rate.
+    """
+
+    def __init__(self, world_seed: int, hash_dim: int | None = None) -> None:
+        rng = world_rng(world_seed, "alimama")
+        self.cate_cdf = zipf_cdf(ALIMAMA_CATES - 1, 1.0)
+        ad_cate = np.concatenate([np.arange(ALIMAMA_CATES - 1), draw(rng, self.cate_cdf,
+                                                                      ALIMAMA_ADS - ALIMAMA_CATES)])
+        self.ad_cate = np.concatenate([[0], rng.permutation(ad_cate) + 1])  # ad 0 unused
+        self.ad_brand = 1 + ALIMAMA_BRANDS_PER_CATE * (self.ad_cate - 1) + rng.integers(0, ALIMAMA_BRANDS_PER_CATE,
+                                                                                         ALIMAMA_ADS)
+        self.ad_campaign = rng.integers(1, ALIMAMA_CAMPAIGNS, ALIMAMA_ADS)
+        self.ad_customer = rng.integers(1, ALIMAMA_CUSTOMERS, ALIMAMA_ADS)
+        self.ad_price = np.round(rng.uniform(0.5, 1.0, ALIMAMA_ADS), 6)
+        self.quality = rng.normal(0.0, ALIMAMA_AD_STD, ALIMAMA_ADS)
+        real_ads = np.arange(1, ALIMAMA_ADS)
+        self.ads_by_cate = real_ads[np.argsort(self.ad_cate[1:], kind="stable")]
+        self.cate_count = np.bincount(self.ad_cate[1:], minlength=ALIMAMA_CATES)
+        self.cate_start = np.concatenate([[0], np.cumsum(self.cate_count)[:-1]])
+        self.profile = np.stack([rng.integers(low, size, ALIMAMA_USERS) for _, low, size in ALIMAMA_PROFILE], 1)
+        self.favourites = draw(rng, self.cate_cdf, ALIMAMA_USERS * 3).reshape(ALIMAMA_USERS, 3) + 1
+        self.purity = rng.uniform(0.3, 0.9, ALIMAMA_USERS)
+        self.brand_rank = rng.integers(0, ALIMAMA_BRANDS_PER_CATE, ALIMAMA_USERS)
+        self.bias = 0.0
+        self.bias = calibrate_bias(self.logits(self.sample(rng, CALIBRATION_ROWS)), ALIMAMA_RATE)
+
+    def sample(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+        """Users, left-padded histories ``(n, 50)``, masks, ads and the pid."""
+        t_len = ALIMAMA_HISTORY
+        user = rng.integers(1, ALIMAMA_USERS, n)
+        length = np.where(rng.random(n) < ALIMAMA_FULL, t_len, rng.integers(1, t_len, n))
+        cate = np.zeros((n, t_len), dtype=np.int64)
+        for t in range(t_len):
+            favourite = self.favourites[user, rng.integers(0, 3, n)]
+            fresh = np.where(rng.random(n) < self.purity[user], favourite, draw(rng, self.cate_cdf, n) + 1)
+            cate[:, t] = fresh if t == 0 else np.where(rng.random(n) < ALIMAMA_STICKY, cate[:, t - 1], fresh)
+        rank = np.where(rng.random((n, t_len)) < 0.6, self.brand_rank[user][:, None],
+                        rng.integers(0, ALIMAMA_BRANDS_PER_CATE, (n, t_len)))
+        brand = 1 + ALIMAMA_BRANDS_PER_CATE * (cate - 1) + rank
+        btag = np.searchsorted(np.array([0.9, 0.94, 0.97]), rng.random((n, t_len)), side="right") + 1
+        mask = np.arange(t_len)[None, :] >= (t_len - length)[:, None]
+        cate, brand, btag = cate * mask, brand * mask, btag * mask
+        picked = t_len - 1 - np.floor(rng.random(n) * length).astype(np.int64)  # a real position
+        targeted = rng.random(n) < ALIMAMA_TARGETED
+        ad_cate = cate[np.arange(n), picked]
+        in_cate = self.ads_by_cate[self.cate_start[ad_cate]
+                                   + np.floor(rng.random(n) * self.cate_count[ad_cate]).astype(np.int64)]
+        ad = np.where(targeted, in_cate, rng.integers(1, ALIMAMA_ADS, n))
+        return {"user": user, "cate_his": cate, "brand_his": brand, "btag_his": btag, "mask": mask.astype(np.int64),
+                "match_mask": (mask & (length >= 3)[:, None]).astype(np.int64), "ad": ad,
+                "pid": rng.integers(0, 2, n)}
+
+    def logits(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        """True click logits ``(n,)``."""
+        ad, mask = features["ad"], features["mask"].astype(bool)
+        cate, brand = self.ad_cate[ad][:, None], self.ad_brand[ad][:, None]
+        share = ((features["cate_his"] == cate) & mask).sum(1) / mask.sum(1)
+        brand_hit = ((features["brand_his"] == brand) & mask).any(1)
+        last = features["cate_his"][:, -1] == cate[:, 0]
+        effects = ALIMAMA_EFFECTS
+        shopping = self.profile[features["user"], 5]
+        return (self.bias + effects["share"] * share + effects["brand"] * brand_hit + effects["last"] * last
+                + effects["pid"] * features["pid"] + effects["shopping"] * (shopping - 2) + self.quality[ad])
+
+    def render(self, features: dict[str, np.ndarray], labels: np.ndarray) -> str:
+        """Lines of 267 comma-separated numbers (recstack/data/alimama.py)."""
+        ad = features["ad"]
+        ids = np.column_stack([features["btag_his"], features["cate_his"], features["brand_his"], features["mask"],
+                               features["match_mask"], features["user"], self.profile[features["user"]], ad,
+                               self.ad_cate[ad], self.ad_campaign[ad], self.ad_customer[ad], self.ad_brand[ad]])
+        head = [",".join(map(str, row)) for row in ids.tolist()]
+        prices = [format_float(v) for v in self.ad_price[ad].tolist()]
+        return "".join(f"{h},{p},{q},{y}\n" for h, p, q, y in zip(head, prices, features["pid"].tolist(),
+                                                                   labels.astype(np.int64).tolist()))
+
+
 WORLDS = {"criteo": CriteoWorld, "criteo_lr": CriteoLRWorld, "census": CensusWorld, "aliccp": AliCCPWorld,
+          "aitm": AITMWorld,
           "video_play": VideoPlayWorld, "amazon": AmazonWorld, "ctr_csv": CtrCsvWorld,
-          "taobao": TaobaoWorld}
+          "taobao": TaobaoWorld, "alimama": AlimamaWorld}
 
 
 # ----------------------------------------------------------------------------- e2e_mm (E2E_MM_DBMTL)

@@ -36,12 +36,19 @@ criteo rank/dcn_v2 4000 1000
 criteo rank/deepfefm 4000 1000
 criteo rank/dlrm 4000 1000
 criteo rank/gatenet 4000 1000
+criteo rank/finalmlp 4000 1000
+criteo rank/autoint 4000 1000
 criteo rank/fibinet 4000 1000 --layout tsv
 criteo rank/masknet 4000 1000 --layout tsv
 video_play multitask/dbmtl 4000 1000
 video_play multitask/mmoe:easyrec_sample_data 4000 1000
 aliccp multitask/esmm 6000 3000
+aitm multitask/aitm 8000 3000
+aliccp multitask/escm2 6000 3000
 amazon rank/din 8000 2000
+alimama rank/dmr 4000 1000
+amazon rank/dien 8000 2000
+amazon rank/bst 8000 2000
 e2e_mm multitask/e2e_mm_dbmtl 600 200
 ctr_csv rank/deepfm:tabular_sample_data 20000 4000
 ctr_csv rank/dcn:tabular_sample_data 20000 4000
@@ -50,6 +57,8 @@ ctr_csv rank/xdeepfm:tabular_sample_data 20000 4000
 ctr_csv rank/wide_deep:tabular_sample_data 20000 4000
 ctr_csv rank/dnn:tabular_sample_data 20000 4000
 ctr_csv rank/dlrm:tabular_sample_data 20000 4000
+ctr_csv rank/autoint:tabular_sample_data 20000 4000
+ctr_csv rank/finalmlp:tabular_sample_data 20000 4000
 taobao multitask/mmoe:taobao_sample_data 20000 4000
 taobao multitask/dbmtl:taobao_sample_data 20000 4000
 census multitask/dbmtl:census_sample_data 2000 500

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["AliCCPReader", "BatchLoader", "BlockReader", "DataFormatError", "DINReader", "GroupedRows", "GroupIndex",
-           "RaggedArray", "create_loader", "create_reader", "resolve_reader"]
+__all__ = ["AITMReader", "AliCCPReader", "AlimamaReader", "BatchLoader", "BlockReader", "DataFormatError", "DINReader",
+           "GroupedRows", "GroupIndex", "RaggedArray", "create_loader", "create_reader", "resolve_reader"]
 
 _LAZY = {
+    "AITMReader": "recstack.data.aitm",
     "AliCCPReader": "recstack.data.aliccp",
+    "AlimamaReader": "recstack.data.alimama",
     "BatchLoader": "recstack.data.loader",
     "BlockReader": "recstack.data.base",
     "DataFormatError": "recstack.data.base",

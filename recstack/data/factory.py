@@ -8,7 +8,10 @@ import re
 from pathlib import Path
 
 from recstack.config import Config, ConfigError, did_you_mean
+from recstack.data import aitm as _aitm  # noqa: F401
 from recstack.data import aliccp as _aliccp  # noqa: F401
+from recstack.data import alimama as _alimama  # noqa: F401
+from recstack.data import bst as _bst  # noqa: F401
 from recstack.data import csv as _csv  # noqa: F401  (registers core readers)
 from recstack.data import din as _din  # noqa: F401
 from recstack.data import slot as _slot  # noqa: F401

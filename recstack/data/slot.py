@@ -315,3 +315,126 @@ class FeatIdxValueReader(BlockReader):
         return {"feat_idx": np.asarray(rows["feat_idx"], np.int64).reshape(-1, f),
                 "feat_value": np.asarray(rows["feat_value"], np.float32).reshape(-1, f),
                 "label": np.asarray(rows["label"], np.float32).reshape(-1, 1)}
+
+
+@READERS.register("index_value")
+class IndexValueReader(BlockReader):
+    """PaddleRec's AutoInt Criteo format: ``<label> <idx_1> .. <idx_F> <value_1> .. <value_F>``.
+
+    One sample per line, ``1 + 2F`` space-separated numbers without keys (the layout of the AutoInt authors'
+    preprocessed Criteo, which PaddleRec's AutoInt reads): the 0/1 label, then each field's global feature id
+    (one id space over all fields), then each field's value (the dense value of a numeric field, 1 for a
+    categorical one). The rank nets read it as fields ``x_f * e[idx_f]``
+    (:class:`recstack.layers.field_inputs.IndexValueFields`).
+
+    Config keys (``hyper_parameters``, PaddleRec's AutoInt names): ``num_field`` (``F``, PaddleRec: 39),
+    ``feature_number`` (ids must be below it).
+
+    Blocks: ``feat_idx`` int64 ``(n, F)``, ``feat_value`` float32 ``(n, F)``, ``label`` float32 ``(n, 1)``
+    (the blocks of :class:`FeatIdxValueReader`).
+    """
+
+    def __init__(self, file_list, config: Config) -> None:
+        super().__init__(file_list, config)
+        self.num_field = config.get("hyper_parameters.num_field", type=int)
+        self.id_bound = config.get("hyper_parameters.feature_number", None, type=int)
+        if self.num_field < 1:
+            raise DataFormatError(f"{config.source('hyper_parameters.num_field')}: expected at least one field, "
+                                  f"got {self.num_field}")
+        f = self.num_field
+        self.columns = {"feat_idx": (np.dtype(np.int64), f), "feat_value": (np.dtype(np.float32), f),
+                        "label": (np.dtype(np.float32), 1)}
+        names = [f"c{i}" for i in range(1 + 2 * f)]
+        self._names = names
+        types = {names[0]: pa.int64(), **{c: pa.int64() for c in names[1:1 + f]},
+                 **{c: pa.float32() for c in names[1 + f:]}}
+        self._read_options = dict(column_names=names, use_threads=False)
+        self._parse_options = pacsv.ParseOptions(delimiter=" ", ignore_empty_lines=True)
+        self._convert_options = pacsv.ConvertOptions(column_types=types, null_values=[], strings_can_be_null=False)
+
+    def feature_units(self) -> list[FeatureUnit]:
+        """Field ``j``'s id and value together, as ``field[j]`` (0-based, the line's order)."""
+        return [FeatureUnit(f"field[{j}]", f"field[{j}]", (("feat_idx", j), ("feat_value", j)))
+                for j in range(self.num_field)]
+
+    def parse_block(self, chunk: bytes, path: str, first_line: int) -> Block:
+        block = self._fast(chunk)
+        if block is None:
+            blanked = blank_whitespace_lines(chunk)  # lines of spaces are blank lines (same line numbers)
+            block = self._fast(blanked) if blanked != chunk else None
+            if block is None:
+                block = self._slow(chunk, path, first_line)
+        checks = [
+            (~np.isin(block["label"][:, 0], (0.0, 1.0)), "label (first number) must be 0 or 1"),
+            ((block["feat_idx"] < 0).any(axis=1) if self.id_bound is None else
+             ((block["feat_idx"] < 0) | (block["feat_idx"] >= self.id_bound)).any(axis=1),
+             "feature id outside [0, feature_number" + (f"={self.id_bound})" if self.id_bound else ")")),
+            (~np.isfinite(block["feat_value"]).all(axis=1), "value is not finite (nan, inf, or beyond float32)"),
+        ]
+        for bad, problem in checks:
+            if bad.any():
+                raise row_error(chunk, path, first_line, int(np.argmax(bad)), problem)
+        return block
+
+    def _fast(self, chunk: bytes) -> Block | None:
+        """Vectorised parse; ``None`` when a line has another number of tokens, a token is not a number, or the
+        chunk may hold a hexadecimal number (pyarrow accepts ``0x1f``, the readers' grammar does not)."""
+        if may_hold_hex(chunk):
+            return None
+        try:
+            table = pacsv.read_csv(io.BytesIO(chunk),
+                                   read_options=pacsv.ReadOptions(block_size=len(chunk) + 1, **self._read_options),
+                                   parse_options=self._parse_options, convert_options=self._convert_options)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return None
+        f = self.num_field
+        if not table.num_rows:
+            return {k: np.zeros((0, w), d) for k, (d, w) in self.columns.items()}
+        values = [table.column(c).to_numpy() for c in self._names]
+        return {"feat_idx": np.column_stack(values[1:1 + f]).astype(np.int64),
+                "feat_value": np.column_stack(values[1 + f:]).astype(np.float32),
+                "label": values[0].astype(np.float32).reshape(-1, 1)}
+
+    def _slow(self, chunk: bytes, path: str, first_line: int) -> Block:
+        """Per-line parse naming the first bad line."""
+        f = self.num_field
+        labels, ids, values = [], [], []
+        for offset, line in enumerate(chunk.split(b"\n")):
+            if not line.strip():
+                continue
+            line_no = first_line + offset
+            tokens = line.split()
+            if len(tokens) != 1 + 2 * f:
+                raise bad_line(path, line_no, line, f"expected {1 + 2 * f} numbers (label, {f} feature ids, {f} "
+                               f"values; num_field={f}), got {len(tokens)}")
+            for j, token in enumerate(tokens):
+                text = token.decode("utf-8", "replace")
+                what = ("label" if j == 0 else f"feature id of field {j - 1}" if j <= f
+                        else f"value of field {j - 1 - f}")
+                try:
+                    number = parse_float(text) if j > f else parse_int(text)
+                    (values if j > f else ids if j else labels).append(number)
+                except NumberRangeError as err:
+                    raise bad_line(path, line_no, line, f"{what}: {err}") from None
+                except ValueError:
+                    kind = "a number" if j > f else "an integer"
+                    raise bad_line(path, line_no, line, f"{what} is '{text}' (expected {kind}, "
+                                   "doc/custom_reader.md#numbers)") from None
+        return {"feat_idx": np.asarray(ids, np.int64).reshape(-1, f),
+                "feat_value": np.asarray(values, np.float32).reshape(-1, f),
+                "label": np.asarray(labels, np.float32).reshape(-1, 1)}
+
+
+@READERS.register("criteo")
+class CriteoReader(BlockReader):
+    """Either Criteo layout of the rank models, chosen by the config's keys: ``num_field`` (PaddleRec's AutoInt
+    keys) reads the id/value layout (:class:`IndexValueReader`), otherwise the slot format (:class:`SlotReader`).
+
+    A model folder whose ``criteo_reader`` re-exports this class reads both PaddleRec layouts with PaddleRec's
+    reader name; constructing it returns the chosen reader itself.
+    """
+
+    def __new__(cls, file_list, config: Config) -> BlockReader:  # type: ignore[misc]
+        if config.get("hyper_parameters.num_field", None) is not None:
+            return IndexValueReader(file_list, config)
+        return SlotReader(file_list, config)

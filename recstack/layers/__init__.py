@@ -10,8 +10,17 @@ from recstack.layers.attention import Dice, DINAttention, LocalActivationUnit, l
 from recstack.layers.basic import Add, Concatenate, PerPosition, StackFields, stack_fields
 from recstack.layers.embedding import FieldEmbedding, MaskedPooling, MultiValueEmbedding, make_embedding, masked_pool
 from recstack.layers.feature_importance import FiBiNet, GateNN, MaskBlock, MaskNet, PPNet, SENet
-from recstack.layers.field_inputs import FieldInputs, SlotFields
-from recstack.layers.gate import EmbeddingGate, HiddenGate, Highway, HighwayNetwork, WeightedGate
+from recstack.layers.field_inputs import FieldInputs, IndexValueFields, SlotFields
+from recstack.layers.gate import (
+                                        DSelectKGates,
+                                        EmbeddingGate,
+                                        HiddenGate,
+                                        Highway,
+                                        HighwayNetwork,
+                                        WeightedGate,
+                                        binary_codes,
+                                        smooth_step,
+)
 from recstack.layers.interaction import (
                                         CIN,
                                         BilinearInteraction,
@@ -22,9 +31,11 @@ from recstack.layers.interaction import (
                                         FactorizationMachine,
                                         FieldAwareInteraction,
                                         FieldEmbeddedInteraction,
+                                        InteractingLayer,
 )
 from recstack.layers.mlp import MLP
 from recstack.layers.multitask import (
+                                        AdaptiveInformationTransfer,
                                         AITMTower,
                                         Experts,
                                         ExtractionLayer,
@@ -35,18 +46,24 @@ from recstack.layers.multitask import (
                                         mix_experts,
 )
 from recstack.layers.numeric import AutoDisEmbedding, PeriodicEmbedding
+from recstack.layers.recurrent import AUGRU, MaskedGRU
+from recstack.layers.relevance import ItemToItemRelevance, UserToItemRelevance, causal_attention_weights, match_loss
 from recstack.layers.sequence import BST, DINEncoder, MultiHeadAttention, TransformerBlock, TransformerEncoder
 from recstack.layers.vision import MobileNetV3Large, ResNet18, build_image_model
 
 __all__ = ["get_activation", "FieldEmbedding", "make_embedding", "MaskedPooling", "MultiValueEmbedding",
            "masked_pool", "EmbeddingGate", "HiddenGate", "CIN", "CrossNet",
+           "DSelectKGates", "binary_codes", "smooth_step",
            "CrossNetMix", "DotInteraction", "FactorizationMachine", "FieldAwareInteraction",
            "FieldEmbeddedInteraction", "MLP", "Experts", "ExtractionLayer", "MLPExperts", "TaskGates", "Towers",
            "mix_experts",
-           "FieldInputs", "SlotFields",
+           "FieldInputs", "IndexValueFields", "SlotFields",
            "DINAttention", "Dice", "LocalActivationUnit", "lengths_to_mask", "masked_softmax",
            "Highway", "MobileNetV3Large", "ResNet18", "build_image_model",
            "Add", "Concatenate", "PerPosition", "StackFields", "stack_fields",
            "SENet", "FiBiNet", "GateNN", "MaskBlock", "MaskNet", "PPNet", "HighwayNetwork", "WeightedGate",
            "BilinearInteraction", "Cross", "MMoE", "AITMTower", "AutoDisEmbedding", "PeriodicEmbedding",
-           "BST", "DINEncoder", "MultiHeadAttention", "TransformerBlock", "TransformerEncoder"]
+           "AdaptiveInformationTransfer",
+           "AUGRU", "MaskedGRU", "BST", "DINEncoder", "MultiHeadAttention", "TransformerBlock", "TransformerEncoder",
+           "InteractingLayer",
+           "ItemToItemRelevance", "UserToItemRelevance", "causal_attention_weights", "match_loss"]

@@ -112,7 +112,8 @@ class LocalActivationUnit(nn.Module):
             ``activation`` describe (EasyRec's ``attention_dnn``, with its BatchNorm and bias options).
 
     Shapes:
-        query ``(B, D)``, keys ``(B, L, D)``, mask ``(B, L)`` → scores ``(B, L)``.
+        query ``(B, D)`` (or ``(B, L, D)``: one query per position, as DMR's position-aware queries),
+        keys ``(B, L, D)``, mask ``(B, L)`` → scores ``(B, L)``.
     """
 
     def __init__(self, embed_dim: int, hidden_sizes: Sequence[int] = (80, 40), activation: str = "sigmoid",
@@ -126,7 +127,7 @@ class LocalActivationUnit(nn.Module):
         batch, length, _ = keys.shape
         rows, positions = mask.bool().nonzero(as_tuple=True)  # the N real positions, row-major
         k = keys[rows, positions]  # (N, D)
-        q = query[rows]  # (N, D)
+        q = query[rows] if query.dim() == 2 else query[rows, positions]  # (N, D)
         score = self.mlp(torch.cat([q, k, q - k, q * k], dim=-1)).squeeze(-1)  # (N,)
         return keys.new_zeros(batch, length).index_put((rows, positions), score)
 

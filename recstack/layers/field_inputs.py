@@ -1,11 +1,13 @@
 """The one input interface of the rank nets: batch tensors -> field embeddings + dense values.
 
 A rank ``net.py`` takes a :class:`FieldInputs` and never learns which data format fed it (DESIGN.md,
-principle 10; FuxiCTR's ``FeatureEmbedding(feature_map)``). Two producers:
+principle 10; FuxiCTR's ``FeatureEmbedding(feature_map)``). Three producers:
 
 * :class:`SlotFields`: PaddleRec's Criteo slot format, ``sparse`` ``(B, S)`` ids in one shared hashed
   table and ``dense`` ``(B, Dn)`` values (what the rank nets read before; same parameters, same
   initialisation draws, same speed);
+* :class:`IndexValueFields`: PaddleRec's AutoInt layout, ``feat_idx`` ``(B, F)`` global ids in one table
+  and ``feat_value`` ``(B, F)`` values, each field ``x_f * e[idx_f]``;
 * :class:`recstack.easyrec.tabular_fields.TabularFields`: the feature groups of an EasyRec-style
   ``data_config`` / ``feature_config`` / ``feature_groups``, through
   :class:`recstack.easyrec.feature_embedding.FeatureEmbedding` (one fused table per width, row offsets,
@@ -125,3 +127,43 @@ class SlotFields(FieldInputs):
         if self.dense_weight.shape[0]:
             fields = torch.cat([fields, dense.unsqueeze(-1) * self.dense_weight], dim=1)
         return fields, dense[:, :0]
+
+
+class IndexValueFields(FieldInputs):
+    """Fields from global feature ids and values: field ``f`` is ``x_f * e[idx_f]`` (PaddleRec's AutoInt input,
+    the id/value layout of :class:`recstack.data.slot.IndexValueReader`; numeric fields carry their value,
+    categorical ones 1).
+
+    With ``first_order`` column 0 of each row is the id's first-order weight, scaled by the value like the
+    rest, so ``fields[..., 0].sum(1)`` is the linear term ``sum_f w[idx_f] x_f``.
+
+    Initialisation: the table truncated normal with std ``init_std`` (default ``0.1 / sqrt(embedding_dim)``, as
+    :class:`SlotFields`).
+
+    Args:
+        num_embeddings: rows of the table (``feature_number``).
+        embedding_dim: ``D``.
+        num_fields: ``F``.
+        first_order: table width ``1 + D``.
+        init_std: truncated-normal std.
+
+    Shapes:
+        feat_idx ``(B, F)`` int64, feat_value ``(B, F)`` float -> fields ``(B, F, W)``, dense ``(B, 0)``.
+    """
+
+    input_names = ("feat_idx", "feat_value")
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, num_fields: int, first_order: bool = False,
+                 init_std: float | None = None) -> None:
+        super().__init__()
+        width = embedding_dim + (1 if first_order else 0)
+        self.embedding = make_embedding(num_embeddings, width,
+                                        init_std if init_std is not None else 0.1 / math.sqrt(embedding_dim))
+        self.first_order = first_order
+        self.num_fields = num_fields
+        self.field_dim = width
+        self.flat_dim = num_fields * width
+        self.dense_dim = 0
+
+    def forward(self, feat_idx: torch.Tensor, feat_value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.embedding(feat_idx) * feat_value.unsqueeze(-1), feat_value[:, :0]

@@ -1,8 +1,10 @@
 """Gates: GateNet's embedding and hidden gates (Huang, She, Wang, Zhang, "GateNet: Gating-Enhanced Deep Network
-for Click-Through Rate Prediction", 2020, https://arxiv.org/abs/2007.03519), highway layers and EasyRec's
-weighted gate."""
+for Click-Through Rate Prediction", 2020, https://arxiv.org/abs/2007.03519), highway layers, EasyRec's
+weighted gate and the DSelect-k mixture-of-experts gate (Hazimeh et al., NeurIPS 2021)."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -151,3 +153,163 @@ class WeightedGate(nn.Module):
         w = weights.reshape(weights.shape[0], weights.shape[1], *([1] * (stacked.dim() - 2)))
         out = (w * stacked).sum(dim=1)
         return out if self.top is None else self.top(out)
+
+
+#: added inside the entropy's log and used as the floor of a selector's reachable mass (the reference code's EPSILON)
+DSELECT_EPSILON = 1e-6
+
+
+def smooth_step(t: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
+    """DSelect-k's smooth-step ``S(t)``: 0 for ``t <= -gamma/2``, 1 for ``t >= gamma/2`` and in between the cubic
+    ``-2 t^3 / gamma^3 + 3 t / (2 gamma) + 1/2``, continuously differentiable (``S'(±gamma/2) = 0``).
+
+    Shapes:
+        any → the same.
+    """
+    cubic = (-2.0 / gamma ** 3) * t ** 3 + (1.5 / gamma) * t + 0.5
+    return torch.where(t <= -gamma / 2, torch.zeros_like(t), torch.where(t >= gamma / 2, torch.ones_like(t), cubic))
+
+
+def binary_codes(num_experts: int) -> torch.Tensor:
+    """Row ``i``: the ``m = ceil(log2 num_experts)`` binary digits of ``i``, most significant first (float 0/1).
+
+    Shapes:
+        → ``(num_experts, m)``.
+    """
+    m = math.ceil(math.log2(num_experts)) if num_experts > 1 else 0
+    return torch.tensor([[(i >> (m - 1 - j)) & 1 for j in range(m)] for i in range(num_experts)],
+                        dtype=torch.float32).reshape(num_experts, m)
+
+
+class _ExampleLogits(nn.Module):
+    """Logits computed from each example: ``x W + b`` (uniform ``(-bound, bound)`` weight and bias, as the reference
+    code's Keras ``RandomUniform`` initialisers)."""
+
+    def __init__(self, input_dim: int, size: int, bound: float) -> None:
+        super().__init__()
+        self.linear = nn.Linear(input_dim, size)
+        nn.init.uniform_(self.linear.weight, -bound, bound)
+        nn.init.uniform_(self.linear.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+class _StaticLogits(nn.Module):
+    """Logits that do not depend on the example (task-only conditioning), broadcast over the batch."""
+
+    def __init__(self, size: int, bound: float) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.empty(size).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits.unsqueeze(0).expand(x.shape[0], -1)
+
+
+class DSelectKGates(nn.Module):
+    """One DSelect-k gate per task over ``E`` experts (Hazimeh, Zhao, Chowdhery, Sathiamoorthy, Chen, Mazumder, Hong,
+    Chi, "DSelect-k: Differentiable Selection in the Mixture of Experts with Applications to Multi-Task Learning",
+    NeurIPS 2021, https://arxiv.org/abs/2106.03760); a drop-in for :class:`recstack.layers.TaskGates`.
+
+    Each of the ``k`` *single-expert selectors* of a gate holds ``m = ceil(log2 E)`` logits ``z``; expert ``e``
+    (binary code ``b(e)``, :func:`binary_codes`) gets the selector weight
+    ``q_e(z) = prod_j [b_j(e) S(z_j) + (1 - b_j(e)) (1 - S(z_j))]`` with the smooth-step ``S``
+    (:func:`smooth_step`), a distribution over the ``2^m`` codes that is one-hot once every ``|z_j| >= gamma/2``.
+    The gate mixes its selectors with ``softmax(w)``::
+
+        gate(x) = sum_i softmax(w(x))_i * q(z_i(x))      (per example: z_i(x) = x Z_i + c_i, w(x) = x W + d)
+
+    so at most ``k`` experts have a nonzero weight once the selectors' ``z`` saturate. With ``per_example=False``
+    ``z`` and ``w`` are per-task parameters (task-only conditioning, the paper's static gate).
+
+    When ``E`` is not a power of two the codes ``E .. 2^m - 1`` reach no expert: they are masked (left out) and each
+    selector's ``q`` is renormalised over the reachable codes, so every gate sums to one exactly; the reference
+    code's barrier ``sum 1 / (reachable mass)`` (here ``- 1`` each, zero once a selector reaches only experts) joins
+    :meth:`regularization_loss` and keeps the selectors off the masked codes. A selector whose smooth-steps have
+    saturated on a masked code (reachable mass exactly 0, which the barrier keeps training from reaching) falls
+    back to the uniform weights ``1/E``.
+
+    Initialisation (the reference code's): ``z``'s weights and biases uniform in ``±gamma/100``, ``w``'s in ``±0.05``.
+
+    Args:
+        input_dim: gate input features.
+        num_tasks: ``T`` (one gate each).
+        num_experts: ``E`` (at least 2).
+        num_selectors: ``k``, the most experts a gate selects.
+        gamma: width of the smooth-step's cubic region.
+        entropy_reg: ``lambda`` of the entropy regulariser ``-lambda * sum q log(q + 1e-6)`` over the batch's
+            examples, tasks, selectors and experts (a sum, as the reference code's; 0: none).
+        entropy_reg_warmup_steps: ramp ``lambda`` linearly over this many training steps (the reference code's
+            schedule of the regulariser's call counter); 0: constant.
+        per_example: example-conditioned gate (``z``, ``w`` linear in the input); ``False``: static per task.
+
+    Shapes:
+        ``(B, input_dim)`` → weights ``(B, T, E)``, each row summing to 1.
+    """
+
+    def __init__(self, input_dim: int, num_tasks: int, num_experts: int, num_selectors: int, gamma: float = 1.0,
+                 entropy_reg: float = 0.0, entropy_reg_warmup_steps: int = 0, per_example: bool = True) -> None:
+        super().__init__()
+        if num_tasks < 1 or num_experts < 2 or num_selectors < 1:
+            raise ValueError(f"DSelectKGates needs num_tasks >= 1, num_experts >= 2 and num_selectors >= 1, got "
+                             f"{num_tasks}, {num_experts} and {num_selectors}")
+        if gamma <= 0 or entropy_reg < 0 or entropy_reg_warmup_steps < 0:
+            raise ValueError(f"DSelectKGates needs gamma > 0, entropy_reg >= 0 and entropy_reg_warmup_steps >= 0, "
+                             f"got {gamma}, {entropy_reg} and {entropy_reg_warmup_steps}")
+        codes = binary_codes(num_experts)
+        self.num_tasks, self.num_experts, self.num_selectors = num_tasks, num_experts, num_selectors
+        self.num_binary = codes.shape[1]
+        self.power_of_two = num_experts == 2 ** self.num_binary
+        self.gamma, self.entropy_reg, self.entropy_reg_warmup_steps = float(gamma), float(entropy_reg), \
+            int(entropy_reg_warmup_steps)
+        self.per_example = per_example
+        self.epsilon = DSELECT_EPSILON
+        self.register_buffer("codes", codes, persistent=False)
+        z_size, w_size = num_tasks * num_selectors * self.num_binary, num_tasks * num_selectors
+        if per_example:
+            self.z_logits: nn.Module = _ExampleLogits(input_dim, z_size, gamma / 100)
+            self.w_logits: nn.Module = _ExampleLogits(input_dim, w_size, 0.05)
+        else:
+            self.z_logits = _StaticLogits(z_size, gamma / 100)
+            self.w_logits = _StaticLogits(w_size, 0.05)
+        #: training steps seen by :meth:`regularization_loss` (the reference code's ``num_calls``), for the schedule
+        self.register_buffer("num_calls", torch.zeros(()))
+
+    def selector_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each selector's weights over the reachable experts ``(B, T, k, E)`` (renormalised when ``E`` is not a
+        power of two; uniform for a selector saturated on masked codes alone) and the mass it put on them before
+        that ``(B, T, k)`` (1 for a power of two)."""
+        z = self.z_logits(x).view(x.shape[0], self.num_tasks, self.num_selectors, 1, self.num_binary)
+        s = smooth_step(z, self.gamma)
+        q = (self.codes * s + (1 - self.codes) * (1 - s)).prod(dim=-1)           # (B, T, k, E)
+        mass = q.sum(dim=-1)
+        if not self.power_of_two:
+            reached = mass > 0
+            safe = torch.where(reached, mass, torch.ones_like(mass)).unsqueeze(-1)  # no 0/0, no NaN gradient
+            q = torch.where(reached.unsqueeze(-1), q / safe, torch.full_like(q, 1.0 / self.num_experts))
+        return q, mass
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, _ = self.selector_outputs(x)
+        w = torch.softmax(self.w_logits(x).view(x.shape[0], self.num_tasks, self.num_selectors), dim=-1)
+        return (w.unsqueeze(-1) * q).sum(dim=2)
+
+    def entropy_weight(self, step: int) -> float:
+        """``lambda`` at training step ``step`` (0-based): ``entropy_reg``, ramped linearly over the warm-up."""
+        if self.entropy_reg_warmup_steps == 0:
+            return self.entropy_reg
+        return self.entropy_reg * min(1.0, (step + 1) / self.entropy_reg_warmup_steps)
+
+    def regularization_loss(self, x: torch.Tensor) -> torch.Tensor:
+        """The batch's gate regulariser: ``lambda(step) * sum -q log(q + 1e-6)`` plus, when ``E`` is not a power of
+        two, ``sum (1 / max(mass, 1e-6) - 1)`` over examples, tasks and selectors. Counts one training step."""
+        weight = self.entropy_weight(int(self.num_calls))
+        with torch.no_grad():
+            self.num_calls += 1
+        if weight == 0 and self.power_of_two:
+            return x.new_zeros(())
+        q, mass = self.selector_outputs(x)
+        loss = weight * -(q * torch.log(q + DSELECT_EPSILON)).sum()
+        if not self.power_of_two:
+            loss = loss + (1.0 / mass.clamp_min(DSELECT_EPSILON) - 1.0).sum()
+        return loss

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recstack.layers.init import init_linear, truncated_normal_
+from recstack.layers.sequence import MultiHeadAttention
 
 
 class FactorizationMachine(nn.Module):
@@ -396,3 +397,42 @@ class BilinearInteraction(nn.Module):
             return self.output(product.sum(dim=-1))
         flat = product.flatten(1)
         return self.output(flat if self.keep is None else flat[:, self.keep])
+
+
+class InteractingLayer(nn.Module):
+    """AutoInt's interacting layer (Song et al., CIKM 2019, eqs. 5-8): multi-head self-attention over the
+    fields, a residual projection and ReLU::
+
+        head_h = softmax((E W_Q^h)(E W_K^h)^T [/ sqrt(d')]) (E W_V^h);   out = ReLU([head_1, ..., head_H] + E W_Res)
+
+    The attention is :class:`recstack.layers.MultiHeadAttention` without biases or output projection.
+
+    Initialisation: Glorot-uniform ``W_Q``, ``W_K``, ``W_V`` and ``W_Res`` (PaddleRec's XavierUniform).
+
+    Args:
+        input_dim: ``D``, the width of each field vector.
+        output_dim: ``d``, the output width of each field (a multiple of ``num_heads``; heads of ``d' = d / H``).
+        num_heads: ``H``.
+        use_residual: add ``E W_Res`` (``W_Res`` ``(D, d)``) before the ReLU.
+        scaling: divide the attention scores by ``sqrt(d')``.
+
+    Shapes:
+        ``(B, F, D)`` → ``(B, F, d)``.
+    """
+
+    def __init__(self, input_dim: int, output_dim: int, num_heads: int, use_residual: bool = True,
+                 scaling: bool = True) -> None:
+        super().__init__()
+        if num_heads < 1 or output_dim % num_heads:
+            raise ValueError(f"InteractingLayer: output width {output_dim} is not a multiple of head_num {num_heads}")
+        self.attention = MultiHeadAttention(input_dim, num_heads, output_dim // num_heads, use_bias=False,
+                                            output_projection=False, scale=scaling)
+        self.residual = (init_linear(nn.Linear(input_dim, output_dim, bias=False), "xavier_uniform")
+                         if use_residual else None)
+        self.output_dim = output_dim
+
+    def forward(self, fields: torch.Tensor) -> torch.Tensor:
+        out, _ = self.attention.attend(fields, fields)
+        if self.residual is not None:
+            out = out + self.residual(fields)
+        return torch.relu(out)

@@ -368,3 +368,57 @@ class AITMTower(nn.Module):
         values = torch.stack([layer(z) for layer, z in zip(self.values, towers)], dim=1)
         scores = (keys @ self.query(towers[0]).unsqueeze(-1)).squeeze(-1) * self.scale     # (B, n)
         return (torch.softmax(scores, dim=-1).unsqueeze(-1) * values).sum(dim=1)
+
+
+class AdaptiveInformationTransfer(nn.Module):
+    """AITM's Adaptive Information Transfer (AIT) module between two consecutive tasks, as in the paper (Xi et al.,
+    "Modeling the Sequential Dependence among Audience Multi-step Conversions with Multi-task Learning in Targeted
+    Display Advertising", KDD 2021, https://arxiv.org/abs/2105.08489) and PaddleRec's ``aitm/net.py``.
+
+    Task ``t-1``'s information ``z_{t-1}`` is projected by the transfer MLP ``g`` and attended together with
+    task ``t``'s tower output ``q_t``; ``h1``, ``h2``, ``h3`` are bias-free linear maps shared by both inputs::
+
+        p_t = g(z_{t-1}) = Dropout(ReLU(W z_{t-1} + b))
+        w_u = softmax_{u in {p_t, q_t}} (<h2(u), h3(u)> / sqrt(D))
+        z_t = w_p h1(p_t) + w_q h1(q_t)
+
+    Each input scores itself (``<h2(u), h3(u)>``), unlike :class:`AITMTower` (EasyRec's variant: ``q_t``'s query
+    against a key per input, the dependency's gradient stopped). Initialisation: Glorot-uniform weights, zero
+    biases (PaddleRec's ``nn.Linear`` default).
+
+    Args:
+        dim: width ``D`` of ``z_{t-1}``, ``q_t`` and ``z_t``.
+        dropout: dropout rate after the transfer MLP (PaddleRec: the last ``drop_prob``).
+        stop_gradient: no gradient flows from task ``t`` back into ``z_{t-1}`` (the paper lets it flow: False).
+
+    Shapes:
+        ``previous`` ``z_{t-1}`` ``(B, D)``, ``current`` ``q_t`` ``(B, D)`` → ``z_t`` ``(B, D)``; :meth:`weights`
+        gives ``[w_p, w_q]`` ``(B, 2)``.
+    """
+
+    def __init__(self, dim: int, dropout: float = 0.0, stop_gradient: bool = False) -> None:
+        super().__init__()
+        if dim < 1:
+            raise ValueError(f"AdaptiveInformationTransfer needs dim >= 1, got {dim}")
+        self.transfer = MLP(dim, [dim], dropout=dropout, init="xavier_uniform", bias_init=0.0)
+        self.h1 = init_linear(nn.Linear(dim, dim, bias=False), "xavier_uniform")   # values
+        self.h2 = init_linear(nn.Linear(dim, dim, bias=False), "xavier_uniform")   # queries
+        self.h3 = init_linear(nn.Linear(dim, dim, bias=False), "xavier_uniform")   # keys
+        self.stop_gradient = stop_gradient
+        self.scale = 1.0 / dim ** 0.5
+
+    def _inputs(self, previous: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+        """``[p_t, q_t]`` stacked: ``(B, 2, D)``."""
+        previous = previous.detach() if self.stop_gradient else previous
+        return torch.stack([self.transfer(previous), current], dim=1)
+
+    def _scores(self, inputs: torch.Tensor) -> torch.Tensor:
+        return torch.softmax((self.h2(inputs) * self.h3(inputs)).sum(dim=-1) * self.scale, dim=1)   # (B, 2)
+
+    def weights(self, previous: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+        """The attention weights ``[w_p, w_q]`` of each sample, ``(B, 2)`` (rows sum to 1)."""
+        return self._scores(self._inputs(previous, current))
+
+    def forward(self, previous: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+        inputs = self._inputs(previous, current)                                                      # (B, 2, D)
+        return (self._scores(inputs).unsqueeze(-1) * self.h1(inputs)).sum(dim=1)

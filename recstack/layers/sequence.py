@@ -59,6 +59,9 @@ class MultiHeadAttention(nn.Module):
         use_causal_mask: query ``t`` attends to keys ``s <= t`` only.
         return_attention_scores: also return the weights ``(B, H, T, S)``.
         key_input_dim, value_input_dim: widths of the key and value inputs (``None``: the value's / query's).
+        output_projection: apply ``W_o`` (False: the concatenated heads are the output, width
+            ``num_heads * value_dim``; AutoInt's interacting layer).
+        scale: divide the scores by ``sqrt(key_dim)`` (False: raw dot products).
 
     Shapes:
         ``x`` ``(B, T, D)`` (self-attention) or a list ``[query (B, T, D), value (B, S, D_v)]``, with an optional
@@ -69,7 +72,8 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, query_dim: int, num_heads: int, key_dim: int, value_dim: int | None = None,
                  dropout: float = 0.0, use_bias: bool = True, output_dim: int | None = None,
                  use_causal_mask: bool = False, return_attention_scores: bool = False,
-                 key_input_dim: int | None = None, value_input_dim: int | None = None) -> None:
+                 key_input_dim: int | None = None, value_input_dim: int | None = None,
+                 output_projection: bool = True, scale: bool = True) -> None:
         super().__init__()
         if num_heads < 1 or key_dim < 1:
             raise ValueError(f"MultiHeadAttention: num_heads and key_dim must be >= 1, got {num_heads} and {key_dim}")
@@ -80,11 +84,18 @@ class MultiHeadAttention(nn.Module):
         self.key = init_linear(nn.Linear(key_input_dim or value_in, num_heads * key_dim, bias=use_bias),
                                "xavier_uniform")
         self.value = init_linear(nn.Linear(value_in, num_heads * value_dim, bias=use_bias), "xavier_uniform")
-        self.output = init_linear(nn.Linear(num_heads * value_dim, output_dim or query_dim, bias=use_bias),
-                                  "xavier_uniform")
+        if output_projection:
+            self.output = init_linear(nn.Linear(num_heads * value_dim, output_dim or query_dim, bias=use_bias),
+                                      "xavier_uniform")
+        else:
+            if output_dim is not None and output_dim != num_heads * value_dim:
+                raise ValueError(f"MultiHeadAttention: without an output projection the output width is "
+                                 f"num_heads * value_dim = {num_heads * value_dim}, got output_dim {output_dim}")
+            self.output = nn.Identity()
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.causal, self.return_scores = use_causal_mask, return_attention_scores
-        self.output_dim = output_dim or query_dim
+        self.scaled = scale
+        self.output_dim = (output_dim or query_dim) if output_projection else num_heads * value_dim
 
     def _heads(self, x: torch.Tensor, width: int) -> torch.Tensor:
         return x.reshape(x.shape[0], x.shape[1], self.num_heads, width).transpose(1, 2)   # (B, H, L, width)
@@ -99,7 +110,9 @@ class MultiHeadAttention(nn.Module):
         q = self._heads(self.query(query), self.key_dim)
         k = self._heads(self.key(key), self.key_dim)
         v = self._heads(self.value(value), self.value_dim)
-        scores = q @ k.transpose(-1, -2) / math.sqrt(self.key_dim)                        # (B, H, T, S)
+        scores = q @ k.transpose(-1, -2)                                                   # (B, H, T, S)
+        if self.scaled:
+            scores = scores / math.sqrt(self.key_dim)
         allowed = None if mask is None else key_mask(mask, key.shape[1])[:, None, None, :]
         if self.causal:
             causal = torch.ones(scores.shape[-2], scores.shape[-1], dtype=torch.bool, device=scores.device).tril()

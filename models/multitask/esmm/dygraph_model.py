@@ -13,13 +13,13 @@ import torch
 import torch.nn.functional as F
 
 from recstack.config import Config, ListOf, PositiveInt
-from recstack.metrics import AUC, Metric
 from recstack.wrapper import DygraphModel as BaseModel
+from recstack.wrapper import EntireSpaceMetrics
 
 from .net import ESMM
 
 
-class DygraphModel(BaseModel):
+class DygraphModel(EntireSpaceMetrics, BaseModel):
     feed_names = ("sparse",)
     label_names = ("ctr", "ctcvr")
     task_names = ("ctr", "ctcvr")
@@ -43,13 +43,3 @@ class DygraphModel(BaseModel):
         ctr, ctcvr = pred[0], pred[1]
         return F.binary_cross_entropy(ctr, label[0]) + F.binary_cross_entropy(ctcvr, label[1])
 
-    def create_metrics(self) -> tuple[list[Metric], list[str]]:
-        return [AUC(), AUC(), AUC()], ["auc_ctr", "auc_ctcvr", "auc_cvr"]
-
-    def update_metrics(self, metrics_list: list[Metric], pred: Sequence[torch.Tensor],
-                       labels: Sequence[torch.Tensor]) -> None:
-        ctr, ctcvr, cvr = pred
-        click, conversion = labels
-        metrics_list[0].update(ctr, click)
-        metrics_list[1].update(ctcvr, conversion)
-        metrics_list[2].update(cvr, conversion, mask=click)  # CVR is defined on clicked samples only

@@ -5,6 +5,12 @@ Ma, Zhao, Yi, Chen, Hong, Chi. KDD 2018. https://dl.acm.org/doi/10.1145/3219819.
 ``f_k(x) = sum_e softmax(W_k x)_e * expert_e(x)`` and ``y_k = tower_k(f_k(x))``:
 shared experts, one softmax gate and one tower per task.
 
+``gate_type="dselect_k"`` swaps each softmax gate for a DSelect-k gate (Hazimeh et al., "DSelect-k:
+Differentiable Selection in the Mixture of Experts with Applications to Multi-Task Learning", NeurIPS 2021,
+https://arxiv.org/abs/2106.03760; :class:`recstack.layers.DSelectKGates`): ``f_k(x) = sum_i softmax(w_k(x))_i
+sum_e q_e(z_{k,i}(x)) expert_e(x)``, ``k`` binary-encoded single-expert selectors per task, at most ``k`` experts
+per task once the smooth-steps saturate; its regulariser is :meth:`MMoE.regularization_loss`.
+
 Two builds: :class:`MMoE` is PaddleRec's (census format, one-layer experts, one-hidden-layer
 towers); :class:`EasyRecMMoE` is EasyRec's ``MMoE`` (feature group ``all``, ``num_expert``
 experts of ``expert_dnn.hidden_units``, EasyRec task towers, with the loss
@@ -23,7 +29,10 @@ from recstack.easyrec.feature_embedding import FeatureEmbedding
 from recstack.easyrec.features import TabularSpec
 from recstack.easyrec.task_tower import RelationTowers, linear_l2
 from recstack.easyrec.tasks import DNNSpec, TaskTowerSpec
-from recstack.layers import Experts, MLPExperts, TaskGates, Towers, mix_experts
+from recstack.layers import DSelectKGates, Experts, MLPExperts, TaskGates, Towers, mix_experts
+
+#: the gates :class:`MMoE` builds
+GATE_TYPES = ("softmax", "dselect_k")
 
 
 class MMoE(nn.Module):
@@ -37,20 +46,40 @@ class MMoE(nn.Module):
         expert_size: width of each expert.
         tower_size: hidden width of each tower.
         gate_num: number of tasks (one gate and one tower each).
+        gate_type: ``softmax`` (:class:`TaskGates`, PaddleRec's) or ``dselect_k`` (:class:`DSelectKGates`).
+        num_selectors, gamma, entropy_reg, entropy_reg_warmup_steps, gate_per_example: the DSelect-k gate's
+            ``num_selectors``, ``gamma``, ``entropy_reg``, ``entropy_reg_warmup_steps`` and ``per_example``
+            (ignored by the softmax gate).
 
     Shapes:
         ``(B, feature_size)`` → list of ``gate_num`` probabilities ``(B, 1)``.
     """
 
     def __init__(self, feature_size: int, expert_num: int, expert_size: int, tower_size: int,
-                 gate_num: int) -> None:
+                 gate_num: int, gate_type: str = "softmax", num_selectors: int = 2, gamma: float = 1.0,
+                 entropy_reg: float = 0.0, entropy_reg_warmup_steps: int = 0, gate_per_example: bool = True) -> None:
         super().__init__()
+        if gate_type not in GATE_TYPES:
+            raise ValueError(f"MMoE: gate_type must be one of {GATE_TYPES}, got {gate_type!r}")
         self.experts = Experts(feature_size, expert_num, expert_size)
-        self.gates = TaskGates(feature_size, gate_num, expert_num)
+        if gate_type == "dselect_k":
+            self.gates: nn.Module = DSelectKGates(feature_size, gate_num, expert_num, num_selectors, gamma=gamma,
+                                                  entropy_reg=entropy_reg,
+                                                  entropy_reg_warmup_steps=entropy_reg_warmup_steps,
+                                                  per_example=gate_per_example)
+        else:
+            self.gates = TaskGates(feature_size, gate_num, expert_num)
         self.towers = Towers(expert_size, gate_num, [tower_size])
 
     def forward(self, features: torch.Tensor) -> list[torch.Tensor]:
         return self.towers(mix_experts(self.gates(features), self.experts(features)))
+
+    def regularization_loss(self, features: torch.Tensor) -> torch.Tensor | None:
+        """The DSelect-k gates' regulariser for this batch (entropy, masked-code barrier); ``None`` for softmax
+        gates. The wrapper adds it to the training loss (:meth:`recstack.wrapper.DygraphModel.regularization_loss`)."""
+        if isinstance(self.gates, DSelectKGates):
+            return self.gates.regularization_loss(features)
+        return None
 
 
 class EasyRecMMoE(nn.Module):

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-
-import torch
 
 from recstack.config import Bool, Config, ListOf, OneOf, PositiveInt, PositiveNumber
-from recstack.metrics import AUC, GAUC, Metric
+from recstack.wrapper import ClickGAUCMetrics
 from recstack.wrapper import DygraphModel as BaseModel
 
 from .net import DIN
@@ -16,7 +13,7 @@ from .net import DIN
 logger = logging.getLogger(__name__)
 
 
-class DygraphModel(BaseModel):
+class DygraphModel(ClickGAUCMetrics, BaseModel):
     hyper_parameter_schema = {"item_count": PositiveInt, "cat_count": PositiveInt, "item_emb_size": PositiveInt,
                               "cat_emb_size": PositiveInt, "fc_sizes": ListOf(PositiveInt),
                               "attention_sizes": ListOf(PositiveInt), "attention_softmax": Bool,
@@ -43,14 +40,3 @@ class DygraphModel(BaseModel):
             init_std=config.get("hyper_parameters.init_std", 0.3, type=float),
         )
 
-    def create_metrics(self) -> tuple[list[Metric], list[str]]:
-        """AUC over all impressions and GAUC (per-user AUC weighted by impressions)."""
-        return [AUC(), GAUC()], ["auc", "gauc"]
-
-    def update_metrics(self, metrics_list: list[Metric], pred: torch.Tensor, labels: Sequence[torch.Tensor],
-                       groups: torch.Tensor | None = None) -> None:
-        for metric in metrics_list:  # both watch the single task; GAUC also gets the user ids
-            if metric.needs_groups:
-                metric.update(pred, labels[0], groups=groups)
-            else:
-                metric.update(pred, labels[0])
