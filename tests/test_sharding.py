@@ -34,7 +34,7 @@ DEEPFM = ROOT / "models" / "rank" / "deepfm" / "config.yaml"
 TOLERANCE = 1e-6
 #: the model folders whose structure lets them shard (slot format, one plain id table): checked below
 SHARDABLE_MODELS = ("deepfm", "dlrm", "dnn", "dcn", "dcn_v2", "wide_deep", "xdeepfm", "deepfefm", "ffm", "fm",
-                    "gatenet")
+                    "gatenet", "autoint", "finalmlp")
 
 
 def _free_port() -> int:
