@@ -9,7 +9,8 @@ Used for the models' bundled sample data, for tests and for benchmarks::
   (``click:<0/1>``, 13 ``dense_feature:<v>`` in [0, 1], ``1:<id>`` .. ``26:<id>``).
   With ``--layout tsv``: the same rows in Criteo's raw TSV layout (``label \t I1..I13 \t C1..C26``,
   dense values as above, categorical values as raw 8-hex-digit strings, empty when missing), as
-  EasyRec's Criteo configs read it.
+  EasyRec's Criteo configs read it. With ``--layout libsvm``: the same rows as libSVM / libFM lines
+  (``<-1/1> <id>:<value> x 39``, see :class:`CriteoLibSVMWorld`), as the NFM / AFM papers' CTR sets ship.
 * ``census``: PaddleRec's census CSV (``marital,income`` + 11 standardised numeric
   columns + 488 one-hot columns of 29 categorical columns = 501 columns).
 * ``aliccp``: PaddleRec's Ali-CCP (ESMM) CSV (``<id>,<click>,<conversion>,<field>:<id>,...``,
@@ -285,6 +286,26 @@ class CriteoTSVWorld(CriteoWorld):
         columns += [self._dense_values(j, features["q"][:, j]) for j in range(len(CONT_DIFF))]
         columns += [self._raw_tokens(k, col) for k, col in enumerate(features["values"].T)]
         return join_rows(columns, "\t")
+
+
+class CriteoLibSVMWorld(CriteoWorld):
+    """The Criteo world as libSVM / libFM lines (``--layout libsvm``; read by the ``libsvm`` reader).
+
+    ``<label> <id>:<value> ...``, label ``-1`` / ``1`` (the NFM / AFM papers' files), one token per field in a fixed
+    order: dense feature ``j`` has global id ``j`` and its value in [0, 1] (0 when missing), sparse slot ``k`` the
+    global id ``13 + <its slot-format id>`` and value 1. The same rows as the slot format.
+    """
+
+    def render(self, features: dict[str, np.ndarray], labels: np.ndarray) -> str:
+        """libSVM lines."""
+        q, values = features["q"], features["values"]
+        columns = [token_table(["-1", "1"])[labels.astype(np.int64)].tolist()]
+        for j in range(len(CONT_DIFF)):
+            columns.append([f"{j}:{format_float(v)}" for v in (q[:, j] / CONT_DIFF[j]).tolist()])
+        for k, column in enumerate(values.T):
+            ids = [int(t.split(":", 1)[1]) for t in self._slot_tokens(k, column)]
+            columns.append([f"{len(CONT_DIFF) + i}:1" for i in ids])
+        return join_rows(columns, " ")
 
 
 class CriteoLRWorld(CriteoWorld):
@@ -1616,7 +1637,7 @@ def generate_movielens(rows: int, seed: int, output: Path, world_seed: int = 0) 
 
 # ----------------------------------------------------------------------------- driver
 #: Output layouts: every data set's own format ("slot"), and Criteo's raw TSV layout for ``criteo``.
-LAYOUTS = ("slot", "tsv")
+LAYOUTS = ("slot", "tsv", "libsvm")
 
 
 def output_file(output: Path) -> Path:
@@ -1646,7 +1667,7 @@ def generate(
         proba: optional file for the true probabilities (one line per row).
         hash_dim: id space of the criteo formats (ids in ``[0, hash_dim)``).
         layout: ``"slot"`` (the data set's own format) or, for ``criteo`` only, ``"tsv"`` (Criteo's raw
-            TSV layout, :class:`CriteoTSVWorld`).
+            TSV layout, :class:`CriteoTSVWorld`) or ``"libsvm"`` (:class:`CriteoLibSVMWorld`).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
@@ -1660,6 +1681,8 @@ def generate(
         return generate_e2e_mm(rows, seed, output, output_file(output).parent.parent / "images", world_seed)
     if layout == "tsv":
         world: World = CriteoTSVWorld(world_seed, hash_dim)
+    elif layout == "libsvm":
+        world = CriteoLibSVMWorld(world_seed, hash_dim)
     else:
         world = WORLDS[dataset](world_seed, hash_dim) if dataset != "census" else CensusWorld(world_seed)
     rng = np.random.default_rng(seed)
@@ -1694,7 +1717,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"criteo formats: ids in [0, hash-dim) (default {CRITEO_HASH_DIM})")
     parser.add_argument("--layout", choices=LAYOUTS, default="slot",
                         help="criteo only: 'tsv' writes Criteo's raw layout, label \\t I1..I13 \\t C1..C26, with "
-                             "the categorical values as raw strings (EasyRec's Criteo configs; default 'slot')")
+                             "the categorical values as raw strings (EasyRec's Criteo configs); 'libsvm' writes "
+                             "'<-1/1> <id>:<value> x 39' lines (the libsvm reader; default 'slot')")
     e2e = parser.add_argument_group("e2e_mm (grouped lines + item images)")
     e2e.add_argument("--image-dir", type=Path,
                      help="folder of the item PNGs (default: images/ beside the output's folder)")

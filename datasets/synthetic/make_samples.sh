@@ -22,6 +22,7 @@ while read -r dataset folder train_rows test_rows extra; do
     "$PYTHON" "$GEN" "$dataset" --rows "$test_rows" --seed 2 --output "$out/test/part-0.txt" $extra
 done <<'SAMPLES'
 criteo rank/deepfm 4000 1000
+criteo rank/deepfm:libsvm_sample_data 4000 1000 --layout libsvm
 census multitask/mmoe 2000 500
 census multitask/share_bottom 2000 500
 census multitask/ple 2000 500

@@ -3,7 +3,7 @@
 A config names its reader with ``runner.train_reader_path`` /
 ``runner.infer_reader_path``: either a module in the model folder that defines
 ``RecDataset`` (PaddleRec's convention, e.g. ``criteo_reader``) or the name of
-a core reader (``slot``, ``census``, ``tabular``, ``group_rtp``; the last two, EasyRec's
+a core reader (``slot``, ``census``, ``index_value``, ``libsvm``, ``tabular``, ``group_rtp``; the last two, EasyRec's
 ``CSVInput`` and ``GroupRTPInput``, are in :mod:`recstack.easyrec`).
 """
 
@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = ["AITMReader", "AliCCPReader", "AlimamaReader", "BatchLoader", "BlockReader", "DataFormatError", "DINReader",
-           "GroupedRows", "GroupIndex", "RaggedArray", "create_loader", "create_reader", "resolve_reader"]
+           "GroupedRows", "GroupIndex", "LibSVMReader", "RaggedArray", "create_loader", "create_reader",
+           "resolve_reader"]
 
 _LAZY = {
     "AITMReader": "recstack.data.aitm",
@@ -24,6 +25,7 @@ _LAZY = {
     "DINReader": "recstack.data.din",
     "GroupedRows": "recstack.data.base",
     "GroupIndex": "recstack.data.base",
+    "LibSVMReader": "recstack.data.libsvm",
     "RaggedArray": "recstack.data.base",
     "create_loader": "recstack.data.factory",
     "create_reader": "recstack.data.factory",

@@ -14,6 +14,7 @@ from recstack.data import alimama as _alimama  # noqa: F401
 from recstack.data import bst as _bst  # noqa: F401
 from recstack.data import csv as _csv  # noqa: F401  (registers core readers)
 from recstack.data import din as _din  # noqa: F401
+from recstack.data import libsvm as _libsvm  # noqa: F401
 from recstack.data import slot as _slot  # noqa: F401
 from recstack.data.base import BlockReader, list_data_files
 from recstack.data.loader import BatchLoader
