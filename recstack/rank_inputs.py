@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from recstack.config import Config, ConfigError, PositiveInt, check_schema
+from recstack.config import Config, ConfigError, PositiveInt, String, check_schema
 from recstack.easyrec.features import DATA_CONFIG, FEATURE_CONFIG, FEATURE_GROUPS, TabularSpec
 from recstack.easyrec.schema import Node, source
 from recstack.easyrec.tabular_fields import TabularFields
@@ -29,7 +29,8 @@ from recstack.wrapper import SLOT_FORMAT_SCHEMA, DygraphModel, slot_format_args
 #: PaddleRec's slot keys, which a feature config replaces
 _SLOT_KEYS = tuple(SLOT_FORMAT_SCHEMA)
 #: the id/value layout's keys (PaddleRec's AutoInt names); ``num_field`` selects the layout
-INDEX_VALUE_SCHEMA = {"num_field": PositiveInt, "feature_number": PositiveInt, "embedding_dim": PositiveInt}
+INDEX_VALUE_SCHEMA = {"num_field": PositiveInt, "feature_number": PositiveInt, "embedding_dim": PositiveInt,
+                      "field_map": String}
 
 
 def uses_index_value(config: Config) -> bool:

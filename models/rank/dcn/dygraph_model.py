@@ -8,7 +8,7 @@ import torch
 
 from recstack.backbone.model import ReadsBackboneConfigs
 from recstack.config import Bool, Config, ListOf, NonNegativeInt, NonNegativeNumber, PositiveInt
-from recstack.rank_inputs import configure_feeds, field_inputs
+from recstack.rank_inputs import INDEX_VALUE_SCHEMA, configure_feeds, field_inputs
 from recstack.wrapper import SLOT_FORMAT_SCHEMA
 from recstack.wrapper import DygraphModel as BaseModel
 
@@ -16,7 +16,8 @@ from .net import DCN
 
 
 class DygraphModel(ReadsBackboneConfigs, BaseModel):
-    hyper_parameter_schema = {**SLOT_FORMAT_SCHEMA, "fc_sizes": ListOf(PositiveInt), "cross_num": NonNegativeInt,
+    hyper_parameter_schema = {**SLOT_FORMAT_SCHEMA, **INDEX_VALUE_SCHEMA,
+                              "fc_sizes": ListOf(PositiveInt), "cross_num": NonNegativeInt,
                               "dnn_use_bn": Bool, "l2_reg_cross": NonNegativeNumber}
     feed_names = ("sparse", "dense")
     label_names = ("label",)

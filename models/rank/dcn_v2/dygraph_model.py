@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from recstack.config import Bool, Config, ListOf, NonNegativeInt, NonNegativeNumber, PositiveInt
-from recstack.rank_inputs import configure_feeds, field_inputs
+from recstack.rank_inputs import INDEX_VALUE_SCHEMA, configure_feeds, field_inputs
 from recstack.wrapper import SLOT_FORMAT_SCHEMA
 from recstack.wrapper import DygraphModel as BaseModel
 
@@ -15,7 +15,8 @@ from .net import DCNv2
 
 
 class DygraphModel(BaseModel):
-    hyper_parameter_schema = {**SLOT_FORMAT_SCHEMA, "fc_sizes": ListOf(PositiveInt), "cross_num": NonNegativeInt,
+    hyper_parameter_schema = {**SLOT_FORMAT_SCHEMA, **INDEX_VALUE_SCHEMA,
+                              "fc_sizes": ListOf(PositiveInt), "cross_num": NonNegativeInt,
                               "is_Stacked": Bool, "use_low_rank_mixture": Bool, "low_rank": PositiveInt,
                               "num_experts": PositiveInt, "dnn_use_bn": Bool, "l2_reg_cross": NonNegativeNumber}
     feed_names = ("sparse", "dense")

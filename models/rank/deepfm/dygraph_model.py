@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from recstack.backbone.model import ReadsBackboneConfigs
 from recstack.config import Config, ListOf, PositiveInt
-from recstack.rank_inputs import configure_feeds, field_inputs
+from recstack.rank_inputs import INDEX_VALUE_SCHEMA, configure_feeds, field_inputs
 from recstack.wrapper import SLOT_FORMAT_SCHEMA
 from recstack.wrapper import DygraphModel as BaseModel
 
@@ -12,7 +12,7 @@ from .net import DeepFM
 
 
 class DygraphModel(ReadsBackboneConfigs, BaseModel):
-    hyper_parameter_schema = {**SLOT_FORMAT_SCHEMA, "fc_sizes": ListOf(PositiveInt)}
+    hyper_parameter_schema = {**SLOT_FORMAT_SCHEMA, **INDEX_VALUE_SCHEMA, "fc_sizes": ListOf(PositiveInt)}
     feed_names = ("sparse", "dense")
     label_names = ("label",)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from recstack.config import Bool, Config, ListOf, NonNegativeInt, NonNegativeNumber, PositiveInt, String
-from recstack.rank_inputs import configure_feeds, field_inputs
+from recstack.rank_inputs import INDEX_VALUE_SCHEMA, configure_feeds, field_inputs
 from recstack.wrapper import SLOT_FORMAT_SCHEMA
 from recstack.wrapper import DygraphModel as BaseModel
 
@@ -11,7 +11,7 @@ from .net import FinalMLP
 
 
 class DygraphModel(BaseModel):
-    hyper_parameter_schema = {**SLOT_FORMAT_SCHEMA,
+    hyper_parameter_schema = {**SLOT_FORMAT_SCHEMA, **INDEX_VALUE_SCHEMA,
                               **{f"mlp{i}_{key}": check for i in (1, 2) for key, check in (
                                   ("hidden_units", ListOf(PositiveInt)), ("hidden_activations", String),
                                   ("dropout", NonNegativeNumber), ("batch_norm", Bool))},

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from recstack.config import Config, ListOf, PositiveInt
-from recstack.rank_inputs import configure_feeds, field_inputs
+from recstack.rank_inputs import INDEX_VALUE_SCHEMA, configure_feeds, field_inputs
 from recstack.wrapper import SLOT_FORMAT_SCHEMA
 from recstack.wrapper import DygraphModel as BaseModel
 
@@ -11,7 +11,8 @@ from .net import XDeepFM
 
 
 class DygraphModel(BaseModel):
-    hyper_parameter_schema = {**SLOT_FORMAT_SCHEMA, "layer_sizes_cin": ListOf(PositiveInt, min_len=1),
+    hyper_parameter_schema = {**SLOT_FORMAT_SCHEMA, **INDEX_VALUE_SCHEMA,
+                              "layer_sizes_cin": ListOf(PositiveInt, min_len=1),
                               "layer_sizes_dnn": ListOf(PositiveInt)}
     feed_names = ("sparse", "dense")
     label_names = ("label",)
