@@ -22,30 +22,23 @@ Config keys (``hyper_parameters``): ``num_field``, ``feature_number`` (ids must 
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
 
 from recstack.config import Config
 from recstack.data.base import (
     Block,
-    BlockReader,
     DataFormatError,
-    FeatureUnit,
     NumberRangeError,
     bad_line,
-    blank_whitespace_lines,
     may_hold_hex,
     parse_float,
     parse_int,
-    row_error,
 )
+from recstack.data.id_value import IdValueReader
 from recstack.registry import READERS
-
-_COLON_TO_SPACE = bytes.maketrans(b":", b" ")
 
 
 def read_field_map(path: Path, num_field: int, feature_number: int | None) -> np.ndarray:
@@ -89,84 +82,39 @@ def read_field_map(path: Path, num_field: int, feature_number: int | None) -> np
 
 
 @READERS.register("libsvm")
-class LibSVMReader(BlockReader):
+class LibSVMReader(IdValueReader):
     """Reader of libSVM / libFM lines (see the module docstring)."""
 
+    LABELS = (-1.0, 0.0, 1.0)
+    LABEL_PROBLEM = "label must be -1, 0 or 1"
+    VALUE_PROBLEM = "value is not finite"
+
     def __init__(self, file_list, config: Config) -> None:
-        super().__init__(file_list, config)
-        self.num_field = config.get("hyper_parameters.num_field", type=int)
-        self.id_bound = config.get("hyper_parameters.feature_number", None, type=int)
-        if self.num_field < 1:
-            raise DataFormatError(f"{config.source('hyper_parameters.num_field')}: expected at least one field, "
-                                  f"got {self.num_field}")
+        f = config.get("hyper_parameters.num_field", type=int)
+        names = [f"c{i}" for i in range(1 + 2 * f)]
+        super().__init__(file_list, config, {c: pa.float32() if i and i % 2 == 0 else pa.int64()
+                                             for i, c in enumerate(names)}, split_colons=True)
         map_path = config.get("hyper_parameters.field_map", None, type=str)
         self.field_map = None
         if map_path:
             path = Path(map_path)
             path = path if path.is_absolute() else Path(config.config_dir) / path
             self.field_map = read_field_map(path, self.num_field, self.id_bound)
-        f = self.num_field
-        self.columns = {"feat_idx": (np.dtype(np.int64), f), "feat_value": (np.dtype(np.float32), f),
-                        "label": (np.dtype(np.float32), 1)}
-        names = [f"c{i}" for i in range(1 + 2 * f)]
-        self._names = names
-        types = {names[0]: pa.int64(), **{c: pa.int64() for c in names[1::2]},
-                 **{c: pa.float32() for c in names[2::2]}}
-        self._read_options = dict(column_names=names, use_threads=False)
-        self._parse_options = pacsv.ParseOptions(delimiter=" ", ignore_empty_lines=True)
-        self._convert_options = pacsv.ConvertOptions(column_types=types, null_values=[], strings_can_be_null=False)
 
     def signature(self) -> str:
         mapped = "" if self.field_map is None else f"|map:{hash(self.field_map.tobytes())}"
         return f"{super().signature()}{mapped}"
 
-    def feature_units(self) -> list[FeatureUnit]:
-        """Field ``j``'s id and value together, as ``field[j]``."""
-        return [FeatureUnit(f"field[{j}]", f"field[{j}]", (("feat_idx", j), ("feat_value", j)))
-                for j in range(self.num_field)]
-
-    def parse_block(self, chunk: bytes, path: str, first_line: int) -> Block:
-        block = self._fast(chunk) if self.field_map is None else None
-        if block is None:
-            blanked = blank_whitespace_lines(chunk)
-            block = self._fast(blanked) if blanked != chunk and self.field_map is None else None
-            if block is None:
-                block = self._slow(chunk, path, first_line)
-        labels = block["label"][:, 0]
-        bad = ~np.isin(labels, (-1.0, 0.0, 1.0))
-        if bad.any():
-            raise row_error(chunk, path, first_line, int(np.argmax(bad)), "label must be -1, 0 or 1")
-        block["label"] = np.where(labels < 0, 0.0, labels).astype(np.float32).reshape(-1, 1)
-        ids = block["feat_idx"]
-        bad = ((ids < 0) | (ids >= self.id_bound)).any(axis=1) if self.id_bound else (ids < 0).any(axis=1)
-        if bad.any():
-            raise row_error(chunk, path, first_line, int(np.argmax(bad)),
-                            "feature id outside [0, feature_number" + (f"={self.id_bound})" if self.id_bound else ")"))
-        bad = ~np.isfinite(block["feat_value"]).all(axis=1)
-        if bad.any():
-            raise row_error(chunk, path, first_line, int(np.argmax(bad)), "value is not finite")
-        return block
+    def _fast_allowed(self) -> bool:
+        return self.field_map is None
 
     def _fast(self, chunk: bytes) -> Block | None:
         """Vectorised parse of lines of exactly ``num_field`` tokens by position; ``None`` otherwise."""
-        if may_hold_hex(chunk):
-            return None
-        try:
-            table = pacsv.read_csv(io.BytesIO(chunk.translate(_COLON_TO_SPACE)),
-                                   read_options=pacsv.ReadOptions(block_size=len(chunk) + 1, **self._read_options),
-                                   parse_options=self._parse_options, convert_options=self._convert_options)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            return None
-        n = table.num_rows
+        table = None if may_hold_hex(chunk) else self._table(chunk)
         # the colons: exactly one per token (a label written '1:0' or a token '3:4:5' changes the count)
-        if chunk.count(b":") != self.num_field * n:
+        if table is None or chunk.count(b":") != self.num_field * table.num_rows:
             return None
-        if not n:
-            return {k: np.zeros((0, w), d) for k, (d, w) in self.columns.items()}
-        values = [table.column(c).to_numpy() for c in self._names]
-        return {"feat_idx": np.column_stack(values[1::2]).astype(np.int64),
-                "feat_value": np.column_stack(values[2::2]).astype(np.float32),
-                "label": values[0].astype(np.float32).reshape(-1, 1)}
+        return self._block(table, self._names[1::2], self._names[2::2], self._names[0])
 
     def _slow(self, chunk: bytes, path: str, first_line: int) -> Block:
         """Per-line parse (by position or through the field map), naming the first bad line."""
@@ -215,6 +163,4 @@ class LibSVMReader(BlockReader):
                 row_ids[field], row_values[field] = fid, value
             ids.append(row_ids)
             values.append(row_values)
-        return {"feat_idx": np.asarray(ids, np.int64).reshape(-1, f),
-                "feat_value": np.asarray(values, np.float32).reshape(-1, f),
-                "label": np.asarray(labels, np.float32).reshape(-1, 1)}
+        return self._rows(ids, values, labels)

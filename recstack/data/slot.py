@@ -37,9 +37,8 @@ from recstack.data.base import (
     parse_int,
     row_error,
 )
+from recstack.data.id_value import COLON_TO_SPACE, IdValueReader
 from recstack.registry import READERS
-
-_COLON_TO_SPACE = bytes.maketrans(b":", b" ")
 
 
 @READERS.register("slot")
@@ -117,7 +116,7 @@ class SlotReader(BlockReader):
         if may_hold_hex(chunk):
             return None
         try:
-            table = pacsv.read_csv(io.BytesIO(chunk.translate(_COLON_TO_SPACE)),
+            table = pacsv.read_csv(io.BytesIO(chunk.translate(COLON_TO_SPACE)),
                                    read_options=pacsv.ReadOptions(block_size=len(chunk) + 1, **self._read_options),
                                    parse_options=self._parse_options, convert_options=self._convert_options)
         except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -209,69 +208,36 @@ class SlotReader(BlockReader):
 
 
 @READERS.register("lr")
-class FeatIdxValueReader(BlockReader):
+class FeatIdxValueReader(IdValueReader):
     """PaddleRec's logistic-regression format: ``feat_idx:<id>`` x F, ``feat_value:<v>`` x F, ``label:<0/1>``.
 
     Config keys (``hyper_parameters``): ``num_field`` (PaddleRec: 39), ``sparse_feature_number``
     (ids must be below it).
 
-    Blocks: ``feat_idx`` int64 ``(n, F)``, ``feat_value`` float32 ``(n, F)``, ``label`` float32 ``(n, 1)``.
-    Lines in this canonical order are parsed by pyarrow; any other order falls back to a
-    per-line parse (ids and values keep their order of appearance).
+    Blocks: ``feat_idx`` int64 ``(n, F)``, ``feat_value`` float32 ``(n, F)``, ``label`` float32 ``(n, 1)``
+    (:class:`recstack.data.id_value.IdValueReader`). Lines in this canonical order are parsed by pyarrow; any
+    other order falls back to a per-line parse (ids and values keep their order of appearance).
     """
 
     KEYS = ("feat_idx", "feat_value", "label")
+    ID_KEY = "sparse_feature_number"
+    ID_NAME = "feat_idx"
+    VALUE_PROBLEM = "feat_value is not finite"
 
     def __init__(self, file_list, config: Config) -> None:
-        super().__init__(file_list, config)
-        self.num_field = config.get("hyper_parameters.num_field", type=int)
-        self.id_bound = config.get("hyper_parameters.sparse_feature_number", None, type=int)
-        f = self.num_field
-        self.columns = {"feat_idx": (np.dtype(np.int64), f), "feat_value": (np.dtype(np.float32), f),
-                        "label": (np.dtype(np.float32), 1)}
+        f = config.get("hyper_parameters.num_field", type=int)
         names = [f"c{i}" for i in range(2 * (2 * f + 1))]
-        self._keys = names[0::2]
-        self._values = names[1::2]
         key_type = pa.dictionary(pa.int32(), pa.string())
-        types = {**{c: key_type for c in self._keys},
-                 **{c: pa.int64() for c in self._values[:f]},
-                 **{c: pa.float32() for c in self._values[f:2 * f]}, self._values[-1]: pa.int64()}
+        values = names[1::2]
+        types = {c: key_type if i % 2 == 0 else pa.int64() for i, c in enumerate(names)}
+        types.update({c: pa.float32() for c in values[f:2 * f]})
+        super().__init__(file_list, config, types, split_colons=True)
+        self._keys, self._values = names[0::2], values
         self._expected = ["feat_idx"] * f + ["feat_value"] * f + ["label"]
-        self._read_options = dict(column_names=names, use_threads=False)
-        self._parse_options = pacsv.ParseOptions(delimiter=" ", ignore_empty_lines=True)
-        self._convert_options = pacsv.ConvertOptions(column_types=types, null_values=[], strings_can_be_null=False)
-
-    def feature_units(self) -> list[FeatureUnit]:
-        """Field ``j``'s id and value together, as ``field[j]`` (0-based, the order of the line's tokens)."""
-        return [FeatureUnit(f"field[{j}]", f"field[{j}]", (("feat_idx", j), ("feat_value", j)))
-                for j in range(self.num_field)]
-
-    def parse_block(self, chunk: bytes, path: str, first_line: int) -> Block:
-        block = self._fast(chunk)
-        if block is None:
-            blanked = blank_whitespace_lines(chunk)  # lines of spaces are blank lines (same line numbers)
-            block = self._fast(blanked) if blanked != chunk else None
-            if block is None:
-                block = self._slow(chunk, path, first_line)
-        bad = ~np.isin(block["label"][:, 0], (0.0, 1.0))
-        if bad.any():
-            raise row_error(chunk, path, first_line, int(np.argmax(bad)), "label must be 0 or 1")
-        ids = block["feat_idx"]
-        bad = ((ids < 0) | (ids >= self.id_bound)).any(axis=1) if self.id_bound else (ids < 0).any(axis=1)
-        if bad.any():
-            raise row_error(chunk, path, first_line, int(np.argmax(bad)),
-                            f"feat_idx outside [0, sparse_feature_number={self.id_bound})")
-        bad = ~np.isfinite(block["feat_value"]).all(axis=1)
-        if bad.any():
-            raise row_error(chunk, path, first_line, int(np.argmax(bad)), "feat_value is not finite")
-        return block
 
     def _fast(self, chunk: bytes) -> Block | None:
-        try:
-            table = pacsv.read_csv(io.BytesIO(chunk.translate(_COLON_TO_SPACE)),
-                                   read_options=pacsv.ReadOptions(block_size=len(chunk) + 1, **self._read_options),
-                                   parse_options=self._parse_options, convert_options=self._convert_options)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
+        table = self._table(chunk)
+        if table is None:
             return None
         for column, key in zip(self._keys, self._expected):
             if table.num_rows and table.column(column).unique().dictionary.to_pylist() != [key]:
@@ -280,12 +246,7 @@ class FeatIdxValueReader(BlockReader):
         if b"X" in chunk or chunk.count(b"x") != self.num_field * table.num_rows:
             return None
         f = self.num_field
-        values = [table.column(c).to_numpy() for c in self._values]
-        if not table.num_rows:
-            return {k: np.zeros((0, w), d) for k, (d, w) in self.columns.items()}
-        return {"feat_idx": np.column_stack(values[:f]).astype(np.int64),
-                "feat_value": np.column_stack(values[f:2 * f]).astype(np.float32),
-                "label": values[-1].astype(np.float32).reshape(-1, 1)}
+        return self._block(table, self._values[:f], self._values[f:2 * f], self._values[-1])
 
     def _slow(self, chunk: bytes, path: str, first_line: int) -> Block:
         rows: dict[str, list] = {k: [] for k in self.KEYS}
@@ -311,14 +272,11 @@ class FeatIdxValueReader(BlockReader):
                 if len(found[key]) != want:
                     raise bad_line(path, line_no, line, f"expected {want} '{key}' value(s), got {len(found[key])}")
                 rows[key].append(found[key])
-        f = self.num_field
-        return {"feat_idx": np.asarray(rows["feat_idx"], np.int64).reshape(-1, f),
-                "feat_value": np.asarray(rows["feat_value"], np.float32).reshape(-1, f),
-                "label": np.asarray(rows["label"], np.float32).reshape(-1, 1)}
+        return self._rows(rows["feat_idx"], rows["feat_value"], rows["label"])
 
 
 @READERS.register("index_value")
-class IndexValueReader(BlockReader):
+class IndexValueReader(IdValueReader):
     """PaddleRec's AutoInt Criteo format: ``<label> <idx_1> .. <idx_F> <value_1> .. <value_F>``.
 
     One sample per line, ``1 + 2F`` space-separated numbers without keys (the layout of the AutoInt authors'
@@ -331,69 +289,24 @@ class IndexValueReader(BlockReader):
     ``feature_number`` (ids must be below it).
 
     Blocks: ``feat_idx`` int64 ``(n, F)``, ``feat_value`` float32 ``(n, F)``, ``label`` float32 ``(n, 1)``
-    (the blocks of :class:`FeatIdxValueReader`).
+    (:class:`recstack.data.id_value.IdValueReader`).
     """
 
+    LABEL_PROBLEM = "label (first number) must be 0 or 1"
+
     def __init__(self, file_list, config: Config) -> None:
-        super().__init__(file_list, config)
-        self.num_field = config.get("hyper_parameters.num_field", type=int)
-        self.id_bound = config.get("hyper_parameters.feature_number", None, type=int)
-        if self.num_field < 1:
-            raise DataFormatError(f"{config.source('hyper_parameters.num_field')}: expected at least one field, "
-                                  f"got {self.num_field}")
-        f = self.num_field
-        self.columns = {"feat_idx": (np.dtype(np.int64), f), "feat_value": (np.dtype(np.float32), f),
-                        "label": (np.dtype(np.float32), 1)}
+        f = config.get("hyper_parameters.num_field", type=int)
         names = [f"c{i}" for i in range(1 + 2 * f)]
-        self._names = names
-        types = {names[0]: pa.int64(), **{c: pa.int64() for c in names[1:1 + f]},
-                 **{c: pa.float32() for c in names[1 + f:]}}
-        self._read_options = dict(column_names=names, use_threads=False)
-        self._parse_options = pacsv.ParseOptions(delimiter=" ", ignore_empty_lines=True)
-        self._convert_options = pacsv.ConvertOptions(column_types=types, null_values=[], strings_can_be_null=False)
-
-    def feature_units(self) -> list[FeatureUnit]:
-        """Field ``j``'s id and value together, as ``field[j]`` (0-based, the line's order)."""
-        return [FeatureUnit(f"field[{j}]", f"field[{j}]", (("feat_idx", j), ("feat_value", j)))
-                for j in range(self.num_field)]
-
-    def parse_block(self, chunk: bytes, path: str, first_line: int) -> Block:
-        block = self._fast(chunk)
-        if block is None:
-            blanked = blank_whitespace_lines(chunk)  # lines of spaces are blank lines (same line numbers)
-            block = self._fast(blanked) if blanked != chunk else None
-            if block is None:
-                block = self._slow(chunk, path, first_line)
-        checks = [
-            (~np.isin(block["label"][:, 0], (0.0, 1.0)), "label (first number) must be 0 or 1"),
-            ((block["feat_idx"] < 0).any(axis=1) if self.id_bound is None else
-             ((block["feat_idx"] < 0) | (block["feat_idx"] >= self.id_bound)).any(axis=1),
-             "feature id outside [0, feature_number" + (f"={self.id_bound})" if self.id_bound else ")")),
-            (~np.isfinite(block["feat_value"]).all(axis=1), "value is not finite (nan, inf, or beyond float32)"),
-        ]
-        for bad, problem in checks:
-            if bad.any():
-                raise row_error(chunk, path, first_line, int(np.argmax(bad)), problem)
-        return block
+        super().__init__(file_list, config, {c: pa.float32() if i > f else pa.int64() for i, c in enumerate(names)})
 
     def _fast(self, chunk: bytes) -> Block | None:
         """Vectorised parse; ``None`` when a line has another number of tokens, a token is not a number, or the
         chunk may hold a hexadecimal number (pyarrow accepts ``0x1f``, the readers' grammar does not)."""
-        if may_hold_hex(chunk):
-            return None
-        try:
-            table = pacsv.read_csv(io.BytesIO(chunk),
-                                   read_options=pacsv.ReadOptions(block_size=len(chunk) + 1, **self._read_options),
-                                   parse_options=self._parse_options, convert_options=self._convert_options)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
+        table = None if may_hold_hex(chunk) else self._table(chunk)
+        if table is None:
             return None
         f = self.num_field
-        if not table.num_rows:
-            return {k: np.zeros((0, w), d) for k, (d, w) in self.columns.items()}
-        values = [table.column(c).to_numpy() for c in self._names]
-        return {"feat_idx": np.column_stack(values[1:1 + f]).astype(np.int64),
-                "feat_value": np.column_stack(values[1 + f:]).astype(np.float32),
-                "label": values[0].astype(np.float32).reshape(-1, 1)}
+        return self._block(table, self._names[1:1 + f], self._names[1 + f:], self._names[0])
 
     def _slow(self, chunk: bytes, path: str, first_line: int) -> Block:
         """Per-line parse naming the first bad line."""
@@ -420,9 +333,7 @@ class IndexValueReader(BlockReader):
                     kind = "a number" if j > f else "an integer"
                     raise bad_line(path, line_no, line, f"{what} is '{text}' (expected {kind}, "
                                    "doc/custom_reader.md#numbers)") from None
-        return {"feat_idx": np.asarray(ids, np.int64).reshape(-1, f),
-                "feat_value": np.asarray(values, np.float32).reshape(-1, f),
-                "label": np.asarray(labels, np.float32).reshape(-1, 1)}
+        return self._rows(ids, values, labels)
 
 
 @READERS.register("criteo")
