@@ -29,6 +29,7 @@ the gradient all-reduce) and reach the network's own methods through :func:`unwr
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,8 +42,11 @@ from recstack.config import (
     Config,
     ConfigError,
     IntRange,
+    ListOf,
     NonNegativeInt,
+    OneOf,
     PositiveInt,
+    PositiveNumber,
     check_schema,
     did_you_mean,
     task_names,
@@ -52,6 +56,7 @@ from recstack.optim import build_optimizer
 from recstack.registry import OPTIMIZERS
 
 Batch = dict[str, torch.Tensor]
+logger = logging.getLogger(__name__)
 
 
 #: The keys of the Criteo slot format (:func:`slot_format_args` and the ``slot`` reader), for a wrapper's
@@ -437,6 +442,38 @@ class ClickGAUCMetrics:
                 metric.update(pred, labels[0], groups=groups)
             else:
                 metric.update(pred, labels[0])
+
+
+class BehaviourClickModel(ClickGAUCMetrics):
+    """DIN's inputs, label, user groups and model keys, shared by the models over DIN's format (DIN, DIEN).
+    Mixed in before :class:`DygraphModel`; a model extends :attr:`hyper_parameter_schema` with its own keys and
+    builds its net from :meth:`din_keys` plus them."""
+
+    hyper_parameter_schema: dict[str, Check] = {
+        "item_count": PositiveInt, "cat_count": PositiveInt, "item_emb_size": PositiveInt,
+        "cat_emb_size": PositiveInt, "fc_sizes": ListOf(PositiveInt), "attention_sizes": ListOf(PositiveInt),
+        "init_std": PositiveNumber, "act": OneOf("sigmoid", "dice", "relu", "prelu")}
+    feed_names = ("hist_item", "hist_cat", "hist_len", "target_item", "target_cat")
+    label_names = ("label",)
+    group_name = "user"  # GAUC's group: the reader's user id column (-1 = unknown, skipped)
+    #: PaddleRec flags its DIN-format configs carry: accepted, logged, no effect
+    paddle_flags: tuple[str, ...] = ("is_sparse", "use_DataLoader")
+
+    def din_keys(self, config: Config) -> dict[str, Any]:
+        """The net arguments of DIN's keys: ``item_count``, ``cat_count``, the embedding sizes, ``act`` (any case),
+        ``fc_sizes``, ``attention_sizes``, ``init_std`` (PaddleRec's defaults)."""
+        for key in self.paddle_flags:
+            if config.get(f"hyper_parameters.{key}", None) is not None:
+                logger.info("hyper_parameters.%s is a PaddleRec setting with no effect here (tables take "
+                            "row-wise updates per hyper_parameters.optimizer.sparse)", key)
+        return dict(item_count=config.get("hyper_parameters.item_count", type=int),
+                    cat_count=config.get("hyper_parameters.cat_count", type=int),
+                    item_emb_size=config.get("hyper_parameters.item_emb_size", 64, type=int),
+                    cat_emb_size=config.get("hyper_parameters.cat_emb_size", 64, type=int),
+                    act=config.get("hyper_parameters.act", "sigmoid", type=str).lower(),
+                    fc_sizes=config.get("hyper_parameters.fc_sizes", [80, 40], type=list),
+                    attention_sizes=config.get("hyper_parameters.attention_sizes", [80, 40], type=list),
+                    init_std=config.get("hyper_parameters.init_std", 0.3, type=float))
 
 
 class EntireSpaceMetrics:

@@ -38,17 +38,21 @@ import pyarrow.compute as pc
 from recstack.config import Config
 from recstack.data.base import (
     Block,
-    BlockReader,
     DataFormatError,
     FeatureUnit,
     NumberRangeError,
     RaggedArray,
     bad_line,
-    may_hold_hex,
     parse_int,
-    row_error,
 )
-from recstack.data.din import DINReader
+from recstack.data.din import (
+    BehaviourLineReader,
+    DINReader,
+    Malformed,
+    raise_first_bad_row,
+    rows_out_of_range,
+    text_lines,
+)
 from recstack.registry import READERS
 
 #: PaddleRec's slot names, in its reader's order
@@ -58,10 +62,6 @@ _ONCE = ("target", "target_cate", "label")
 _OPTIONAL = {"userid": -1, "target_position": 0}  # at most once; the value when absent
 _COLUMNS = {"hist_item": "history", "hist_cat": "cate", "hist_pos": "position", "target_item": "target",
             "target_cat": "target_cate", "target_pos": "target_position", "user": "userid", "label": "label"}
-
-
-class _Malformed(Exception):
-    """Raised inside the fast path: the chunk needs the per-line parse."""
 
 
 def _block_columns() -> dict[str, tuple[np.dtype, int]]:
@@ -81,7 +81,7 @@ def _feature_units() -> list[FeatureUnit]:
 
 
 @READERS.register("bst")
-class BSTReader(BlockReader):
+class BSTReader(BehaviourLineReader):
     """Reader of PaddleRec's BST format (``slot:value`` tokens; module docstring).
 
     Config keys (``hyper_parameters``, optional here): ``item_count``, ``cat_count``, ``position_count``: ids
@@ -109,32 +109,21 @@ class BSTReader(BlockReader):
         return _feature_units()
 
     # ------------------------------------------------------------------ parsing
-    def parse_block(self, chunk: bytes, path: str, first_line: int) -> Block:
-        try:
-            block = self._fast(chunk)
-        except (_Malformed, pa.ArrowInvalid, pa.ArrowTypeError):
-            block = self._slow(chunk, path, first_line)
-        self._check_values(block, chunk, path, first_line)
-        return block
-
     def _fast(self, chunk: bytes) -> Block:
-        """Vectorised parse of a chunk; raises :class:`_Malformed` or an Arrow error when a line is bad."""
-        if may_hold_hex(chunk):  # pyarrow's integer cast takes 0x1f, the grammar does not
-            raise _Malformed
-        text = pa.array([chunk], pa.binary()).cast(pa.string())  # checks UTF-8
-        lines = pc.ascii_trim_whitespace(pc.list_flatten(pc.split_pattern(text, "\n")))
-        lines = lines.filter(pc.greater(pc.utf8_length(lines), 0))
+        """Vectorised parse of a chunk; raises :class:`~recstack.data.din.Malformed` or an Arrow error when a line
+        is bad."""
+        lines = text_lines(chunk)
         n = len(lines)
         tokens = pc.ascii_split_whitespace(lines)
         offsets = tokens.offsets.to_numpy().astype(np.int64)
         row = np.repeat(np.arange(n), np.diff(offsets))  # each token's line
         parts = pc.split_pattern(pc.list_flatten(tokens), ":", max_splits=1)
         if len(row) and (pc.list_value_length(parts).to_numpy(zero_copy_only=False) != 2).any():
-            raise _Malformed
+            raise Malformed
         names, raw = pc.list_element(parts, 0), pc.list_element(parts, 1)
         code = pc.index_in(names, value_set=pa.array(SLOTS))
         if code.null_count or pc.any(pc.invert(pc.match_substring_regex(raw, r"^-?[0-9]+$"))).as_py():
-            raise _Malformed  # an unknown slot, or a value outside the grammar (1_2, +4, 1.0)
+            raise Malformed  # an unknown slot, or a value outside the grammar (1_2, +4, 1.0)
         code = code.to_numpy(zero_copy_only=False).astype(np.int64)
         values = np.array(pc.cast(raw, pa.int64()).to_numpy(zero_copy_only=False))
         counts = np.bincount(row * len(SLOTS) + code, minlength=n * len(SLOTS)).reshape(n, len(SLOTS))
@@ -142,7 +131,7 @@ class BSTReader(BlockReader):
         lengths = count["history"]
         if n and ((count["cate"] != lengths).any() or (count["position"] != lengths).any()
                   or any((count[s] != 1).any() for s in _ONCE) or any((count[s] > 1).any() for s in _OPTIONAL)):
-            raise _Malformed
+            raise Malformed
         block: Block = {}
         for key, slot in _COLUMNS.items():
             taken = code == SLOTS.index(slot)
@@ -211,23 +200,9 @@ class BSTReader(BlockReader):
                             (("hist_pos", "target_pos"), "position_count")):
             limit = self.bounds[bound]
             for key in keys:
-                checks.append((_out_of_range(block[key], limit, n),
+                checks.append((rows_out_of_range(block[key], limit, n),
                                f"{_COLUMNS[key]} outside [0, {f'{bound}={limit}' if limit else '...'})"))
-        found = [(int(np.argmax(bad)), problem) for bad, problem in checks if n and bad.any()]
-        if found:
-            row, problem = min(found, key=lambda item: item[0])
-            raise row_error(chunk, path, first_line, row, problem)
-
-
-def _out_of_range(ids: np.ndarray | RaggedArray, bound: int | None, n: int) -> np.ndarray:
-    """``(n,)`` bool: the rows holding an id below 0 or at / above ``bound``."""
-    values = ids.values if isinstance(ids, RaggedArray) else ids[:, 0]
-    bad = (values < 0) if bound is None else (values < 0) | (values >= bound)
-    if not isinstance(ids, RaggedArray):
-        return bad
-    rows = np.zeros(n, dtype=bool)
-    rows[np.repeat(np.arange(n), ids.lengths)[bad]] = True
-    return rows
+        raise_first_bad_row(checks, chunk, path, first_line)
 
 
 def reverse_positions(lengths: np.ndarray, position_count: int | None = None) -> np.ndarray:

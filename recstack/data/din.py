@@ -61,12 +61,70 @@ _EXPECTED = ("expected 5 ';'-separated fields hist_item_ids;hist_cat_ids;target_
              "(or 6, with a user id)")
 
 
-class _Malformed(Exception):
-    """Raised inside the fast path: the chunk needs the per-line parse."""
+class Malformed(Exception):
+    """Raised inside a fast path: the chunk needs the per-line parse."""
+
+
+def text_lines(chunk: bytes) -> pa.Array:
+    """The chunk's non-blank lines, trimmed of ASCII whitespace, as an Arrow string array (the fast paths' start).
+
+    Raises:
+        Malformed: the chunk may hold a hexadecimal number (pyarrow's integer cast takes ``0x1f``, the readers'
+            grammar does not).
+        pyarrow.ArrowInvalid: the chunk is not UTF-8.
+    """
+    if may_hold_hex(chunk):
+        raise Malformed
+    text = pa.array([chunk], pa.binary()).cast(pa.string())  # checks UTF-8
+    lines = pc.ascii_trim_whitespace(pc.list_flatten(pc.split_pattern(text, "\n")))
+    return lines.filter(pc.greater(pc.utf8_length(lines), 0))
+
+
+def rows_out_of_range(ids: np.ndarray | RaggedArray, bound: int | None, n: int) -> np.ndarray:
+    """``(n,)`` bool: the rows holding an id below 0 or at / above ``bound`` (a ``(n, 1)`` column or the values of a
+    :class:`~recstack.data.base.RaggedArray`)."""
+    values = ids.values if isinstance(ids, RaggedArray) else ids[:, 0]
+    bad = (values < 0) if bound is None else (values < 0) | (values >= bound)
+    if not isinstance(ids, RaggedArray):
+        return bad
+    rows = np.zeros(n, dtype=bool)
+    rows[np.repeat(np.arange(n), ids.lengths)[bad]] = True
+    return rows
+
+
+def raise_first_bad_row(checks: list[tuple[np.ndarray, str]], chunk: bytes, path: str, first_line: int) -> None:
+    """Raise the error of the earliest row any check flags (``(n,) bool, problem`` pairs), naming its line."""
+    found = [(int(np.argmax(bad)), problem) for bad, problem in checks if len(bad) and bad.any()]
+    if found:
+        row, problem = min(found, key=lambda item: item[0])
+        raise row_error(chunk, path, first_line, row, problem)
+
+
+class BehaviourLineReader(BlockReader):
+    """Base of the behaviour-sequence readers (DIN's and BST's formats): a vectorised :meth:`_fast` parse of the
+    whole chunk, the per-line :meth:`_slow` parse when it raises :class:`Malformed` or an Arrow error (only to
+    name the first bad line), then :meth:`_check_values`."""
+
+    def parse_block(self, chunk: bytes, path: str, first_line: int) -> Block:
+        try:
+            block = self._fast(chunk)
+        except (Malformed, pa.ArrowInvalid, pa.ArrowTypeError):
+            block = self._slow(chunk, path, first_line)
+        self._check_values(block, chunk, path, first_line)
+        return block
+
+    def _fast(self, chunk: bytes) -> Block:
+        raise NotImplementedError
+
+    def _slow(self, chunk: bytes, path: str, first_line: int) -> Block:
+        raise NotImplementedError
+
+    def _check_values(self, block: Block, chunk: bytes, path: str, first_line: int) -> None:
+        raise NotImplementedError
 
 
 @READERS.register("din")
-class DINReader(BlockReader):
+class DINReader(BehaviourLineReader):
     """Reader of PaddleRec's DIN (Amazon Electronics) format, with an optional user id field.
 
     Config keys (``hyper_parameters``, optional here): ``item_count`` and ``cat_count``:
@@ -99,26 +157,14 @@ class DINReader(BlockReader):
                 FeatureUnit("target_cat", "target", (("target_cat", None),))]
 
     # ------------------------------------------------------------------ parsing
-    def parse_block(self, chunk: bytes, path: str, first_line: int) -> Block:
-        try:
-            block = self._fast(chunk)
-        except (_Malformed, pa.ArrowInvalid, pa.ArrowTypeError):
-            block = self._slow(chunk, path, first_line)
-        self._check_values(block, chunk, path, first_line)
-        return block
-
     def _fast(self, chunk: bytes) -> Block:
-        """Vectorised parse of a chunk; raises :class:`_Malformed` or an Arrow error when a line is bad."""
-        if may_hold_hex(chunk):  # pyarrow's integer cast takes 0x1f, the grammar does not
-            raise _Malformed
-        text = pa.array([chunk], pa.binary()).cast(pa.string())  # checks UTF-8
-        lines = pc.ascii_trim_whitespace(pc.list_flatten(pc.split_pattern(text, "\n")))
-        lines = lines.filter(pc.greater(pc.utf8_length(lines), 0))
+        """Vectorised parse of a chunk; raises :class:`Malformed` or an Arrow error when a line is bad."""
+        lines = text_lines(chunk)
         n = len(lines)
         fields = pc.split_pattern(lines, ";")
         counts = pc.list_value_length(fields).to_numpy()
         if n and not np.isin(counts, (5, 6)).all():
-            raise _Malformed
+            raise Malformed
         flat = pc.list_flatten(fields)
         starts = fields.offsets.to_numpy()[:-1].astype(np.int64) - fields.offsets[0].as_py()
 
@@ -133,7 +179,7 @@ class DINReader(BlockReader):
         cats = pc.ascii_split_whitespace(field(1))
         lengths = pc.list_value_length(hist).to_numpy()
         if n and (lengths != pc.list_value_length(cats).to_numpy()).any():
-            raise _Malformed
+            raise Malformed
         user = np.full(n, -1, dtype=np.int64)
         has_user = counts == 6
         if has_user.any():
@@ -193,31 +239,17 @@ class DINReader(BlockReader):
     def _check_values(self, block: Block, chunk: bytes, path: str, first_line: int) -> None:
         """Labels 0/1, ids in range, user ids >= 0; names the first bad line."""
         n = len(block["label"])
-        value_rows = np.repeat(np.arange(n), block["hist_len"][:, 0])  # the row of each history value
-
-        def out_of_range(ids: np.ndarray | RaggedArray, bound: int | None, in_history: bool) -> np.ndarray:
-            values = ids.values if in_history else ids[:, 0]
-            bad = (values < 0) if bound is None else (values < 0) | (values >= bound)
-            if not in_history:
-                return bad
-            rows = np.zeros(n, dtype=bool)
-            rows[value_rows[bad]] = True
-            return rows
-
         items = f"[0, item_count={self.item_count})" if self.item_count else "[0, ...)"
         cats = f"[0, cat_count={self.cat_count})" if self.cat_count else "[0, ...)"
         checks = [
             (~np.isin(block["label"][:, 0], (0.0, 1.0)), "label (field 5) must be 0 or 1"),
-            (out_of_range(block["hist_item"], self.item_count, True), f"a history item id outside {items}"),
-            (out_of_range(block["hist_cat"], self.cat_count, True), f"a history category id outside {cats}"),
-            (out_of_range(block["target_item"], self.item_count, False), f"target_item outside {items}"),
-            (out_of_range(block["target_cat"], self.cat_count, False), f"target_cat outside {cats}"),
+            (rows_out_of_range(block["hist_item"], self.item_count, n), f"a history item id outside {items}"),
+            (rows_out_of_range(block["hist_cat"], self.cat_count, n), f"a history category id outside {cats}"),
+            (rows_out_of_range(block["target_item"], self.item_count, n), f"target_item outside {items}"),
+            (rows_out_of_range(block["target_cat"], self.cat_count, n), f"target_cat outside {cats}"),
             (block["user"][:, 0] < -1, "user id (field 6) must be >= 0 (or -1: unknown)"),
         ]
-        found = [(int(np.argmax(bad)), problem) for bad, problem in checks if n and bad.any()]
-        if found:
-            row, problem = min(found, key=lambda item: item[0])
-            raise row_error(chunk, path, first_line, row, problem)
+        raise_first_bad_row(checks, chunk, path, first_line)
 
 
 __all__ = ["DINReader", "DataFormatError", "FIELDS"]
