@@ -334,3 +334,55 @@ def test_amazon_electronics_run_sh_then_din_config_bigdata(tmp_path):
     assert fit["auc"] > 0.62  # 0.707 (seeds 7, 1: 0.758, 0.716; untrained 0.497, 0.457)
     assert fit["gauc"] > 0.65  # 0.731 (0.762, 0.746; untrained 0.474, 0.450)
     assert any((folder / ".recstack_cache").iterdir())
+
+
+def frappe_lines(rows: int, seed: int) -> bytes:
+    """frappe-layout libFM lines (10 fields in frappe's id ranges, labels -1/1) with a planted signal: the parities
+    of the daytime and weekday ids (7 values each) decide the label, 90% of the time."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    starts = [0, 957, 5039, 5046, 5053, 5055, 5058, 5060, 5069, 5149]  # field j's ids: [starts[j], starts[j+1])
+    ends = starts[1:] + [5382]
+    lines = []
+    for _ in range(rows):
+        ids = [int(rng.integers(a, b)) for a, b in zip(starts, ends)]
+        clicked = (ids[2] % 2 + ids[3] % 2 >= 1) != (rng.random() < 0.1)
+        lines.append(("1" if clicked else "-1") + "".join(f" {i}:1" for i in ids))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_libfm_run_sh_then_deepfm_config_libsvm_bigdata(tmp_path):
+    """datasets/libfm/run.sh fetches frappe's three files (stand-in wget), checks them; DeepFM trains on them."""
+    served = tmp_path / "served"
+    served.mkdir()
+    for k, split in enumerate(("train", "validation", "test")):
+        (served / f"frappe.{split}.libfm").write_bytes(frappe_lines(1500 if split == "train" else 400, k))
+    folder = copy_dataset_folder("libfm", tmp_path)
+    done = subprocess.run(["bash", str(folder / "run.sh"), "frappe"], env=fake_wget(tmp_path, served),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "frappe/train/part-0.txt: 1500 lines" in done.stdout
+    for split, name in (("train", "train"), ("valid", "validation"), ("test", "test")):
+        assert (folder / "frappe" / split / "part-0.txt").read_bytes() == (served / f"frappe.{name}.libfm").read_bytes()
+    test, fit = train_and_infer(REPO / "models/rank/deepfm/config_libsvm_bigdata.yaml",
+                                [f"runner.train_data_dir={folder / 'frappe' / 'train'}",
+                                 f"runner.test_data_dir={folder / 'frappe' / 'test'}",
+                                 "runner.train_batch_size=64"], tmp_path / "out")
+    assert set(test) == {"auc"}
+    assert test["auc"] > 0.75, test  # 0.867 (seeds 7, 1: 0.871, 0.875; untrained, learning rate 1e-12: 0.536)
+
+
+def test_libfm_run_sh_names_a_bad_line(tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    good = frappe_lines(5, 0)
+    for split in ("train", "validation", "test"):
+        (served / f"frappe.{split}.libfm").write_bytes(good if split != "validation" else good + b"1 3:1 5000:1\n")
+    folder = copy_dataset_folder("libfm", tmp_path)
+    done = subprocess.run(["bash", str(folder / "run.sh"), "frappe"], env=fake_wget(tmp_path, served),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "frappe/valid/part-0.txt:6: expected a label and 10 id:value tokens" in done.stderr
+    bad = subprocess.run(["bash", str(folder / "run.sh"), "criteo"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown set 'criteo'" in bad.stderr
