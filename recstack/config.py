@@ -68,11 +68,14 @@ _BOOL = (bool,)
 RUNNER_KEYS: dict[str, Key] = {
     # --- data
     "train_data_dir": Key(_OPT_STR, None, "folder of training files (all files in it, "
-                          "sorted); relative to the YAML's folder", data_path=True),
+                          "sorted), or one file, or a glob (data/*.parquet); relative to the YAML's folder",
+                          data_path=True),
     "train_reader_path": Key(_OPT_STR, None, "reader for training: a module name in the "
-                             "model folder (e.g. criteo_reader) or a core reader name"),
+                             "model folder (e.g. criteo_reader) or a core reader name; unset: the reader of "
+                             "hyper_parameters.data_config.input_type"),
     "train_batch_size": Key(_INT, 512, "training batch size"),
-    "test_data_dir": Key(_OPT_STR, None, "folder of evaluation files; relative to the YAML's folder", data_path=True),
+    "test_data_dir": Key(_OPT_STR, None, "folder of evaluation files (or one file, or a glob); relative to the "
+                         "YAML's folder", data_path=True),
     "infer_reader_path": Key(_OPT_STR, None, "reader for evaluation (defaults to train_reader_path)"),
     "infer_batch_size": Key(_INT, 512, "evaluation batch size"),
     "shuffle": Key(_BOOL, False, "shuffle training data: file order and rows within each parsed block (seeded)"),
@@ -104,6 +107,28 @@ RUNNER_KEYS: dict[str, Key] = {
                         "found in model_save_path, before its first epoch: archive (move them "
                         "to <model_save_path>/previous_runs/<run id>/), remove (delete them) "
                         "or refuse (stop, exit 2); see doc/yaml.md, Runs and output folders"),
+    # --- online training over time partitions (tools/online_trainer.py, doc/online_training.md)
+    "partition_pattern": Key(_STR, "%Y%m%d/%H", "online: the partition folders under train_data_dir, as a strftime "
+                             "pattern (%Y%m%d/%H hourly, %Y%m%d daily; the finest field sets the step)"),
+    "start_partition": Key(_OPT_STR, None, "online: the first partition (in partition_pattern, e.g. 20260101/00); "
+                           "null = the earliest one found"),
+    "end_partition": Key(_OPT_STR, None, "online: the last partition trained (inclusive); null = follow the data "
+                         "as it arrives"),
+    "partition_count": Key(_OPT_INT, None, "online: train this many partitions from start_partition, then stop "
+                           "(another way to set end_partition)"),
+    "done_file": Key(_OPT_STR, "_SUCCESS", "online: the file that marks a partition complete (never read as data); "
+                     "null = a partition is complete when its folder exists"),
+    "poll_interval": Key((int, float), 10, "online: seconds between looks for a partition's done_file"),
+    "wait_timeout": Key((int, float, type(None)), None, "online: seconds to wait for a partition's done_file, then "
+                        "an error naming the partition and the file (or a clean stop with stop_on_timeout); "
+                        "null = wait for ever"),
+    "stop_on_timeout": Key(_BOOL, False, "online: after wait_timeout without the next partition, stop with exit "
+                           "status 0 (a restart continues with that partition) instead of an error"),
+    "keep_checkpoints": Key(_OPT_INT, None, "online: keep the newest N pass checkpoints (and exports); null = all"),
+    "export_every_pass": Key(_BOOL, False, "online: also export each pass (TorchScript + ONNX, as "
+                             "tools/to_static.py) to <model_save_path>/export/<pass>/"),
+    "freeze_after": Key(_OPT_INT, None, "online: train the first N partitions, then only evaluate the frozen "
+                        "model on the later ones (the baseline of progressive validation)"),
     # --- evaluation
     "infer_load_path": Key(_OPT_STR, None, "folder holding <epoch>/ checkpoints "
                            "to evaluate (defaults to model_save_path)"),
@@ -246,6 +271,11 @@ RUNNER_RANGES: dict[str, Check] = {
     "previous_run": OneOf("archive", "remove", "refuse"),
     "profile_wait": NonNegativeInt,
     "profile_steps": PositiveInt,
+    "partition_count": Nullable(PositiveInt),
+    "poll_interval": PositiveNumber,
+    "wait_timeout": Nullable(NonNegativeNumber),
+    "keep_checkpoints": Nullable(PositiveInt),
+    "freeze_after": Nullable(NonNegativeInt),
     "compile_backend": OneOf("inductor", "aot_eager", "eager", "cudagraphs"),
     "compile_mode": OneOf("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
 }

@@ -19,7 +19,9 @@
    and, for models with variable-length inputs, on a batch of other lengths: every output must
    agree with eager within :data:`TOLERANCE` (max abs difference), else :class:`ExportError`;
 5. write ``<prefix>.json`` (inputs, outputs, their meaning, the embedding table size each id input
-   indexes (``embedding_tables``, :func:`embedding_tables`), the resolved config, the parity
+   indexes (``embedding_tables``, :func:`embedding_tables`), the vocabulary files the features map values
+   through, copied to ``<prefix>.vocab/<feature>.txt`` (``vocabularies``, :func:`export_vocabulary_files`),
+   the resolved config, the parity
    figures, and each file's size and SHA-256: the JSON is the export's manifest). Every file is written
    under a temporary name and renamed into place only after the checks pass, the JSON last, so a failed
    export leaves the previous one intact; an export killed between the renames can leave new files
@@ -43,8 +45,10 @@ sizes and lengths catch a trace that baked a shape in. doc/inference.md has the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import shutil
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -334,9 +338,11 @@ class LoadedModel:
     example: dict[str, torch.Tensor]
 
 
-def load_for_export(config: Config, checkpoint: str | Path | None = None) -> LoadedModel:
+def load_for_export(config: Config, checkpoint: str | Path | None = None,
+                    files: list[str] | None = None) -> LoadedModel:
     """Build the config's model, load the checkpoint (default :func:`resolve_checkpoint`), switch to eval
-    and read the first batch of the infer reader (``test_data_dir``; ``train_data_dir`` without one).
+    and read the first batch of the infer reader (``test_data_dir``; ``train_data_dir`` without one; ``files``
+    instead, when given: the online trainer's partition).
 
     Raises:
         ExportError: the data gives no batch.
@@ -346,15 +352,15 @@ def load_for_export(config: Config, checkpoint: str | Path | None = None) -> Loa
     from recstack.prepare import prepare_run
 
     log_config(config)
-    mode = "infer" if config.get("runner.test_data_dir") else "train"
+    mode = "infer" if config.get("runner.test_data_dir") or files is not None else "train"
     # seed, threads, model, reader, checks, loader: as the trainer and evaluator do, on the CPU
-    wrapper, model, _, reader, loader, _ = prepare_run(config, mode, device=torch.device("cpu"))
+    wrapper, model, _, reader, loader, _ = prepare_run(config, mode, device=torch.device("cpu"), files=files)
     if config.get("runner.use_gpu"):
         logger.info("runner.use_gpu is True; export runs on CPU "
                     "(the exported files run on either, see doc/inference.md)")
     name = model_name(config)
     checkpoint = Path(checkpoint) if checkpoint is not None else resolve_checkpoint(config)
-    if mode == "train":
+    if mode == "train" and files is None:
         logger.warning("runner.test_data_dir is not set; the export is verified on a batch of train_data_dir")
     load_checkpoint(checkpoint, model)
     logger.info("loaded checkpoint %s", checkpoint)
@@ -369,7 +375,8 @@ def load_for_export(config: Config, checkpoint: str | Path | None = None) -> Loa
 
 
 def export_model(config: Config, out_dir: str | Path | None = None, prefix: str = PREFIX,
-                 checkpoint: str | Path | None = None, tolerance: float = TOLERANCE) -> ExportResult:
+                 checkpoint: str | Path | None = None, tolerance: float = TOLERANCE,
+                 files: list[str] | None = None) -> ExportResult:
     """Export the config's model (TorchScript + ONNX + JSON), verified against eager on real batches.
 
     Args:
@@ -379,6 +386,7 @@ def export_model(config: Config, out_dir: str | Path | None = None, prefix: str 
         prefix: file name prefix (``tostatic`` → ``tostatic.pt``, ``tostatic.onnx``, ``tostatic.json``).
         checkpoint: checkpoint folder (default :func:`resolve_checkpoint`).
         tolerance: max abs difference allowed between eager and each export.
+        files: data files for the example and parity batches (default: the config's test or train data).
 
     Returns:
         The written files, the JSON content and the measured differences.
@@ -388,7 +396,7 @@ def export_model(config: Config, out_dir: str | Path | None = None, prefix: str 
         FileNotFoundError, CheckpointError, ConfigError, DataFormatError: bad checkpoint, config or data.
     """
     start = time.perf_counter()
-    loaded = load_for_export(config, checkpoint)
+    loaded = load_for_export(config, checkpoint, files)
     name, checkpoint, wrapper, model, reader, batches, example = (
         loaded.name, loaded.checkpoint, loaded.wrapper, loaded.model, loaded.reader, loaded.batches, loaded.example)
     out_dir = Path(out_dir if out_dir is not None else config.get("runner.model_save_path"))
@@ -407,17 +415,35 @@ def export_model(config: Config, out_dir: str | Path | None = None, prefix: str 
     tables = embedding_tables(module, inputs, input_names)
     checks = _verification_batches(example, batches, inputs_spec, wrapper, config)
 
+    vocab_files, vocabularies = export_vocabulary_files(reader, prefix)
     result = write_export(module, inputs, checks, inputs_spec, outputs_spec, out_dir, prefix,
-                          export_head(config, name, checkpoint), {"embedding_tables": tables}, tolerance,
-                          relative=wrapper.export_relative_tolerance)
+                          export_head(config, name, checkpoint), {"embedding_tables": tables, **vocabularies},
+                          tolerance, relative=wrapper.export_relative_tolerance, files=vocab_files)
     logger.info("exported %s in %.1f s", name, time.perf_counter() - start)
     return result
+
+
+def export_vocabulary_files(reader: Any, prefix: str = PREFIX) -> tuple[dict[str, Path], dict[str, Any]]:
+    """The vocabulary files the reader's feature config maps values through (``vocab_file``, fitted ``vocab``;
+    :mod:`recstack.easyrec.vocab`), as ``write_export``'s ``files`` (``<prefix>.vocab/<feature>.txt`` -> the
+    source file) and the JSON's ``vocabularies`` (feature -> its copy, config key, entries, OOV buckets): every
+    loader of the export reads the copies (:meth:`recstack.export_spec.ExportedModel.config`)."""
+    from recstack.easyrec.vocab import export_vocabularies
+
+    entries = export_vocabularies(getattr(reader, "spec", None))
+    if not entries:
+        return {}, {}
+    files = {f"{prefix}.vocab/{name}.txt": Path(entry.pop("source")) for name, entry in entries.items()}
+    for entry, file in zip(entries.values(), files):
+        entry["file"] = file
+    return files, {"vocabularies": entries}
 
 
 def write_export(module: nn.Module, inputs: Sequence[torch.Tensor], checks: Sequence[tuple[str, list[torch.Tensor]]],
                  inputs_spec: Sequence[TensorSpec], outputs_spec: Sequence[TensorSpec], out_dir: str | Path,
                  prefix: str, head: dict[str, Any], extra: dict[str, Any] | None = None,
-                 tolerance: float = TOLERANCE, relative: bool = False) -> ExportResult:
+                 tolerance: float = TOLERANCE, relative: bool = False,
+                 files: dict[str, Path] | None = None) -> ExportResult:
     """Trace ``module`` on ``inputs`` (TorchScript) and export it to ONNX, check both against eager on each of
     ``checks`` (``(label, inputs)``), then write ``<prefix>.pt``, ``.onnx`` and ``.json`` atomically.
 
@@ -435,6 +461,8 @@ def write_export(module: nn.Module, inputs: Sequence[torch.Tensor], checks: Sequ
         relative: compare :func:`scaled_diff` (the difference over ``max(1, max |eager|)``) with ``tolerance``
             instead of the absolute difference: for outputs far from 1 (image embeddings of 0-255 pixels),
             where float32 round-off alone exceeds an absolute 1e-5.
+        files: more files of the export (its vocabularies), name relative to ``out_dir`` -> the file copied there;
+            listed with their sizes and SHA-256 in the JSON and renamed into place before it.
 
     Raises:
         ExportError: an export disagrees with eager beyond ``tolerance`` (nothing is written).
@@ -449,8 +477,10 @@ def write_export(module: nn.Module, inputs: Sequence[torch.Tensor], checks: Sequ
     output_names = [s.name for s in outputs_spec]
     dynamic_axes = {s.name: s.dynamic_axes for s in list(inputs_spec) + list(outputs_spec)}
     pt_path, onnx_path, json_path = (out_dir / f"{prefix}.{ext}" for ext in ("pt", "onnx", "json"))
-    with atomic_path(json_path) as json_tmp, atomic_path(onnx_path) as onnx_tmp, atomic_path(pt_path) as pt_tmp:
-        # contexts exit in reverse order: the .pt, then the .onnx, then the .json is renamed into place
+    with atomic_path(json_path) as json_tmp, atomic_path(onnx_path) as onnx_tmp, atomic_path(pt_path) as pt_tmp, \
+            contextlib.ExitStack() as more:
+        # contexts exit in reverse order: the other files, the .pt, then the .onnx, then the .json is renamed into
+        # place
         with torch.no_grad(), warnings.catch_warnings(record=True) as caught, torchscript_apis():
             warnings.simplefilter("always", torch.jit.TracerWarning)
             traced = torch.jit.trace(module, tuple(inputs), check_trace=False)
@@ -496,14 +526,20 @@ def write_export(module: nn.Module, inputs: Sequence[torch.Tensor], checks: Sequ
                             max_abs_diff(eager, results["onnxruntime"]), tolerance)
         del session, loaded
 
+        copies = {}
+        for file_name, source in (files or {}).items():
+            copies[file_name] = more.enter_context(atomic_path(out_dir / file_name))
+            shutil.copyfile(source, copies[file_name])
         spec = {
             "format_version": FORMAT_VERSION,
             **head,
             "files": {"torchscript": pt_path.name, "onnx": onnx_path.name},
-            "sizes_bytes": {pt_path.name: pt_tmp.stat().st_size, onnx_path.name: onnx_tmp.stat().st_size},
+            "sizes_bytes": {pt_path.name: pt_tmp.stat().st_size, onnx_path.name: onnx_tmp.stat().st_size,
+                            **{n: t.stat().st_size for n, t in copies.items()}},
             # the manifest: loaders check each file against it (verify_export_file), so a reader sees this export
             # whole, or the previous one, or a clear refusal, never a mix (the JSON is renamed into place last)
-            "sha256": {pt_path.name: file_sha256(pt_tmp), onnx_path.name: file_sha256(onnx_tmp)},
+            "sha256": {pt_path.name: file_sha256(pt_tmp), onnx_path.name: file_sha256(onnx_tmp),
+                       **{n: file_sha256(t) for n, t in copies.items()}},
             "opset": OPSET,
             "inputs": [s.to_dict() for s in inputs_spec],
             "onnx_inputs": onnx_inputs,

@@ -14,6 +14,10 @@
 ``outputs``         axes, reader / label column, task, kind, meaning); ``onnx_inputs``: the inputs the
                     ONNX graph kept
 ``embedding_tables`` rows of the table each id input indexes (servers check ids against them)
+``vocabularies``    the vocabulary files the features map raw values through, copied into the export
+                    (feature -> ``{"file": "<prefix>.vocab/<feature>.txt", "key", "entries", "num_oov_buckets",
+                    "fitted"}``, the file listed in ``sizes_bytes`` / ``sha256``): :meth:`ExportedModel.config`
+                    points the features at these copies
 ``parity``          the eager / TorchScript / ONNX Runtime differences measured before writing
 ``export_part``     only in one of several exports cut from one checkpoint (``tools/export_mm_model.py``)
 ==================  ===================================================================================
@@ -166,8 +170,13 @@ def verify_export_file(spec_file: str | Path, spec: dict[str, Any], kind: str) -
         FileNotFoundError: the file is missing.
         ExportFileError: its size or hash differs from the JSON's (one line naming the folder and file).
     """
+    return verify_named_file(spec_file, spec, spec["files"][kind])
+
+
+def verify_named_file(spec_file: str | Path, spec: dict[str, Any], name: str) -> bytes:
+    """The content of the export's file ``name`` (relative to the JSON's folder), checked against the JSON's
+    ``sizes_bytes`` and ``sha256`` as :func:`verify_export_file` checks the model files."""
     spec_file = Path(spec_file)
-    name = spec["files"][kind]
     path = spec_file.parent / name
     if not path.is_file():
         raise FileNotFoundError(f"'{path}' does not exist (the export's JSON {spec_file.name} names it)")
@@ -263,7 +272,23 @@ class ExportedModel:
         return self.spec["model_name"]
 
     def config(self, reader_file: str | os.PathLike | None = None) -> Config:
-        """The config the model was exported with (or ``reader_file`` when it is a YAML config)."""
+        """The config the model was exported with (or ``reader_file`` when it is a YAML config).
+
+        The features' vocabularies (``vocabularies`` of the JSON) are read from the export's own copies,
+        checked against the JSON (:func:`recstack.easyrec.vocab.pin_vocabularies`), so raw values map to the ids
+        the model learnt wherever the export is moved.
+
+        Raises:
+            ExportFileError: a vocabulary file differs from the JSON's record (FileNotFoundError: missing).
+        """
         if reader_file and Path(reader_file).suffix in (".yaml", ".yml"):
             return load_config(reader_file)
-        return from_dict(self.spec["resolved_config"], self.spec["config_dir"])
+        resolved = self.spec["resolved_config"]
+        vocabularies = self.spec.get("vocabularies")
+        if vocabularies:
+            from recstack.easyrec.vocab import pin_vocabularies
+
+            for entry in vocabularies.values():
+                verify_named_file(self.spec_file, self.spec, entry["file"])
+            resolved = pin_vocabularies(resolved, self.directory.resolve(), vocabularies)
+        return from_dict(resolved, self.spec["config_dir"])

@@ -31,7 +31,8 @@ class PreparedRun(NamedTuple):
 
 
 def prepare_run(config: Config, mode: str, strategy: Any = None, *, device: torch.device | None = None,
-                train: bool = False, check_reader: Callable[[Any], None] | None = None) -> PreparedRun:
+                train: bool = False, check_reader: Callable[[Any], None] | None = None,
+                files: list[str] | None = None) -> PreparedRun:
     """Seed, threads, device, wrapper and model, reader, config checks and loader of a run, in that order.
 
     Args:
@@ -44,6 +45,7 @@ def prepare_run(config: Config, mode: str, strategy: Any = None, *, device: torc
         train: let the strategy prepare the model for training (optimizer, warm start, wrapping) right
             after it is built; :attr:`PreparedRun.optimizer` is then set.
         check_reader: called with the reader before the loader is built (the trainer's cache check).
+        files: read these data files instead of the ``mode``'s data folder (the online trainer's partition).
 
     Raises:
         ConfigError, FileNotFoundError, DataFormatError: a bad config, model folder or data.
@@ -61,7 +63,7 @@ def prepare_run(config: Config, mode: str, strategy: Any = None, *, device: torc
     optimizer = None
     if train:
         model, optimizer = strategy.prepare(wrapper, model, config, device)
-    reader = create_reader(config, mode)
+    reader = create_reader(config, mode, files)
     check_hyper_parameters(config, model_name(config))
     if check_reader is not None:
         check_reader(reader)

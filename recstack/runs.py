@@ -325,8 +325,11 @@ class TrainingRun:
     block marks the run ``done`` or ``failed`` (the error is written to the log file).
     """
 
-    def __init__(self, config: Config, main: bool = True) -> None:
+    def __init__(self, config: Config, main: bool = True, resume: bool = False) -> None:
         self.config, self.main = config, main
+        #: a run that continues the checkpoints in its folder (the online trainer): they stay where they are
+        #: (``runner.previous_run`` does not apply)
+        self.resume = resume
         self.root = Path(config.get("runner.model_save_path"))
         self.run_id, self.started = new_run_id(), _now()
         self.policy = str(config.get("runner.previous_run", "archive")).lower()
@@ -428,7 +431,7 @@ class TrainingRun:
                                   f"run {manifest.get('run_id')} (process {manifest.get('pid')}, started "
                                   f"{manifest.get('started')}); wait for it or use another model_save_path")
         self.previous = runs_in(self.root)
-        if self.previous and self.policy == "refuse":
+        if self.previous and self.policy == "refuse" and not self.resume:
             found = "; ".join(r.describe() for r in reversed(self.previous))
             raise ConfigError(f"{self.config.source('runner.model_save_path')}: '{self.root}' holds {found}; "
                               "runner.previous_run is 'refuse': use a new model_save_path, or "
@@ -457,7 +460,7 @@ class TrainingRun:
         if not self.main or self.begun:
             return
         self.root.mkdir(parents=True, exist_ok=True)
-        previous = [self._retire(run) for run in runs_in(self.root)]
+        previous = [] if self.resume else [self._retire(run) for run in runs_in(self.root)]
         config = self.config
         self.manifest = {
             "run_id": self.run_id, "status": "running", "started": self.started, "finished": None,

@@ -116,6 +116,106 @@ def _progress(config: Config, loader: Any, epoch: int) -> tuple[Iterable, contex
     return batches(), redirected()
 
 
+@dataclass
+class TrainLoop:
+    """What every pass of the training loop shares: the run's parts, its callbacks and the global step.
+
+    :func:`_train` (epochs over one data set) and :mod:`recstack.online` (one pass per time partition) run
+    their passes through :func:`train_epoch` with one of these.
+    """
+
+    config: Config
+    strategy: LocalStrategy
+    wrapper: DygraphModel
+    model: nn.Module  #: as the loop holds it (wrapped by the strategy)
+    optimizer: Any
+    device: torch.device
+    compiler: StepCompiler
+    profiler: TrainingProfiler
+    writer: Any = None  #: TensorBoard writer (rank 0, ``runner.use_visual``) or None
+    on_batch: Sequence[Any] = ()  #: ``hook(epoch, batch_id)`` before each training batch
+    has_batch_norm: bool = False
+    step: int = 0  #: training steps so far (TensorBoard's x axis)
+    train_peak: float | None = None  #: RSS (MiB) at the end of the first pass, before any checkpoint
+
+
+def make_loop(config: Config, strategy: LocalStrategy, wrapper: DygraphModel, model: nn.Module, optimizer: Any,
+              device: torch.device, profiler: TrainingProfiler, writer: Any = None,
+              callbacks: Sequence[Any] = ()) -> TrainLoop:
+    """The :class:`TrainLoop` of a prepared run (the step compiler of ``runner.compile``, the callbacks'
+    ``on_batch`` hooks)."""
+    on_batch = [cb.on_batch for cb in callbacks if hasattr(cb, "on_batch")]
+    # BatchNorm cannot normalise one row in training mode (torch raises); such a batch (the
+    # last of an epoch, when the data size leaves one row over) is skipped with a warning
+    has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    compiler = StepCompiler(config, model, device)  # runner.compile (tools/static_trainer.py)
+    return TrainLoop(config, strategy, wrapper, model, optimizer, device, compiler, profiler, writer, on_batch,
+                     has_batch_norm)
+
+
+def train_epoch(loop: TrainLoop, loader: Any, epoch: int, metrics: list[Metric],
+                names: list[str]) -> tuple[float, int, int, float, list[Metric]]:
+    """One pass over ``loader`` (set to its epoch by the caller): a step per batch, a log line every
+    ``runner.print_interval`` batches (and TensorBoard scalars).
+
+    Returns:
+        The pass's global ``(loss sum, batches, samples, seconds, metrics)`` over every rank
+        (:meth:`LocalStrategy.reduce <recstack.dist.strategy.LocalStrategy.reduce>`).
+    """
+    config, strategy, wrapper, model, optimizer = loop.config, loop.strategy, loop.wrapper, loop.model, loop.optimizer
+    device, writer, profiler, compiler = loop.device, loop.writer, loop.profiler, loop.compiler
+    main = strategy.is_main
+    interval = config.get("runner.print_interval")
+    model.train()
+    stats = IntervalStats()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    interval_loss = torch.zeros((), dtype=torch.float64, device=device)
+    samples = batches = 0
+    epoch_start = tick = time.perf_counter()
+    batch_iter, progress = _progress(config, loader, epoch) if main else (loader, contextlib.nullcontext())
+    batch_iter, joined = strategy.batches(model, batch_iter)  # DDP: ranks with fewer batches wait
+    batch_iter = profiler.batches(batch_iter)  # runner.profile: the wait for each batch, as its own span
+    with joined, progress:
+        for batch_id, batch in enumerate(batch_iter):
+            got = time.perf_counter()
+            if loop.has_batch_norm and batch_size_of(batch) == 1:
+                logger.warning("epoch %d: skipped batch %d of one row (BatchNorm cannot train on a single row); "
+                               "choose train_batch_size so that no batch of one row is left over", epoch, batch_id)
+                continue
+            for hook in loop.on_batch:
+                hook(epoch, batch_id)
+            batch = move_batch(batch, device)
+            loss, print_dict = compiler.step(train_step, wrapper, model, optimizer, metrics, batch, config)
+            profiler.step()
+            loss_sum += loss
+            interval_loss += loss
+            n = batch_size_of(batch)
+            samples += n
+            batches += 1
+            loop.step += 1
+            done = time.perf_counter()
+            stats.add(got - tick, done - tick, n)
+            tick = done
+            if batch_id % interval == 0:  # rank 0's own batches (the epoch line is global)
+                avg_loss = float(interval_loss) / stats.batches
+                logger.info("epoch: %d, batch_id: %d, %sloss: %.6f, %s%s", epoch, batch_id,
+                            format_metrics(names, metrics), avg_loss, format_print_dict(print_dict), stats.line())
+                if writer is not None:
+                    writer.add_scalar("train/loss", avg_loss, loop.step)
+                    writer.add_scalar("train/ips", stats.samples / max(stats.batch_cost, 1e-9), loop.step)
+                    for name, metric in zip(names, metrics):
+                        writer.add_scalar(f"train/{name}", metric.compute(), loop.step)
+                stats.reset()
+                interval_loss.zero_()
+    seconds = time.perf_counter() - epoch_start
+    if loop.train_peak is None:
+        loop.train_peak = memory_mib()[0]  # the first pass, before any checkpoint is gathered or written
+        summary = compiler.summary() if main else None
+        if summary:
+            logger.info("%s", summary)
+    return strategy.reduce(float(loss_sum), batches, samples, seconds, metrics)
+
+
 def train(config: Config, callbacks: Sequence[Any] = ()) -> TrainResult:
     """Train the model of ``config`` for ``runner.epochs`` epochs, saving a checkpoint per epoch.
 
@@ -154,70 +254,16 @@ def _train(config: Config, strategy: LocalStrategy, run: TrainingRun, callbacks:
         run.begin(model_name(config))  # (rank 0) a previous run's epochs archived/removed, run.json, train.log
     writer = _summary_writer(config, run) if main else None
     save_root = Path(config.get("runner.model_save_path"))
-    interval = config.get("runner.print_interval")
     result = TrainResult(wrapper, model, optimizer)
     metrics, names = wrapper.create_metrics()
-    on_batch = [cb.on_batch for cb in callbacks if hasattr(cb, "on_batch")]
-    # BatchNorm cannot normalise one row in training mode (torch raises); such a batch (the
-    # last of an epoch, when the data size leaves one row over) is skipped with a warning
-    has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    step = 0
-    compiler = StepCompiler(config, model, device)  # runner.compile (tools/static_trainer.py)
+    loop = make_loop(config, strategy, wrapper, model, optimizer, device, profiler, writer, callbacks)
     profiler.start(device)
     for epoch in range(config.get("runner.epochs")):
         if epoch > 0 and config.get("runner.use_auc"):
             metrics, names = wrapper.create_metrics()  # fresh metrics each epoch
-        model.train()
         loader.set_epoch(epoch)
-        stats = IntervalStats()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        interval_loss = torch.zeros((), dtype=torch.float64, device=device)
-        samples = batches = 0
-        epoch_start = tick = time.perf_counter()
-        batch_iter, progress = _progress(config, loader, epoch) if main else (loader, contextlib.nullcontext())
-        batch_iter, joined = strategy.batches(model, batch_iter)  # DDP: ranks with fewer batches wait
-        batch_iter = profiler.batches(batch_iter)  # runner.profile: the wait for each batch, as its own span
-        with joined, progress:
-            for batch_id, batch in enumerate(batch_iter):
-                got = time.perf_counter()
-                if has_batch_norm and batch_size_of(batch) == 1:
-                    logger.warning("epoch %d: skipped batch %d of one row (BatchNorm cannot train on a single row); "
-                                   "choose train_batch_size so that no batch of one row is left over", epoch, batch_id)
-                    continue
-                for hook in on_batch:
-                    hook(epoch, batch_id)
-                batch = move_batch(batch, device)
-                loss, print_dict = compiler.step(train_step, wrapper, model, optimizer, metrics, batch, config)
-                profiler.step()
-                loss_sum += loss
-                interval_loss += loss
-                n = batch_size_of(batch)
-                samples += n
-                batches += 1
-                step += 1
-                done = time.perf_counter()
-                stats.add(got - tick, done - tick, n)
-                tick = done
-                if batch_id % interval == 0:  # rank 0's own batches (the epoch line below is global)
-                    avg_loss = float(interval_loss) / stats.batches
-                    logger.info("epoch: %d, batch_id: %d, %sloss: %.6f, %s%s", epoch, batch_id,
-                                format_metrics(names, metrics), avg_loss, format_print_dict(print_dict), stats.line())
-                    if writer is not None:
-                        writer.add_scalar("train/loss", avg_loss, step)
-                        writer.add_scalar("train/ips", stats.samples / max(stats.batch_cost, 1e-9), step)
-                        for name, metric in zip(names, metrics):
-                            writer.add_scalar(f"train/{name}", metric.compute(), step)
-                    stats.reset()
-                    interval_loss.zero_()
-        seconds = time.perf_counter() - epoch_start
-        if epoch == 0:
-            train_peak = memory_mib()[0]  # before any checkpoint is gathered or written
-            summary = compiler.summary() if main else None
-            if summary:
-                logger.info("%s", summary)
         # global figures: summed losses, samples and metric states of every rank
-        loss_total, batches, samples, seconds, epoch_metrics_list = strategy.reduce(float(loss_sum), batches,
-                                                                                    samples, seconds, metrics)
+        loss_total, batches, samples, seconds, epoch_metrics_list = train_epoch(loop, loader, epoch, metrics, names)
         if batches == 0:
             raise DataFormatError(f"{config.source('runner.train_data_dir')}: training data produced no batches")
         epoch_metrics = {name: metric.compute() for name, metric in zip(names, epoch_metrics_list)}
@@ -240,8 +286,8 @@ def _train(config: Config, strategy: LocalStrategy, run: TrainingRun, callbacks:
         result.epochs.append(EpochResult(epoch, epoch_metrics, epoch_loss, samples, seconds, checkpoint))
     if writer is not None:
         writer.close()
-    if config.get("runner.epochs") > 0:
-        _log_memory(strategy, train_peak)
+    if loop.train_peak is not None:
+        _log_memory(strategy, loop.train_peak)
     for callback in callbacks:
         if hasattr(callback, "on_train_end"):
             callback.on_train_end(model)

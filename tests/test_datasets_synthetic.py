@@ -179,10 +179,12 @@ def test_bundled_sample_data_is_what_make_samples_sh_generates(tmp_path):
         folder, _, sub = folder.partition(":")  # "multitask/mmoe:easyrec_sample_data": another data subfolder
         hash_dim = int(extra[extra.index("--hash-dim") + 1]) if "--hash-dim" in extra else 1000001
         layout = extra[extra.index("--layout") + 1] if "--layout" in extra else "slot"  # criteo --layout tsv
+        fmt = extra[extra.index("--format") + 1] if "--format" in extra else "text"  # criteo --format parquet
+        name = "part-0.parquet" if fmt == "parquet" else "part-0.txt"
         for split, rows, seed in (("train", int(train_rows), 1), ("test", int(test_rows), 2)):
-            bundled = repo / "models" / folder / "data" / (sub or "sample_data") / split / "part-0.txt"
+            bundled = repo / "models" / folder / "data" / (sub or "sample_data") / split / name
             fresh = gen.generate(dataset, rows, seed, tmp_path / f"{folder.replace('/', '_')}_{sub}" / split /
-                                 "part-0.txt", 0, hash_dim=hash_dim, layout=layout)
+                                 name, 0, hash_dim=hash_dim, layout=layout, fmt=fmt)
             assert fresh.read_bytes() == bundled.read_bytes(), f"{bundled} differs; run make_samples.sh"
             checked += 1
         if dataset == "e2e_mm":  # and the item images

@@ -202,7 +202,8 @@ def _feature(i: int, **values):
                                                  r"RawFeature"),
     (_feature(6, hash_bucket_size=10), r"features\[6\]\.hash_bucket_size': a sequence of numbers"),
     (_feature(5, sequence_combiner={"text_cnn": {}}), r"features\[5\]\.sequence_combiner'.*not supported"),
-    (_feature(0, vocab_file="v.txt"), r"features\[0\]\.vocab_file': vocabulary files are not supported"),
+    (_feature(0, vocab_file="v.txt"), r"features\[0\]\.hash_bucket_size'.*exactly one of hash_bucket_size.*"
+                                      r"vocab_file"),  # a vocabulary file replaces hashing, never beside it
     (_feature(5, max_seq_len=4), r"sequence_length and max_seq_len .* differ"),
 ])
 def test_config_errors_name_the_key(tmp_path, edit, message):

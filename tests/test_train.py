@@ -27,7 +27,9 @@ CONFIGS = sorted(p for p in REPO.glob("models/*/*/config.yaml") if p.parts[-3] !
 #: MMoE's config_easyrec.yaml (EasyRec's keys, short-video play data), id "mmoe_easyrec", and MMoE's
 #: config_dselect_k.yaml (DSelect-k gates on the census sample), id "mmoe_dselect_k", and DeepFM's config_libsvm.yaml
 #: (libSVM lines, the core libsvm reader), id "deepfm_libsvm". The rank models'
-#: config_tabular.yaml are deliberately not listed: tests/test_rank_tabular.py trains, thresholds and exports them.
+#: config_tabular.yaml are deliberately not listed: tests/test_rank_tabular.py trains, thresholds and exports them;
+#: nor is DeepFM's config_vocab.yaml (its vocabularies are fitted by tools/build_vocab.py before training):
+#: tests/test_vocab.py fits, trains, infers, exports and serves it.
 VARIANT_CONFIGS = (sorted(REPO.glob("models/*/*/config_video.yaml"))
                    + sorted(REPO.glob("models/*/*/config_libsvm.yaml"))
                    + sorted(REPO.glob("models/*/*/config_easyrec.yaml"))

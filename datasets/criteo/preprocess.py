@@ -20,6 +20,9 @@ process to the next; here ids come from :func:`recstack.data.hashing.criteo_hash
 Example::
 
     head -n 41256555 train.txt | python datasets/criteo/preprocess.py > train_slot.txt
+    head -n 41256555 train.txt | python datasets/criteo/preprocess.py --format parquet --output train.parquet
+
+``--format parquet`` writes the same records in the ``slot_parquet`` layout (doc/custom_reader.md#parquet).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
 from recstack.data.hashing import CRITEO_HASH_DIM, criteo_hash
@@ -108,6 +111,46 @@ def convert_line(
     return " ".join(tokens)
 
 
+def converted_chunks(lines: Iterable[bytes], hash_dim: int) -> Iterator[str]:
+    """Slot-format text of raw lines, :data:`_CHUNK_LINES` lines a chunk (see :func:`convert_stream`)."""
+    caches: list[dict[str, str]] = [{} for _ in range(NUM_COLUMNS)]
+    chunk: list[str] = []
+    for count, raw in enumerate(lines, start=1):
+        try:
+            fields = raw.decode("utf-8").rstrip("\r\n").split("\t")
+        except UnicodeDecodeError:
+            raise InputError(f"stdin line {count}: not valid UTF-8 text") from None
+        chunk.append(convert_line(fields, caches, hash_dim, count))
+        if len(chunk) >= _CHUNK_LINES:
+            yield "\n".join(chunk) + "\n"
+            chunk.clear()
+    if chunk:
+        yield "\n".join(chunk) + "\n"
+
+
+def convert_to_parquet(lines: Iterable[bytes], output: str, hash_dim: int) -> int:
+    """Convert raw lines to one Parquet file in the ``slot_parquet`` layout (doc/custom_reader.md#parquet), parsed
+    by the slot reader from the slot text of :func:`converted_chunks`; streamed, written atomically.
+
+    Returns:
+        The number of records written.
+    """
+    from recstack.config import from_dict  # (the text path needs no more than the hashing)
+    from recstack.data.parquet import write_parquet
+    from recstack.data.to_parquet import parquet_parts
+
+    def chunks() -> Iterator[tuple[bytes, int]]:
+        line = 1
+        for text in converted_chunks(lines, hash_dim):
+            data = text.encode("utf-8")
+            yield data, line
+            line += data.count(b"\n")
+
+    config = from_dict({"hyper_parameters": {"sparse_inputs_slots": NUM_SPARSE + 1, "dense_input_dim": NUM_DENSE}})
+    schema, parts = parquet_parts(config, "slot", chunks(), "converted stdin")
+    return write_parquet(output, parts, schema)
+
+
 def convert_stream(lines: Iterable[bytes], out: BinaryIO, hash_dim: int) -> int:
     """Convert raw lines (bytes, UTF-8) to slot-format text written to ``out`` in chunks.
 
@@ -122,20 +165,10 @@ def convert_stream(lines: Iterable[bytes], out: BinaryIO, hash_dim: int) -> int:
     Raises:
         InputError: a malformed line (see :func:`convert_line`) or one that is not UTF-8.
     """
-    caches: list[dict[str, str]] = [{} for _ in range(NUM_COLUMNS)]
-    chunk: list[str] = []
     count = 0
-    for count, raw in enumerate(lines, start=1):
-        try:
-            fields = raw.decode("utf-8").rstrip("\r\n").split("\t")
-        except UnicodeDecodeError:
-            raise InputError(f"stdin line {count}: not valid UTF-8 text") from None
-        chunk.append(convert_line(fields, caches, hash_dim, count))
-        if len(chunk) >= _CHUNK_LINES:
-            out.write(("\n".join(chunk) + "\n").encode("utf-8"))
-            chunk.clear()
-    if chunk:
-        out.write(("\n".join(chunk) + "\n").encode("utf-8"))
+    for text in converted_chunks(lines, hash_dim):
+        out.write(text.encode("utf-8"))
+        count += text.count("\n")
     return count
 
 
@@ -145,10 +178,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--hash-dim", type=int, default=CRITEO_HASH_DIM, help="id buckets (default 1000001)"
     )
+    parser.add_argument("--format", choices=("text", "parquet"), default="text", dest="fmt",
+                        help="'parquet': write the slot_parquet layout (click, dense_feature list<float>, 1..26) "
+                             "to --output instead of slot text to stdout")
+    parser.add_argument("--output", help="--format parquet: the .parquet file to write")
     args = parser.parse_args(argv)
     if args.hash_dim < 1:
         parser.error("--hash-dim must be positive")
+    if args.fmt == "parquet" and not args.output:
+        parser.error("--format parquet needs --output FILE.parquet")
     try:
+        if args.fmt == "parquet":
+            convert_to_parquet(sys.stdin.buffer, args.output, args.hash_dim)
+            return 0
         convert_stream(sys.stdin.buffer, sys.stdout.buffer, args.hash_dim)
     except InputError as err:
         print(f"{sys.argv[0]}: error: {err}", file=sys.stderr)

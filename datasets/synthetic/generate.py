@@ -54,6 +54,7 @@ import contextlib
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -1640,9 +1641,36 @@ def generate_movielens(rows: int, seed: int, output: Path, world_seed: int = 0) 
 LAYOUTS = ("slot", "tsv", "libsvm")
 
 
-def output_file(output: Path) -> Path:
-    """``output`` itself if it ends with ``.txt``, else ``output/part-0.txt``."""
-    return output if output.suffix == ".txt" else output / "part-0.txt"
+#: Output file formats: text (the layout's own lines) or Parquet (``--format parquet``, see :func:`parquet_config`).
+FORMATS = ("text", "parquet")
+
+
+def output_file(output: Path, fmt: str = "text") -> Path:
+    """``output`` itself if it ends with ``.txt`` (``.parquet`` for Parquet), else ``output/part-0.txt``
+    (``output/part-0.parquet``)."""
+    suffix = ".parquet" if fmt == "parquet" else ".txt"
+    return output if output.suffix == suffix else output / f"part-0{suffix}"
+
+
+def parquet_config(dataset: str, layout: str, config: Path | None):
+    """The config and the Parquet layout (:mod:`recstack.data.to_parquet`) that convert a world's text.
+
+    ``criteo`` (slot layout, no ``config``): the slot reader's Parquet layout (``click``, ``dense_feature``
+    ``list<float>``, ``1`` .. ``26`` int64; the ``slot_parquet`` reader). Any world with ``config``: that
+    config's text reader decides (a feature config, CSVInput: every input field a column, tag and sequence
+    fields as list columns; read with ``input_type: ParquetInput``).
+    """
+    from recstack.config import from_dict, load_config
+    from recstack.data.factory import resolve_reader
+    from recstack.data.to_parquet import converter_for
+
+    if config is None:
+        if dataset != "criteo" or layout != "slot":
+            raise ValueError(f"--format parquet for {dataset} (layout {layout}) needs --config: a config whose "
+                             "data_config describes the columns (e.g. the model config that reads this world)")
+        return from_dict({"hyper_parameters": {"sparse_inputs_slots": 27, "dense_input_dim": 13}}), "slot"
+    loaded = load_config(config)
+    return loaded, converter_for(loaded, resolve_reader(loaded, "runner.train_reader_path"))
 
 
 def generate(
@@ -1654,6 +1682,8 @@ def generate(
     proba: Path | None = None,
     hash_dim: int = CRITEO_HASH_DIM,
     layout: str = "slot",
+    fmt: str = "text",
+    config: Path | None = None,
 ) -> Path:
     """Write ``rows`` rows of ``dataset`` (see the module docstring); return the data file.
 
@@ -1668,7 +1698,12 @@ def generate(
         hash_dim: id space of the criteo formats (ids in ``[0, hash_dim)``).
         layout: ``"slot"`` (the data set's own format) or, for ``criteo`` only, ``"tsv"`` (Criteo's raw
             TSV layout, :class:`CriteoTSVWorld`) or ``"libsvm"`` (:class:`CriteoLibSVMWorld`).
+        fmt: ``"text"`` or ``"parquet"``: the same rows converted by the readers' parsing (:func:`parquet_config`;
+            fixed row groups and compression: byte-identical files for identical arguments).
+        config: for ``"parquet"``: the config whose reader describes the columns (not needed for ``criteo``).
     """
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     if layout != "slot" and dataset != "criteo":
@@ -1686,17 +1721,38 @@ def generate(
     else:
         world = WORLDS[dataset](world_seed, hash_dim) if dataset != "census" else CensusWorld(world_seed)
     rng = np.random.default_rng(seed)
-    path = output_file(output)
+    path = output_file(output, fmt)
     proba_file = atomic_open(proba) if proba else contextlib.nullcontext()
-    with atomic_open(path) as out, proba_file as proba_out:
+
+    def texts(proba_out) -> Iterator[str]:
         for start in range(0, rows, CHUNK_ROWS):
             features = world.sample(rng, min(CHUNK_ROWS, rows - start))
             p = sigmoid(world.logits(features))
             labels = rng.random(p.shape) < p
-            out.write(world.render(features, labels))
+            yield world.render(features, labels)
             if proba_out is not None:
                 tasks = p.reshape(len(p), -1).T.tolist()
                 proba_out.write(join_rows([[format(v, ".6g") for v in t] for t in tasks], ","))
+
+    if fmt == "parquet":
+        from recstack.data.parquet import write_parquet
+        from recstack.data.to_parquet import parquet_parts
+
+        parsed, kind = parquet_config(dataset, layout, config)
+        with proba_file as proba_out:
+            def chunks() -> Iterator[tuple[bytes, int]]:
+                line = 1
+                for text in texts(proba_out):
+                    data = text.encode("utf-8")
+                    yield data, line
+                    line += data.count(b"\n")
+
+            schema, parts = parquet_parts(parsed, kind, chunks(), f"{dataset} rows")
+            write_parquet(path, parts, schema)
+        return path
+    with atomic_open(path) as out, proba_file as proba_out:
+        for text in texts(proba_out):
+            out.write(text)
     return path
 
 
@@ -1719,6 +1775,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="criteo only: 'tsv' writes Criteo's raw layout, label \\t I1..I13 \\t C1..C26, with "
                              "the categorical values as raw strings (EasyRec's Criteo configs); 'libsvm' writes "
                              "'<-1/1> <id>:<value> x 39' lines (the libsvm reader; default 'slot')")
+    parser.add_argument("--format", choices=FORMATS, default="text", dest="fmt",
+                        help="'parquet' writes the same rows as Parquet (part-0.parquet): criteo's slot layout as the "
+                             "slot_parquet reader reads it; other worlds with --config, every input field of its "
+                             "data_config a column, tag / sequence fields as list columns (input_type: ParquetInput)")
+    parser.add_argument("--config", type=Path,
+                        help="--format parquet: the config whose reader describes the columns (e.g. "
+                             "models/multitask/mmoe/config_taobao.yaml for taobao); not needed for criteo")
     e2e = parser.add_argument_group("e2e_mm (grouped lines + item images)")
     e2e.add_argument("--image-dir", type=Path,
                      help="folder of the item PNGs (default: images/ beside the output's folder)")
@@ -1755,9 +1818,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.rows} e2e_mm item visits to {path} (images in {image_dir}) in "
               f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
         return 0
-    path = generate(
-        args.dataset, args.rows, args.seed, args.output, args.world_seed, args.emit_proba, args.hash_dim, args.layout
-    )
+    if args.fmt == "parquet" and args.dataset in ("e2e_mm", "movielens"):
+        parser.error(f"--format parquet is not available for {args.dataset}")
+    try:
+        path = generate(args.dataset, args.rows, args.seed, args.output, args.world_seed, args.emit_proba,
+                        args.hash_dim, args.layout, args.fmt, args.config)
+    except ValueError as e:
+        parser.error(str(e))
     seconds = time.perf_counter() - start
     print(f"wrote {args.rows} {args.dataset} rows to {path} in {seconds:.1f} s", file=sys.stderr)
     return 0

@@ -16,13 +16,16 @@ while read -r dataset folder train_rows test_rows extra; do
     sub=sample_data
     if [[ "$folder" == *:* ]]; then sub="${folder#*:}"; folder="${folder%%:*}"; fi
     out="models/${folder}/data/${sub}"
+    ext=txt
+    if [[ "$extra" == *"--format parquet"* ]]; then ext=parquet; fi   # the same rows as Parquet
     # shellcheck disable=SC2086  # $extra holds zero or more flags
-    "$PYTHON" "$GEN" "$dataset" --rows "$train_rows" --seed 1 --output "$out/train/part-0.txt" $extra
+    "$PYTHON" "$GEN" "$dataset" --rows "$train_rows" --seed 1 --output "$out/train/part-0.$ext" $extra
     # shellcheck disable=SC2086
-    "$PYTHON" "$GEN" "$dataset" --rows "$test_rows" --seed 2 --output "$out/test/part-0.txt" $extra
+    "$PYTHON" "$GEN" "$dataset" --rows "$test_rows" --seed 2 --output "$out/test/part-0.$ext" $extra
 done <<'SAMPLES'
 criteo rank/deepfm 4000 1000
 criteo rank/deepfm:libsvm_sample_data 4000 1000 --layout libsvm
+criteo rank/deepfm:parquet_sample_data 4000 1000 --format parquet
 census multitask/mmoe 2000 500
 census multitask/share_bottom 2000 500
 census multitask/ple 2000 500

@@ -3,8 +3,9 @@
 A config names its reader with ``runner.train_reader_path`` /
 ``runner.infer_reader_path``: either a module in the model folder that defines
 ``RecDataset`` (PaddleRec's convention, e.g. ``criteo_reader``) or the name of
-a core reader (``slot``, ``census``, ``index_value``, ``libsvm``, ``tabular``, ``group_rtp``; the last two, EasyRec's
-``CSVInput`` and ``GroupRTPInput``, are in :mod:`recstack.easyrec`).
+a core reader (``slot``, ``slot_parquet``, ``census``, ``index_value``, ``libsvm``, ``tabular``, ``group_rtp``; the
+last two, EasyRec's ``CSVInput`` / ``ParquetInput`` and ``GroupRTPInput``, are in :mod:`recstack.easyrec`). Without
+them, ``hyper_parameters.data_config.input_type`` chooses (:func:`recstack.data.factory.resolve_reader`).
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ The loader (:mod:`recstack.data.loader`) cuts blocks into batches.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
@@ -130,15 +131,25 @@ def blank_whitespace_lines(chunk: bytes) -> bytes:
 
 
 def list_data_files(folder: str | os.PathLike, key: str = "data folder") -> list[str]:
-    """All regular files of ``folder`` (sorted, hidden files skipped).
+    """All regular files of ``folder`` (sorted; hidden files and names starting with ``_`` skipped: Hadoop's and
+    Spark's markers ``_SUCCESS``, ``_metadata``, the online trainer's done-files); ``folder`` may also be one file, or a
+    glob pattern (``*``, ``?``, ``[...]``; ``**`` for any depth) whose matching files are read, sorted.
 
     Raises:
-        DataFormatError: the folder does not exist or holds no files.
+        DataFormatError: the folder does not exist or holds no files; a pattern matches no file.
     """
     path = Path(folder)
+    if path.is_file():
+        return [str(path)]
+    if not path.is_dir() and any(c in str(folder) for c in "*?["):
+        files = sorted(p for p in glob.glob(str(folder), recursive=True)
+                       if os.path.isfile(p) and not os.path.basename(p).startswith((".", "_")))
+        if not files:
+            raise DataFormatError(f"{key}: pattern '{folder}' matches no data files")
+        return files
     if not path.is_dir():
         raise DataFormatError(f"{key}: folder '{path}' does not exist")
-    files = sorted(str(p) for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    files = sorted(str(p) for p in path.iterdir() if p.is_file() and not p.name.startswith((".", "_")))
     if not files:
         raise DataFormatError(f"{key}: folder '{path}' holds no data files")
     return files
@@ -188,6 +199,21 @@ def row_error(chunk: bytes, path: str, first_line: int, row: int, problem: str) 
             if seen == row:
                 return bad_line(path, first_line + offset, line, problem)
     return DataFormatError(f"{path}: {problem}")
+
+
+@dataclass(frozen=True)
+class ColumnChunk:
+    """A chunk of a columnar file (Parquet) for :meth:`BlockReader.parse_block`: a record batch of the columns
+    the reader reads, and the bytes of the file it stands for (its share of the file size, by rows: what
+    :attr:`BlockReader.bytes_read` counts).
+
+    Attributes:
+        batch: a ``pyarrow.RecordBatch``.
+        nbytes: its share of the file's bytes.
+    """
+
+    batch: object
+    nbytes: int
 
 
 @dataclass(frozen=True)
@@ -264,7 +290,8 @@ class BlockReader:
 
     # -------------------------------------------------------------- iteration
     def chunks(self, path: str) -> Iterator[tuple[bytes, int]]:
-        """``(chunk, first_line_number)`` of complete lines to parse (default :func:`read_chunks`)."""
+        """``(chunk, first_line_number)`` of complete lines to parse (default :func:`read_chunks`); a columnar
+        reader yields ``(ColumnChunk, first row)`` instead."""
         return read_chunks(path)
 
     #: bytes of the data files parsed so far (all files and passes; the binary cache counts the source
@@ -277,7 +304,7 @@ class BlockReader:
 
         def counted(chunks: Iterator[tuple[bytes, int]]) -> Iterator[tuple[bytes, int]]:
             for chunk, line in chunks:
-                sizes.append(len(chunk))
+                sizes.append(chunk.nbytes if isinstance(chunk, ColumnChunk) else len(chunk))
                 yield chunk, line
 
         chunks = counted(self.chunks(path))

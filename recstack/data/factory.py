@@ -16,6 +16,7 @@ from recstack.data import csv as _csv  # noqa: F401  (registers core readers)
 from recstack.data import din as _din  # noqa: F401
 from recstack.data import libsvm as _libsvm  # noqa: F401
 from recstack.data import slot as _slot  # noqa: F401
+from recstack.data import slot_parquet as _slot_parquet  # noqa: F401
 from recstack.data.base import BlockReader, list_data_files
 from recstack.data.loader import BatchLoader
 from recstack.easyrec import group_rtp as _group_rtp  # noqa: F401
@@ -27,6 +28,13 @@ _MODES = {
     "train": ("runner.train_reader_path", "runner.train_data_dir", "runner.train_batch_size"),
     "infer": ("runner.infer_reader_path", "runner.test_data_dir", "runner.infer_batch_size"),
 }
+
+
+#: ``hyper_parameters.data_config.input_type`` -> the core reader that reads it (ParquetInput: the tabular reader
+#: in its Parquet mode); the reader when ``runner.train_reader_path`` / ``infer_reader_path`` is not set
+INPUT_TYPE_READERS = {"CSVInput": "tabular", "ParquetInput": "tabular", "GroupRTPInput": "group_rtp",
+                      "LibSVMInput": "libsvm"}
+INPUT_TYPE_KEY = "hyper_parameters.data_config.input_type"
 
 
 class UntrustedCodeError(ConfigError):
@@ -89,6 +97,9 @@ def resolve_reader(config: Config, key: str, trust_code: bool = True) -> type[Bl
             :class:`UntrustedCodeError` (``tools/serve.py --trust_export_code`` trusts it).
     """
     name = config.get(key, None)
+    input_type = _input_type(config)
+    if not name and input_type is not None:
+        return READERS.get(INPUT_TYPE_READERS[input_type])
     if not name:
         raise ConfigError(f"{config.source(key)}: no reader given; set it to a module of the model folder "
                           f"(e.g. criteo_reader) or a core reader ({', '.join(READERS.names())})")
@@ -100,20 +111,59 @@ def resolve_reader(config: Config, key: str, trust_code: bool = True) -> type[Bl
                 raise UntrustedCodeError(f"the reader module {module}.py of the model folder is code of its own (not "
                                          "a re-export of a core reader); it is imported only when trusted "
                                          "(tools/serve.py --trust_export_code)")
-            return reader
+            return _agrees(config, key, reader, input_type)
         reader = getattr(load_module(config.config_dir, module), "RecDataset", None)
         if reader is None:
             raise ConfigError(f"{config.source(key)}: {config.config_dir / (module + '.py')} defines no RecDataset")
-        return reader
+        return _agrees(config, key, reader, input_type)
     if name in READERS:
-        return READERS.get(name)
+        return _agrees(config, key, READERS.get(name), input_type)
     raise ConfigError(f"{config.source(key)}: '{name}' is neither {config.config_dir / (module + '.py')} "
                       f"nor a core reader{did_you_mean(name, READERS.names())} (known: {', '.join(READERS.names())})")
 
 
-def create_reader(config: Config, mode: str) -> BlockReader:
-    """The reader of ``train`` (``train_data_dir``) or ``infer`` (``test_data_dir``) data."""
+def _input_type(config: Config) -> str | None:
+    """``hyper_parameters.data_config.input_type`` when the config sets it (``None`` otherwise).
+
+    Raises:
+        ConfigError: a value that no reader reads.
+    """
+    data = config.get("hyper_parameters.data_config", None)
+    if not isinstance(data, dict) or data.get("input_type") is None:
+        return None
+    value = data["input_type"]
+    if value not in INPUT_TYPE_READERS:
+        raise ConfigError(f"{config.source(INPUT_TYPE_KEY)}: expected one of {', '.join(INPUT_TYPE_READERS)}, got "
+                          f"{value!r}{did_you_mean(str(value), list(INPUT_TYPE_READERS))}")
+    return value
+
+
+def _agrees(config: Config, key: str, reader: type[BlockReader], input_type: str | None) -> type[BlockReader]:
+    """``reader``, after checking that it does not read another input type than ``input_type`` (when set): the
+    core reader of the input type, a subclass of it, or a reader of no input type (a model folder's own reader,
+    the Python API's ``memory`` reader) pass.
+
+    Raises:
+        ConfigError: naming both keys, when the reader is the reader of another input type.
+    """
+    if input_type is None or not isinstance(reader, type):
+        return reader
+    expected = READERS.get(INPUT_TYPE_READERS[input_type])
+    others = {READERS.get(name) for name in INPUT_TYPE_READERS.values()} - {expected}
+    if issubclass(reader, expected) or not any(issubclass(reader, other) for other in others):
+        return reader
+    raise ConfigError(f"{config.source(key)} ({config.get(key)!r}, reader {getattr(reader, '__name__', reader)}) "
+                      f"disagrees with {config.source(INPUT_TYPE_KEY)} ({input_type}, read by the core reader "
+                      f"'{INPUT_TYPE_READERS[input_type]}'); set one of them so that they agree, or leave "
+                      f"{key} unset and let the input type choose")
+
+
+def create_reader(config: Config, mode: str, files: list[str] | None = None) -> BlockReader:
+    """The reader of ``train`` (``train_data_dir``) or ``infer`` (``test_data_dir``) data; of ``files``
+    instead of the folder's, when given (the online trainer reads one time partition)."""
     reader_key, dir_key, _ = _MODES[mode]
+    if files is not None:
+        return resolve_reader(config, reader_key)(list(files), config)
     folder = config.get(dir_key, None)
     if folder is None:
         raise ConfigError(f"{config.source(dir_key)}: not set; the {mode} data folder is needed")

@@ -17,6 +17,9 @@ EasyRec section                                 module
                                                 (``GroupRTPInput``, core reader ``group_rtp``)
 ``feature_config.features``                     :mod:`~recstack.easyrec.features` (``IdFeature``,
 (``IdFeature``, ``RawFeature``, ...)            ``RawFeature``, ``ImgFeature``, ``SampleNumFeature``)
+``vocab_list`` / ``vocab_file`` / ``vocab``     :mod:`~recstack.easyrec.vocab` (vocabulary files, OOV buckets, the
+                                                export's copies); :mod:`~recstack.easyrec.build_vocab` (fitted
+                                                from the training data, ``tools/build_vocab.py``)
 ``model_config.feature_groups``                 :mod:`~recstack.easyrec.features` (``FeatureGroup``);
                                                 :mod:`~recstack.easyrec.feature_embedding` (each group as one
                                                 ``(B, D_g)`` tensor); :mod:`~recstack.easyrec.tabular_fields`

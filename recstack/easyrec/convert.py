@@ -65,7 +65,7 @@ CSV_INPUTS = ("CSVInput", "CSVInputV2", "CSVInputEx")
 FIELD_TYPES = ("INT32", "INT64", "FLOAT", "DOUBLE", "STRING")
 
 _FEATURE_COMMON = frozenset({"feature_name", "input_names", "feature_type", "embedding_dim", "embedding_name"})
-_IDS = frozenset({"hash_bucket_size", "num_buckets", "vocab_list"})
+_IDS = frozenset({"hash_bucket_size", "num_buckets", "vocab_list", "vocab_file", "num_oov_buckets"})
 _RAW = frozenset({"boundaries", "min_val", "max_val"})
 #: the feature keys recstack reads, by feature type (recstack/easyrec/features.py); any other key of a feature is
 #: listed as not carried over
@@ -140,7 +140,6 @@ _FEATURE_REASONS = {
     "max_partitions": "TensorFlow variable partitioning",
     "ev_params": "TensorFlow EmbeddingVariable options",
     "precision": "not supported",
-    "vocab_file": "vocabulary files are not supported: write the vocabulary in vocab_list or use hash_bucket_size",
     "normalizer_fn": "a TensorFlow expression: use min_val / max_val or boundaries",
     "raw_input_dim": "multi-dimensional raw features are not supported",
     "seq_multi_sep": "several values per sequence step are not supported",
@@ -377,7 +376,7 @@ def convert(root: Mapping[str, Any], source: str = "pipeline.config", *, data_ro
             report.drop(key, value, _REASONS.get(key, "not a field of EasyRec's pipeline config"))
     model = _model_config(_message(tree, "model_config"), report)
     data = _data_config(_message(tree, "data_config"), runner, report)
-    features = _features(tree, report)
+    features = _features(tree, report, paths)
     _prune_groups(model, features.pop("_dropped_names"), report)
     train = _message(tree, "train_config")
     optimizer = _train_config(train, runner, hp, report)
@@ -568,9 +567,10 @@ def _input_field(value: Any, where: str, report: _Report) -> Tree:
 
 
 # ------------------------------------------------------------------------------------------------ features
-def _features(tree: Tree, report: _Report) -> Tree:
+def _features(tree: Tree, report: _Report, paths: _Paths | None = None) -> Tree:
     """``feature_config.features`` and the older top-level ``feature_configs`` -> ``{features: [...]}``; the
-    names of the features left out go to ``_dropped_names`` (removed from the feature groups)."""
+    names of the features left out go to ``_dropped_names`` (removed from the feature groups). A relative
+    ``vocab_file`` (EasyRec's: relative to the working directory) is rewritten relative to the YAML's folder."""
     items: list[tuple[str, Any]] = []
     section = _message(tree, "feature_config")
     for key, value in section.items():
@@ -603,6 +603,10 @@ def _features(tree: Tree, report: _Report) -> Tree:
             elif key == "separator" and kind in ("IdFeature", "RawFeature"):
                 report.drop(f"{where}.{key}", item, f"{_article(kind)} {kind} holds one value per cell (several: a "
                                                     "TagFeature)")
+            elif key == "vocab_file" and _SCHEME.match(str(_last(item))):
+                report.drop(f"{where}.{key}", item, "a remote vocabulary file: copy it to a local path")
+            elif key == "vocab_file" and key in FEATURE_KEYS[kind]:
+                out[key] = paths.rebase(str(_last(item))) if paths is not None else _last(item)
             elif key in FEATURE_KEYS[kind]:
                 out[key] = item if key in REPEATED else _last(item)
             else:

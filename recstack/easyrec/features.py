@@ -76,7 +76,7 @@ RAGGED_FEATURE_TYPES = ("TagFeature", "SequenceFeature")
 COMBINERS = ("sum", "mean", "sqrtn")
 #: feature types of grouped input only (``input_type: GroupRTPInput``), each alone in its fixed-name group
 GROUP_FEATURE_TYPES = {"ImgFeature": "img", "SampleNumFeature": "sample_num"}
-INPUT_KINDS = ("CSVInput", "GroupRTPInput")
+INPUT_KINDS = ("CSVInput", "ParquetInput", "GroupRTPInput")
 
 DATA_CONFIG = "hyper_parameters.data_config"
 FEATURE_CONFIG = "hyper_parameters.feature_config"
@@ -90,7 +90,6 @@ _DATA_HINTS = {
     "sample_weight": "sample weights are not supported yet",
 }
 _FEATURE_HINTS = {
-    "vocab_file": "vocabulary files are not supported yet; write the vocabulary in vocab_list or use hash_bucket_size",
     "raw_input_dim": "multi-dimensional raw features are not supported yet (raw_input_dim is 1)",
     "normalizer_fn": "normalizer_fn (a TensorFlow expression) is not supported; use min_val / max_val or boundaries",
     "sequence_combiner": "sequence_combiner (attention / text_cnn pooling inside the feature) is not supported; read "
@@ -130,8 +129,19 @@ class Feature:
         num_buckets: without hashing: the value is an integer id below this.
         boundaries: ``RawFeature`` (and raw sequences): bucket boundaries (sorted); the bucket index is the id.
         min_val, max_val: raw values: ``(x - min_val) / (max_val - min_val)`` when ``max_val > min_val``.
-        vocab: ``vocab_list``: the value's index in this list is its id; a value not in the list gets id 0
-            (EasyRec's ``default_value=0``: it shares the first entry's row).
+        vocab: the vocabulary (``vocab_list``, ``vocab_file`` or one fitted by ``tools/build_vocab.py``): the value's
+            index in it is its id. A value not in it gets id 0 with ``num_oov_buckets`` 0 (``vocab_list``'s default,
+            EasyRec's ``default_value=0``: it shares the first entry's row), else an out-of-vocabulary id after the
+            entries (:func:`recstack.easyrec.tabular.value_ids`).
+        num_oov_buckets: out-of-vocabulary ids ``[len(vocab), len(vocab) + num_oov_buckets)``; with more than one, an
+            unknown value's CRC-32 (as ``hash_bucket_size``) picks its bucket. Default 1 for ``vocab_file`` and
+            fitted vocabularies (at least 1 there), 0 for ``vocab_list``.
+        vocab_file: the vocabulary's file (resolved path; ``""`` for a ``vocab_list``).
+        vocab_fit: a vocabulary fitted from the training data (``vocab: {min_count, max_size}``):
+            ``(min_count, max_size)``; its file is ``<runner.model_save_path>/vocab/<feature name>.txt``
+            (:mod:`recstack.easyrec.vocab`). ``None``: not fitted.
+        vocab_key: the feature's config key (``hyper_parameters.feature_config.features[2]``), for exports that pin
+            the vocabulary file.
         separator: ``TagFeature`` / ``SequenceFeature``: separates the values inside a cell (default ``|``).
         kv_separator: ``TagFeature``: each value is ``key<kv_separator>weight`` (a weighted tag); ``""``: unweighted.
         combiner: ``TagFeature``: how the values' embeddings pool: ``sum`` (EasyRec's default), ``mean``, ``sqrtn``.
@@ -159,6 +169,12 @@ class Feature:
     sequence_length: int = 0
     sub_feature_type: str = ""
     embedding_name: str = ""
+    num_oov_buckets: int = 0
+    vocab_file: str = ""
+    vocab_fit: tuple[int, int] | None = None
+    vocab_key: str = field(default="", compare=False)
+    #: build_vocab's counter of the values (:func:`recstack.easyrec.vocab.counting`); ``None`` outside it
+    vocab_counter: object = field(default=None, compare=False, repr=False)
 
     @property
     def is_group_input(self) -> bool:
@@ -206,8 +222,8 @@ class Feature:
         """Rows of the feature's embedding table (id-like features)."""
         if self.boundaries:
             return len(self.boundaries) + 1
-        if self.vocab:
-            return len(self.vocab)
+        if self.vocab or self.vocab_file:
+            return len(self.vocab) + self.num_oov_buckets
         return self.hash_bucket_size or self.num_buckets
 
     @property
@@ -271,6 +287,9 @@ class TabularSpec:
     features: tuple[Feature, ...]
     groups: tuple[FeatureGroup, ...]
     group_input: GroupInput | None = None
+    #: ``data_config.input_type``: ``CSVInput`` (delimited text) or ``ParquetInput`` (Parquet files, the same
+    #: columns by name); a grouped spec's is ``GroupRTPInput``
+    input_type: str = "CSVInput"
     _by_name: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -417,8 +436,11 @@ class TabularSpec:
         data = Node.at(config, data_key, hints=_DATA_HINTS)
         input_type = data.get("input_type", "CSVInput", type=str)
         if input_type not in INPUT_KINDS:
+            hint = " (LibSVMInput is read by the core reader libsvm, configured by hyper_parameters.num_field, " \
+                "feature_number; it has no feature_config)" if input_type == "LibSVMInput" else ""
             raise ConfigError(f"{data.where('input_type')}: supported input types are CSVInput (text files, one "
-                              f"sample a line) and GroupRTPInput (one group a line), got {input_type!r}")
+                              f"sample a line), ParquetInput (Parquet files, columns by name) and GroupRTPInput (one "
+                              f"group a line), got {input_type!r}{hint}")
         separator = _separator(data, "separator", ",")
         fields = [_parse_field(node) for node in data.nodes("input_fields")]
         if not fields:
@@ -480,7 +502,7 @@ class TabularSpec:
             node.finish()
             groups.append(FeatureGroup(name, tuple(members), wide_deep))
         _no_duplicates([g.name for g in groups], source(config, group_key), "group name")
-        spec = cls(separator, tuple(fields), labels, tuple(features), tuple(groups), group_input)
+        spec = cls(separator, tuple(fields), labels, tuple(features), tuple(groups), group_input, input_type)
         clash = set(spec.label_fields) & {k for k in spec.block_columns() if k not in spec.label_fields}
         if clash:
             raise ConfigError(f"{source(config, data_key + '.label_fields')}: label {sorted(clash)[0]!r} clashes "
@@ -660,13 +682,12 @@ def _parse_feature(node: Node, fields: Sequence[InputField], labels: Sequence[st
                               "data_config.input_type GroupRTPInput")
         return _parse_ragged_feature(node, name, input_name, field_type, feature_type, embedding_dim, data_separator)
     if feature_type == "IdFeature":
-        hash_size, num_buckets, vocab = _id_mapping(node, "an IdFeature", input_name, field_type)
+        ids = _id_mapping(node, "an IdFeature", input_name, field_type, name=name)
         if embedding_dim < 1:
             raise ConfigError(f"{node.where('embedding_dim')}: an IdFeature needs embedding_dim >= 1")
         embedding_name = node.get("embedding_name", "", type=str)
         node.finish()
-        return Feature(name, input_name, feature_type, embedding_dim, hash_size, num_buckets, vocab=vocab,
-                       embedding_name=embedding_name)
+        return Feature(name, input_name, feature_type, embedding_dim, **ids, embedding_name=embedding_name)
     if field_type not in NUMERIC_TYPES:
         raise ConfigError(f"{node.where('input_names[0]')}: a RawFeature needs a numeric input field; "
                           f"'{input_name}' is {field_type}")
@@ -692,23 +713,44 @@ def _raw_params(node: Node, embedding_dim: int, what: str) -> tuple[tuple[float,
 
 
 def _id_mapping(node: Node, what: str, input_name: str, field_type: str,
-                forbidden: str | None = None) -> tuple[int, int, tuple[str, ...]]:
-    """``(hash_bucket_size, num_buckets, vocab_list)`` of an id feature: exactly one is set.
+                forbidden: str | None = None, name: str = "") -> dict:
+    """The ids of an id feature, as :class:`Feature` keyword arguments: exactly one of ``hash_bucket_size``,
+    ``num_buckets``, ``vocab_list``, ``vocab_file`` or ``vocab`` (a vocabulary fitted by ``tools/build_vocab.py``,
+    ``{min_count, max_size}``), and ``num_oov_buckets`` with a vocabulary.
 
     ``forbidden``: for a tag / sequence (several values per STRING cell), the separators, which a vocabulary
     entry cannot hold; ``None`` for an ``IdFeature`` (one value, whose input field type is checked here).
+    ``name``: the feature's name (a fitted vocabulary's file name).
     """
+    from recstack.easyrec import vocab as vocabularies
+
     hash_size = node.get("hash_bucket_size", 0, type=int)
     num_buckets = node.get("num_buckets", 0, type=int)
     raw_vocab = node.get_list("vocab_list", (str, int), [])
     vocab = tuple(str(v) for v in raw_vocab)
+    vocab_file = node.get("vocab_file", "", type=str)
+    if "vocab_file" in node and not vocab_file.strip():
+        raise ConfigError(f"{node.where('vocab_file')}: expected the path of a vocabulary file (one value a line)")
+    fit = vocabularies.parse_fit(node) if "vocab" in node else None
     if hash_size < 0 or num_buckets < 0:
         key = "hash_bucket_size" if hash_size < 0 else "num_buckets"
         raise ConfigError(f"{node.where(key)}: must be >= 0, got {hash_size if hash_size < 0 else num_buckets}")
-    if [hash_size > 0, num_buckets > 0, bool(vocab)].count(True) != 1:
+    chosen = [hash_size > 0, num_buckets > 0, bool(vocab), bool(vocab_file), fit is not None]
+    if chosen.count(True) != 1:
         raise ConfigError(f"{node.where('hash_bucket_size')}: {what} needs exactly one of hash_bucket_size (hash the "
-                          f"text), vocab_list (a list of values) or num_buckets (integer ids) > 0, got {hash_size}, "
-                          f"{list(vocab)} and {num_buckets}")
+                          f"text), vocab_list (a list of values), vocab_file (a file of values, one a line), vocab "
+                          f"(a vocabulary fitted from the training data by tools/build_vocab.py, e.g. "
+                          f"{{min_count: 2}}) or num_buckets (integer ids) > 0, got {hash_size}, {list(vocab)}, "
+                          f"{vocab_file!r}, {node.value.get('vocab')!r} and {num_buckets}")
+    from_file = bool(vocab_file) or fit is not None
+    num_oov = node.get("num_oov_buckets", 1 if from_file else 0, type=int)
+    if "num_oov_buckets" in node and (hash_size or num_buckets):
+        raise ConfigError(f"{node.where('num_oov_buckets')}: out-of-vocabulary buckets go with a vocabulary "
+                          "(vocab_list, vocab_file or vocab); hashed and integer ids have none")
+    if num_oov < (1 if from_file else 0):
+        raise ConfigError(f"{node.where('num_oov_buckets')}: must be >= {1 if from_file else 0}"
+                          f"{' (a value the vocabulary file does not hold needs a bucket)' if from_file else ''}, "
+                          f"got {num_oov}")
     if vocab:
         _no_duplicates(list(vocab), node.where("vocab_list"), "vocabulary entry")
         bad = [v for v in vocab if not v or any(c in v for c in forbidden or "")]
@@ -719,11 +761,24 @@ def _id_mapping(node: Node, what: str, input_name: str, field_type: str,
     if num_buckets and single and field_type not in INT_RANGES:
         raise ConfigError(f"{node.where('num_buckets')}: integer ids need an INT32/INT64 input field; "
                           f"'{input_name}' is {field_type} (use hash_bucket_size)")
-    if (hash_size or vocab) and single and field_type not in ("STRING", *INT_RANGES):
-        key = "hash_bucket_size" if hash_size else "vocab_list"
+    if not num_buckets and single and field_type not in ("STRING", *INT_RANGES):
+        key = next(k for k, on in zip(("hash_bucket_size", "", "vocab_list", "vocab_file", "vocab"), chosen) if on)
         raise ConfigError(f"{node.where(key)}: {'hashing' if hash_size else 'a vocabulary'} needs a STRING or INT "
                           f"input field; '{input_name}' is {field_type} (use a RawFeature with boundaries)")
-    return hash_size, num_buckets, vocab
+    out = dict(hash_bucket_size=hash_size, num_buckets=num_buckets, vocab=vocab, num_oov_buckets=num_oov,
+               vocab_key=node.key)
+    if vocab_file:
+        path = vocabularies.resolve_vocab_file(node.config, vocab_file)
+        out.update(vocab=vocabularies.read_vocab_file(path, node.where("vocab_file"), forbidden), vocab_file=str(path))
+    elif fit is not None:
+        path = vocabularies.fitted_path(node.config, name)
+        counter = vocabularies.active_counter(name, node.key, fit, num_oov)
+        out.update(vocab_file=str(path), vocab_fit=fit)
+        if counter is not None:  # tools/build_vocab.py: counting the values, the file is what it writes
+            out.update(vocab_counter=counter)
+        else:
+            out.update(vocab=vocabularies.read_fitted(path, node, name, forbidden))
+    return out
 
 
 def _value_separator(node: Node, key: str, default: str, data_separator: str) -> str:
@@ -749,8 +804,7 @@ def _parse_ragged_feature(node: Node, name: str, input_name: str, field_type: st
             kv_separator = _value_separator(node, "kv_separator", ":", data_separator)
             if kv_separator == separator:
                 raise ConfigError(f"{node.where('kv_separator')}: must differ from separator {separator!r}")
-        hash_size, num_buckets, vocab = _id_mapping(node, "a TagFeature", input_name, field_type,
-                                                    separator + kv_separator)
+        ids = _id_mapping(node, "a TagFeature", input_name, field_type, separator + kv_separator, name=name)
         if embedding_dim < 1:
             raise ConfigError(f"{node.where('embedding_dim')}: a TagFeature needs embedding_dim >= 1")
         combiner = node.get("combiner", "sum", type=str)
@@ -758,9 +812,8 @@ def _parse_ragged_feature(node: Node, name: str, input_name: str, field_type: st
             raise ConfigError(f"{node.where('combiner')}: expected one of {', '.join(COMBINERS)}, got {combiner!r}"
                               f"{did_you_mean(combiner, COMBINERS)}")
         node.finish()
-        return Feature(name, input_name, feature_type, embedding_dim, hash_size, num_buckets, vocab=vocab,
-                       separator=separator, kv_separator=kv_separator, combiner=combiner,
-                       embedding_name=embedding_name)
+        return Feature(name, input_name, feature_type, embedding_dim, **ids, separator=separator,
+                       kv_separator=kv_separator, combiner=combiner, embedding_name=embedding_name)
     lengths = {key: node.get(key, 0, type=int) for key in ("sequence_length", "max_seq_len") if key in node}
     for key, value in lengths.items():
         if value < 0:
@@ -777,15 +830,14 @@ def _parse_ragged_feature(node: Node, name: str, input_name: str, field_type: st
             raise ConfigError(f"{node.where(key)}: not a SequenceFeature key: {hint}")
     common = dict(separator=separator, sequence_length=sequence_length, sub_feature_type=sub_type)
     if sub_type == "IdFeature":
-        hash_size, num_buckets, vocab = _id_mapping(node, "a SequenceFeature", input_name, field_type, separator)
+        ids = _id_mapping(node, "a SequenceFeature", input_name, field_type, separator, name=name)
         if embedding_dim < 1:
             raise ConfigError(f"{node.where('embedding_dim')}: a SequenceFeature of ids needs embedding_dim >= 1")
         node.finish()
-        return Feature(name, input_name, feature_type, embedding_dim, hash_size, num_buckets, vocab=vocab,
-                       embedding_name=embedding_name, **common)
+        return Feature(name, input_name, feature_type, embedding_dim, **ids, embedding_name=embedding_name, **common)
     if sub_type != "RawFeature":
         raise ConfigError(f"{node.where('sub_feature_type')}: expected IdFeature or RawFeature, got {sub_type!r}")
-    for key in ("hash_bucket_size", "num_buckets", "vocab_list"):
+    for key in ("hash_bucket_size", "num_buckets", "vocab_list", "vocab_file", "vocab", "num_oov_buckets"):
         if key in node:
             raise ConfigError(f"{node.where(key)}: a sequence of numbers (sub_feature_type: RawFeature) takes "
                               "boundaries, min_val, max_val and embedding_dim, not ids")

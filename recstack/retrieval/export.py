@@ -30,7 +30,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from recstack.export import ExportError, ExportModule, ExportResult, LoadedModel, max_abs_diff, write_export
+from recstack.export import (
+    ExportError,
+    ExportModule,
+    ExportResult,
+    LoadedModel,
+    export_vocabulary_files,
+    max_abs_diff,
+    write_export,
+)
 from recstack.export_spec import TensorSpec, numpy_dtype
 from recstack.fileio import atomic_path
 
@@ -104,8 +112,10 @@ def export_retrieval(loaded: LoadedModel, out_dir: Path, prefix: str, head: dict
         user_vectors = user_module(*user_inputs)[0]
     shape = "(B, K, D): one vector per interest" if user_vectors.dim() == 3 else "(B, D)"
     user_out = [_spec("user_embedding", user_vectors, "batch", meaning=f"the user vector {shape}")]
+    vocab_files, vocabularies = export_vocabulary_files(loaded.reader, prefix)  # the user features' vocabularies
     user = write_export(user_module, user_inputs, checks, user_specs, user_out, out_dir, f"{prefix}_user",
-                        {**head, "export_part": "user_tower"}, {"embedding_tables": _bounds(net, names)}, tolerance)
+                        {**head, "export_part": "user_tower"},
+                        {"embedding_tables": _bounds(net, names), **vocabularies}, tolerance, files=vocab_files)
     # ---- item tower: corpus rows (a second check with other rows)
     corpus = net.corpus
     rows = torch.arange(min(corpus.num_items, 256))
