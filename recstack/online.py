@@ -55,6 +55,7 @@ from recstack.metrics import AUC, LogLoss, Metric
 from recstack.prepare import move_batch, prepare_run
 from recstack.profiling import TrainingProfiler
 from recstack.runs import TrainingRun
+from recstack.utils import seed_everything
 from recstack.wrapper import DygraphModel, as_tasks, model_name, unwrap_model
 
 logger = logging.getLogger(__name__)
@@ -518,6 +519,9 @@ def _train_online(config: Config, strategy: LocalStrategy, run: TrainingRun, cal
         logger.info("partition %s (pass %d): training on %d file(s)", name, pass_id, len(files))
         loss_total = batches = samples = 0
         seconds, train_metrics = 0.0, {}
+        # the pass's random state (dropout, sampling) from the seed and the pass alone, not from what this process
+        # did before: a job restarted from a checkpoint trains the next pass exactly as an uninterrupted one
+        seed_everything(config.get("runner.seed", 0, type=int) + pass_id)
         for e in range(epochs):
             metrics, names = wrapper.create_metrics()
             train_loader.set_epoch(pass_id * epochs + e)

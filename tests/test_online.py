@@ -258,3 +258,31 @@ def test_daily_and_hourly_patterns_find_and_step_partitions(tmp_path):
         hourly.parse("2026-01-01")
     with pytest.raises(ConfigError, match="no minute, hour or day field"):
         Partitions(tmp_path, "%Y%m", None).step  # noqa: B018
+
+
+def test_a_restarted_job_trains_exactly_as_an_uninterrupted_one(tmp_path):
+    """Each pass's random state (FinalMLP's dropout here) comes from runner.seed and the pass, not from the
+    process's history: a job stopped after partition 01 and started again (with other random draws in between)
+    ends with the weights of one job over all three partitions, bit for bit."""
+    from recstack.checkpoint import MODEL_FILE, read_state
+
+    data = tmp_path / "stream"
+    for k in range(3):
+        write(data, k)
+    small = ["hyper_parameters.mlp1_hidden_units=[32]", "hyper_parameters.mlp2_hidden_units=[16]",
+             "hyper_parameters.fs_hidden_units=[16]", "hyper_parameters.sparse_feature_number=27000",
+             "hyper_parameters.mlp1_dropout=0.5", "runner.train_batch_size=64"]
+
+    def finalmlp(out: Path, *extra: str):
+        return load_config(REPO / "models/rank/finalmlp/config.yaml", overrides(data, out, *small, *extra))
+
+    assert train_online(finalmlp(tmp_path / "whole")).trained == [hour(k) for k in range(3)]
+    assert train_online(finalmlp(tmp_path / "split", f"runner.end_partition={hour(1)}")).trained == \
+        [hour(0), hour(1)]
+    torch.rand(1000)  # the restarted process's history differs
+    assert train_online(finalmlp(tmp_path / "split")).trained == [hour(2)]
+    whole = read_state(tmp_path / "whole" / "2" / MODEL_FILE)
+    split = read_state(tmp_path / "split" / "2" / MODEL_FILE)
+    assert whole.keys() == split.keys()
+    for key in whole:
+        assert torch.equal(whole[key], split[key]), key
