@@ -128,13 +128,12 @@ def test_export_passes_the_exporters_parity(din, deepfm, tmp_path):
     _check_export(tmp_path / "deepfm_export", "tabular")
     # the rows written for the export's check parse (file reader) into the batch the in-memory reader makes of them
     from recstack.api.data import encode_tabular
-    from recstack.easyrec.features import TabularSpec
     from recstack.easyrec.tabular import TabularReader
 
     trainer = deepfm["trainer"]
     sample = Path(trainer.runner["model_save_path"]) / "export_sample" / "part-0.txt"
     parsed = next(TabularReader([str(sample)], trainer.config).iter_blocks())
-    encoded = encode_tabular(deepfm["test_df"].iloc[:2048], TabularSpec.from_config(trainer.config))
+    encoded = encode_tabular(deepfm["test_df"].iloc[:2048], trainer.config)
     assert sorted(parsed) == sorted(encoded)
     for key in parsed:
         np.testing.assert_array_equal(parsed[key], encoded[key], err_msg=key)
@@ -162,7 +161,6 @@ def test_every_feature_config_rank_model_builds(name):
     """The other constructors build their folder's net from Python features (one forward on encoded rows)."""
     import recstack.api as api
     from recstack.api.data import encode_tabular
-    from recstack.easyrec.features import TabularSpec
 
     ids = [SparseFeature("city", 10, 4, hashed=True), SparseFeature("hour", 24, 4)]
     fields = ids + [DenseFeature("ctr", 4 if name == "xDeepFM" else 0)]  # xDeepFM: every feature a field
@@ -176,7 +174,7 @@ def test_every_feature_config_rank_model_builds(name):
     config = api.make_config(spec, {}, label="click")
     wrapper, net = build_model(config, torch.device("cpu"))
     block = encode_tabular({"city": np.array(["a", "b"], dtype=object), "hour": np.array([1, 2]),
-                            "ctr": np.array([0.1, 0.2]), "click": np.array([0, 1])}, TabularSpec.from_config(config))
+                            "ctr": np.array([0.1, 0.2]), "click": np.array([0, 1])}, config)
     inputs, _ = wrapper.create_feeds({k: torch.from_numpy(v) for k, v in block.items()}, config)
     assert net(*inputs).shape == (2, 1)
 
@@ -187,12 +185,10 @@ def test_encoded_tag_features_equal_the_file_readers(tmp_path):
     import pyarrow.csv as pacsv
 
     from recstack.api.data import encode_tabular
-    from recstack.easyrec.features import TabularSpec
     from recstack.easyrec.tabular import TabularReader
 
     path = ROOT / "models/multitask/mmoe/config_backbone.yaml"
     config = load_config(path)
-    spec = TabularSpec.from_config(config)
     lines = (path.parent / "data/taobao_sample_data/test/part-0.txt").read_bytes().splitlines(keepends=True)[:300]
     sample = tmp_path / "part-0.txt"
     sample.write_bytes(b"".join(lines))
@@ -203,7 +199,7 @@ def test_encoded_tag_features_equal_the_file_readers(tmp_path):
     columns = {n: table[n].to_numpy(zero_copy_only=False) for n in names}
     as_lists = dict(columns, tag_brand_list=[None if c is None else c.split("|") for c in columns["tag_brand_list"]])
     for data in (columns, as_lists):
-        encoded = encode_tabular(data, spec)
+        encoded = encode_tabular(data, config)
         assert sorted(parsed) == sorted(encoded) and "all.tag_brand_list.ids" in encoded
         for key in parsed:
             got, want = encoded[key], parsed[key]
@@ -211,4 +207,30 @@ def test_encoded_tag_features_equal_the_file_readers(tmp_path):
                 got, want = got.to_padded(), want.to_padded()
             np.testing.assert_array_equal(got, want, err_msg=key)
     with pytest.raises(ValueError, match="column 'tag_brand_list'.*got int64"):
-        encode_tabular(dict(columns, tag_brand_list=np.arange(300)), spec)
+        encode_tabular(dict(columns, tag_brand_list=np.arange(300)), config)
+
+
+def test_encode_tabular_defaults_and_errors():
+    """The in-memory rows go through the file readers' conversion: missing values take the fields' defaults,
+    prediction needs no label (zeros), and a bad value names its row and column."""
+    import recstack.api as api
+    from recstack.api.data import encode_tabular
+
+    features = [SparseFeature("city", 10, 4, hashed=True), SparseFeature("hour", 24, 4), DenseFeature("ctr")]
+    config = api.make_config(DNN(features, mlp_params={"dims": [16]}), {}, label="click")
+    data = {"city": np.array(["a", None], dtype=object), "hour": np.array([1.0, np.nan]),
+            "ctr": np.array([0.5, np.nan]), "click": np.array([0, 1])}
+    block = encode_tabular(data, config)
+    full = encode_tabular({**data, "city": np.array(["a", ""], dtype=object), "hour": np.array([1, 0]),
+                           "ctr": np.array([0.5, 0.0])}, config)
+    for key in full:
+        np.testing.assert_array_equal(block[key], full[key], err_msg=key)
+    assert block["all.ids"][:, 1].tolist() == [1, 0] and block["click"][:, 0].tolist() == [0.0, 1.0]
+    unlabelled = encode_tabular({k: v for k, v in data.items() if k != "click"}, config, with_labels=False)
+    assert unlabelled["click"].tolist() == [[0.0], [0.0]]
+    with pytest.raises(ValueError, match="row 1: label 'click' must be 0 or 1, got 2"):
+        encode_tabular({**data, "click": np.array([0, 2])}, config)
+    with pytest.raises(ValueError, match=r"row 0: column 'hour' \(INT64\): 1.5 is not an integer"):
+        encode_tabular({**data, "hour": np.array([1.5, 2.0])}, config)
+    with pytest.raises(ValueError, match="row 1: field 'hour' .*id 30 outside"):
+        encode_tabular({**data, "hour": np.array([1, 30])}, config)

@@ -1,11 +1,11 @@
 """In-memory data for the Python API: DataFrames and dicts of numpy arrays → the file readers' blocks.
 
-:func:`encode` turns a table (anything with ``columns`` and ``to_numpy``, e.g. a pandas DataFrame, or a
-``dict`` of arrays) into the block the model's file reader would parse from the same rows, vectorised
-(pyarrow / numpy, no per-row Python): for a feature-config model the labels and ``<group>.ids`` /
-``<group>.values`` of :class:`recstack.easyrec.tabular.TabularReader` (same hashing, defaults, float32
-rounding, scaling and bucketing), and the keys of its tag and sequence features (a column of the file's cells,
-``"a|b"``, or of lists), for DIN the columns of :class:`recstack.data.din.DINReader` (histories as
+:func:`encode_tabular` / :func:`encode_din` turn a table (anything with ``columns`` and ``to_numpy``, e.g. a
+pandas DataFrame, or a ``dict`` of arrays) into the block the model's file reader would parse from the same rows,
+vectorised (pyarrow / numpy, no per-row Python): for a feature-config model the block of
+:class:`recstack.easyrec.tabular.TabularReader`, by its own :meth:`~recstack.easyrec.tabular.TabularReader.table_block`
+(labels, ``<group>.ids`` / ``<group>.values``, and the keys of its tag and sequence features: a column of the
+file's cells, ``"a|b"``, or of lists), for DIN the columns of :class:`recstack.data.din.DINReader` (histories as
 :class:`~recstack.data.base.RaggedArray`). :class:`MemoryReader` (core reader name ``memory``) hands that
 block to the ordinary :class:`~recstack.data.loader.BatchLoader`, so batching, shuffling and padding are
 the file path's. :func:`write_text` writes rows back in the file format (for export, whose JSON must name a
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from recstack.config import Config
-from recstack.data.base import Block, BlockReader, RaggedArray
-from recstack.easyrec.features import INT_RANGES, TabularSpec
-from recstack.easyrec.tabular import feature_column, ragged_feature_arrays
+from recstack.data.base import Block, BlockReader, DataFormatError, RaggedArray
+from recstack.easyrec.features import INT_RANGES, InputField, TabularSpec
+from recstack.easyrec.tabular import TabularReader, is_list_type, parquet_column
 from recstack.registry import READERS
 
 #: marker file → block, for the blocks of this process (see :func:`register`)
@@ -58,91 +58,52 @@ def num_rows(data: Any) -> int:
     return len(data) if hasattr(data, "columns") else len(next(iter(data.values())))
 
 
-def _arrow(values: np.ndarray, arrow_type: pa.DataType, default: Any, name: str) -> np.ndarray | pa.Array:
-    """One column as the CSV reader converts it: missing → default, numbers through the declared type."""
-    array = pa.array(values, from_pandas=True)
-    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
-        if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
-            array = array.cast(pa.string())
-        return pc.fill_null(array.cast(pa.string()), pa.scalar(default, pa.string()))
-    try:
-        array = pc.fill_null(array.cast(arrow_type), pa.scalar(default, arrow_type))
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as err:
-        raise ValueError(f"column '{name}' does not convert to {arrow_type}: {err}") from None
-    return array.to_numpy(zero_copy_only=False)
+def encode_tabular(data: Any, config: Config, with_labels: bool = True) -> Block:
+    """The block :class:`~recstack.easyrec.tabular.TabularReader` parses from the same rows (see module doc): the
+    used columns as a table of their fields' Arrow types (:func:`_table_column`), converted by the reader's
+    :meth:`~recstack.easyrec.tabular.TabularReader.table_block`, the file readers' one conversion.
 
+    Args:
+        data: a table (``columns`` and ``to_numpy``) or a dict of arrays.
+        config: the model's config (:func:`recstack.api.make_config`).
+        with_labels: ``False`` (prediction): the label columns are zeros, and need not be in ``data``.
 
-_ARROW = {"INT32": pa.int32(), "INT64": pa.int64(), "FLOAT": pa.float32(), "DOUBLE": pa.float64(),
-          "STRING": pa.string()}
-
-
-def encode_tabular(data: Any, spec: TabularSpec, with_labels: bool = True) -> Block:
-    """The block :class:`~recstack.easyrec.tabular.TabularReader` parses from the same rows (see module doc).
-
-    Without labels (``with_labels=False``: prediction) the label columns are zeros.
+    Raises:
+        ValueError: (:class:`~recstack.data.base.DataFormatError`) naming the column and the row of a bad value, or
+            a label (the API's models learn 0 / 1 labels) that is not 0 or 1.
     """
-    n = num_rows(data)
-    block: Block = {}
-    for name in spec.label_fields:
-        label = np.asarray(_column(data, name), dtype=np.float32).reshape(-1, 1) if with_labels \
-            else np.zeros((n, 1), np.float32)
-        if not np.isin(label, (0.0, 1.0)).all():
-            raise ValueError(f"label '{name}' must be 0 or 1")
-        block[name] = label
-    cache: dict[str, np.ndarray] = {}
+    reader = TabularReader([], config)
+    labels = reader.spec.label_fields
 
-    def feature_array(name: str) -> np.ndarray:
-        if name in cache:
-            return cache[name]
-        f = spec.feature(name)
-        field = spec.input_field(f.input_name)
-        column = _arrow(_column(data, f.input_name), _ARROW[field.type], field.default, f.input_name)
-        out = feature_column(f, field.type, column, f"column '{f.input_name}'",
-                             lambda row, message: ValueError(f"{message} (row {row})"))
-        cache[name] = out
-        return out
+    def fail(row: int, message: str) -> DataFormatError:
+        return DataFormatError(f"row {row}: {message}")
 
-    for group in spec.groups:
-        ids = [feature_array(f.name) for f in spec.id_features(group.name)]
-        values = [feature_array(f.name) for f in spec.value_features(group.name)]
-        if ids:
-            block[f"{group.name}.ids"] = np.stack(ids, axis=1) if n else np.zeros((0, len(ids)), np.int64)
-        if values:
-            block[f"{group.name}.values"] = (np.stack(values, axis=1).astype(np.float32) if n
-                                             else np.zeros((0, len(values)), np.float32))
-        lengths: dict[str, np.ndarray] = {}
-        for f in spec.ragged_features(group.name):
-            arrays = ragged_feature_arrays(f, _cells(_column(data, f.input_name), f.separator, f.input_name),
-                                           f"column '{f.input_name}' (feature '{f.name}')",
-                                           lambda row, message: ValueError(f"{message} (row {row})"))
-            for role, key in spec.ragged_keys(group.name, f).items():
-                block[key] = arrays[role]
-            if f.is_sequence:
-                lengths[f.name] = arrays["lengths"][:, 0]
-        for name, other in list(lengths.items())[1:]:  # a group's sequences are read side by side
-            first, row_lengths = next(iter(lengths.items()))
-            if (row_lengths != other).any():
-                row = int(np.argmax(row_lengths != other))
-                raise ValueError(f"sequence features '{first}' and '{name}' of group '{group.name}' hold "
-                                 f"{row_lengths[row]} and {other[row]} values (row {row}); they need the same number")
+    columns = [_table_column(np.zeros(num_rows(data), np.int8) if f.name in labels and not with_labels
+                             else _column(data, f.name), f, f.name in reader.list_fields, fail) for f in reader.used]
+    block = reader.table_block(pa.Table.from_arrays(columns, names=[f.name for f in reader.used]), fail)
+    for name in labels:
+        bad = (block[name][:, 0] != 0) & (block[name][:, 0] != 1)
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise fail(row, f"label '{name}' must be 0 or 1, got {block[name][row, 0]:g}")
     return block
 
 
-def _cells(values: Any, separator: str, name: str) -> pa.Array:
-    """A tag or sequence column as the file's cells: strings as they are (``"a|b"``, ``"k:0.5|m:2"``), a list
-    of values per row joined with the feature's separator; missing rows empty."""
-    array = pa.array(values, from_pandas=True)
-    if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
-        try:
-            array = pc.binary_join(array.cast(pa.list_(pa.string())), separator)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-            raise ValueError(f"column '{name}': a list per row must hold strings or numbers: {err}") from None
-    elif not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
-        if not pa.types.is_null(array.type):
-            raise ValueError(f"column '{name}': expected the values of each row as one '{separator}'-separated "
-                             f"string or a list, got {array.type}")
-        array = array.cast(pa.string())
-    return pc.fill_null(array.cast(pa.string()), "")
+def _table_column(values: Any, field: InputField, list_ok: bool, fail: Callable[[int, str], Exception]) -> pa.Array:
+    """One column as its field's Arrow type, as a Parquet column (:func:`~recstack.easyrec.tabular.parquet_column`:
+    numbers through the declared type, missing values null, to take the ``default_val``); a field read only by
+    tag and sequence features (``list_ok``) takes the file's cells (``"a|b"``, ``"k:0.5|m:2"``) or a list per row."""
+    try:
+        array = pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+        raise DataFormatError(f"column '{field.name}' ({field.type}) does not convert to a column: {err}") from None
+    if pa.types.is_null(array.type):  # no value at all
+        array = array.cast(pa.string() if field.type == "STRING" else pa.int64())
+    if list_ok and not (is_list_type(array.type) or pa.types.is_string(array.type)
+                        or pa.types.is_large_string(array.type) or pa.types.is_dictionary(array.type)):
+        raise DataFormatError(f"column '{field.name}': expected the values of each row as one separated string or a "
+                              f"list, got {array.type}")
+    return parquet_column(array, field, list_ok, fail)
 
 
 def _ragged(values: np.ndarray, name: str) -> RaggedArray:

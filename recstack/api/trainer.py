@@ -98,7 +98,7 @@ class Trainer:
         if spec.kind == "din":
             block = memory.encode_din(data, spec.sequence, self.label, spec.user_column, with_labels)
         else:
-            block = memory.encode_tabular(data, TabularSpec.from_config(self._make({})), with_labels)
+            block = memory.encode_tabular(data, self._make({}), with_labels)
         if with_labels:
             self._sample = data
         folder = memory.register(block, Path(self._workdir) / f"data-{next(self._count)}")

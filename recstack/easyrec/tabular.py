@@ -427,11 +427,12 @@ class TabularReader(BlockReader):
         self.binary_labels = classification_labels(config, spec.label_fields)
         #: ParquetInput: files are Parquet, columns read by name (:meth:`chunks`)
         self.parquet = spec.input_type == "ParquetInput"
-        #: fields that may be Parquet list columns: STRING fields read only by tag and sequence features
+        #: fields that may be list columns (Parquet's, the Python API's): STRING fields read only by tag and sequence
+        #: features
         readers = {}
         for feature in spec.features:
             readers.setdefault(feature.input_name, []).append(feature.is_ragged)
-        self._list_ok = {name for name, ragged in readers.items() if all(ragged)}
+        self.list_fields = {name for name, ragged in readers.items() if all(ragged)}
         self._int_fields = any(f.type in INT_RANGES for f in self.used)
         # with a whitespace separator, pyarrow reads a line of only separators as a row of empty fields
         self._blank_first = spec.separator.encode() if spec.separator.isspace() else None
@@ -515,7 +516,7 @@ class TabularReader(BlockReader):
         def fail(row: int, message: str) -> DataFormatError:
             return parquet_row_error(path, first_row + row, message)
 
-        columns = [parquet_column(batch.column(f.name), f, f.name in self._list_ok, fail) for f in self.used]
+        columns = [parquet_column(batch.column(f.name), f, f.name in self.list_fields, fail) for f in self.used]
         return self.table_block(pa.Table.from_arrays(columns, names=[f.name for f in self.used]), fail)
 
     def table_block(self, table: pa.Table, fail: Callable[[int, str], Exception]) -> Block:
