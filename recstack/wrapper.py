@@ -479,7 +479,16 @@ class BehaviourClickModel(ClickGAUCMetrics):
 class EntireSpaceMetrics:
     """Metrics of the entire-space conversion models (ESMM, ESCM²), whose outputs are ``(pCTR, pCTCVR, pCVR)`` and
     labels ``(click, conversion)``: ``auc_ctr``, ``auc_ctcvr`` over every exposure and ``auc_cvr`` over the clicked
-    ones only. Mixed in before :class:`DygraphModel`."""
+    ones only. Mixed in before :class:`DygraphModel`; also the inputs, labels and outputs of the Ali-CCP reader
+    (``sparse``; ``ctr``, ``ctcvr``; exported as ``prob_ctr``, ``prob_ctcvr``, ``prob_cvr``) and its keys."""
+
+    feed_names = ("sparse",)
+    label_names = ("ctr", "ctcvr")
+    task_names = ("ctr", "ctcvr")
+    output_names = ("ctr", "ctcvr", "cvr")
+    hyper_parameter_schema: dict[str, Check] = {
+        "sparse_feature_number": PositiveInt, "sparse_feature_dim": PositiveInt, "num_field": PositiveInt,
+        "max_len": PositiveInt, "ctr_fc_sizes": ListOf(PositiveInt), "cvr_fc_sizes": ListOf(PositiveInt)}
 
     def create_metrics(self) -> tuple[list[Metric], list[str]]:
         return [AUC(), AUC(), AUC()], ["auc_ctr", "auc_ctcvr", "auc_cvr"]

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_aliccp import reference  # the plain per-token parse of ESMM's files, which ESCM²'s are
 
 from recstack.config import ConfigError, load_config
 from recstack.data.aliccp import FIELDS
@@ -31,23 +32,6 @@ def bce(q, r):
 
 
 # ------------------------------------------------------------------ data
-def reference(lines, max_len):
-    """A plain per-token parse: labels in columns 2 and 3, then every ``field:id`` token from the fourth column
-    on, the 23 fields in PaddleRec's order, the first ``max_len`` values of each, padded with 0."""
-    clicks, conversions, rows = [], [], []
-    for line in lines:
-        tokens = line.split(",")
-        clicks.append(int(tokens[1]))
-        conversions.append(int(tokens[2]))
-        values = {f: [] for f in FIELDS}
-        for token in tokens[3:]:
-            field, feat = token.split(":")
-            if field in values:
-                values[field].append(int(feat))
-        rows.append([v for f in FIELDS for v in (values[f] + [0] * max_len)[:max_len]])
-    return np.array(clicks), np.array(conversions), np.array(rows, dtype=np.int64)
-
-
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_parses_paddlerec_escm2_sample_exactly(shared_data, split):
     path = shared_data / SAMPLE / split / "small.txt"

@@ -44,9 +44,11 @@ from recstack.data.base import (
     BlockReader,
     DataFormatError,
     FeatureUnit,
+    Malformed,
     NumberRangeError,
     bad_line,
     may_hold_hex,
+    numbered_lines,
     parse_int,
     row_error,
 )
@@ -87,9 +89,6 @@ def feature_vocabulary(config: Config) -> list[tuple[str, int]]:
         raise ConfigError(f"{config.source(key)}: expected a non-empty list of distinct feature names, got {names}")
     return pairs
 
-
-class _Malformed(Exception):
-    """The fast path cannot take the chunk."""
 
 
 @READERS.register("aitm")
@@ -144,15 +143,10 @@ class AITMReader(BlockReader):
         if b" " not in chunk and b"\t" not in chunk and not may_hold_hex(chunk):
             try:
                 matrix = self._fast(chunk)
-            except (_Malformed, pa.ArrowInvalid, pa.ArrowTypeError):
+            except (Malformed, pa.ArrowInvalid, pa.ArrowTypeError):
                 matrix = None
         if matrix is None:
-            lines, numbers = [], []
-            for offset, line in enumerate(chunk.split(b"\n")):
-                line = line.rstrip(b"\r")
-                if line.strip():
-                    lines.append(line)
-                    numbers.append(first_line + offset)
+            lines, numbers = numbered_lines(chunk, first_line)
             matrix = self._slow(lines, numbers, path)
             locate: Callable[[int, str], DataFormatError] = \
                 lambda row, problem: bad_line(path, numbers[row], lines[row], problem)  # noqa: E731
@@ -198,7 +192,7 @@ class AITMReader(BlockReader):
                                read_options=pacsv.ReadOptions(block_size=len(chunk) + 1, **self._read_options),
                                parse_options=self._parse_options, convert_options=self._convert_options)
         if table.num_columns != self.width:
-            raise _Malformed
+            raise Malformed
         if not table.num_rows:
             return np.zeros((0, self.width), np.int64)
         return np.column_stack([c.to_numpy() for c in table.columns]).astype(np.int64, copy=False)

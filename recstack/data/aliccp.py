@@ -38,10 +38,12 @@ from recstack.data.base import (
     BlockReader,
     DataFormatError,
     FeatureUnit,
+    Malformed,
     NumberRangeError,
     bad_line,
     blank_whitespace_lines,
     may_hold_hex,
+    numbered_lines,
     parse_int,
 )
 from recstack.registry import READERS
@@ -54,9 +56,6 @@ FIELDS: tuple[str, ...] = ("101", "109_14", "110_14", "127_14", "150_14", "121",
 PADDING_ID = 0
 _HEADER = "expected '<sample_id>,<click>,<conversion>,<field_id>:<feat_id>,...'"
 
-
-class _Malformed(Exception):
-    """Raised inside the fast path: the block needs the per-line parse."""
 
 
 @READERS.register("aliccp")
@@ -111,22 +110,17 @@ class AliCCPReader(BlockReader):
         if b" " not in chunk and b"\t" not in chunk and not may_hold_hex(chunk):
             try:
                 block, ids, id_rows, locate = self._fast(chunk, first_line)
-            except (_Malformed, pa.ArrowInvalid, pa.ArrowTypeError):
+            except (Malformed, pa.ArrowInvalid, pa.ArrowTypeError):
                 block = None
         if block is None:
-            lines, numbers = [], []
-            for offset, line in enumerate(chunk.split(b"\n")):
-                line = line.rstrip(b"\r")
-                if line.strip():
-                    lines.append(line)
-                    numbers.append(first_line + offset)
+            lines, numbers = numbered_lines(chunk, first_line)
             block, ids, id_rows = self._slow(lines, numbers, path)
             locate = lambda row: (numbers[row], lines[row])  # noqa: E731
         self._check_values(block, ids, id_rows, locate, path)
         return block
 
     def _fast(self, chunk: bytes, first_line: int) -> tuple[Block, np.ndarray, np.ndarray, Callable]:
-        """Vectorised parse; raises :class:`_Malformed` (or an Arrow error) when a line needs the slow path.
+        """Vectorised parse; raises :class:`Malformed` (or an Arrow error) when a line needs the slow path.
 
         Returns the block; the ids of all kept-field tokens (before truncation) with their
         rows, for the range check; and ``row -> (line number, line)`` for error messages.
@@ -141,7 +135,7 @@ class AliCCPReader(BlockReader):
         tokens = pc.split_pattern(lines, ",")
         counts = pc.list_value_length(tokens).to_numpy()
         if (counts < 3).any():
-            raise _Malformed
+            raise Malformed
         flat = pc.list_flatten(tokens)
         starts = tokens.offsets.to_numpy()[:-1].astype(np.int64)
         click = pc.cast(flat.take(pa.array(starts + 1)), pa.int64()).to_numpy()
@@ -152,7 +146,7 @@ class AliCCPReader(BlockReader):
         rows = np.repeat(np.arange(n, dtype=np.int64), counts)[is_feature]
         pairs = pc.split_pattern(flat.filter(pa.array(is_feature)), ":")
         if len(pairs) and (pc.list_value_length(pairs).to_numpy() != 2).any():
-            raise _Malformed
+            raise Malformed
         field = pc.fill_null(pc.index_in(pc.list_element(pairs, 0), value_set=self._field_set), -1).to_numpy()
         known = field >= 0
         ids = pc.cast(pc.list_element(pairs, 1).filter(pa.array(known)), pa.int64()).to_numpy()

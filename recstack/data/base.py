@@ -201,6 +201,23 @@ def row_error(chunk: bytes, path: str, first_line: int, row: int, problem: str) 
     return DataFormatError(f"{path}: {problem}")
 
 
+class Malformed(Exception):
+    """Raised inside a reader's vectorised fast path: the chunk needs the per-line parse (which names the first
+    bad line)."""
+
+
+def numbered_lines(chunk: bytes, first_line: int) -> tuple[list[bytes], list[int]]:
+    """The chunk's non-blank lines (``\\r`` stripped) and their line numbers in the file: what the per-line parses
+    read and their errors name."""
+    lines, numbers = [], []
+    for offset, line in enumerate(chunk.split(b"\n")):
+        line = line.rstrip(b"\r")
+        if line.strip():
+            lines.append(line)
+            numbers.append(first_line + offset)
+    return lines, numbers
+
+
 @dataclass(frozen=True)
 class ColumnChunk:
     """A chunk of a columnar file (Parquet) for :meth:`BlockReader.parse_block`: a record batch of the columns

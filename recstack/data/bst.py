@@ -110,7 +110,7 @@ class BSTReader(BehaviourLineReader):
 
     # ------------------------------------------------------------------ parsing
     def _fast(self, chunk: bytes) -> Block:
-        """Vectorised parse of a chunk; raises :class:`~recstack.data.din.Malformed` or an Arrow error when a line
+        """Vectorised parse of a chunk; raises :class:`~recstack.data.base.Malformed` or an Arrow error when a line
         is bad."""
         lines = text_lines(chunk)
         n = len(lines)

@@ -46,6 +46,7 @@ from recstack.data.base import (
     BlockReader,
     DataFormatError,
     FeatureUnit,
+    Malformed,
     NumberRangeError,
     RaggedArray,
     bad_line,
@@ -59,10 +60,6 @@ from recstack.registry import READERS
 FIELDS = ("hist_item_ids", "hist_cat_ids", "target_item", "target_cat", "label")
 _EXPECTED = ("expected 5 ';'-separated fields hist_item_ids;hist_cat_ids;target_item;target_cat;label "
              "(or 6, with a user id)")
-
-
-class Malformed(Exception):
-    """Raised inside a fast path: the chunk needs the per-line parse."""
 
 
 def text_lines(chunk: bytes) -> pa.Array:

@@ -40,13 +40,7 @@ logger = logging.getLogger(__name__)
 
 
 class DygraphModel(EntireSpaceMetrics, BaseModel):
-    feed_names = ("sparse",)
-    label_names = ("ctr", "ctcvr")
-    task_names = ("ctr", "ctcvr")
-    output_names = ("ctr", "ctcvr", "cvr")   # exported as prob_ctr, prob_ctcvr, prob_cvr
-    hyper_parameter_schema = {"sparse_feature_number": PositiveInt, "sparse_feature_dim": PositiveInt,
-                              "num_field": PositiveInt, "max_len": PositiveInt, "ctr_fc_sizes": ListOf(PositiveInt),
-                              "cvr_fc_sizes": ListOf(PositiveInt), "imp_fc_sizes": ListOf(PositiveInt),
+    hyper_parameter_schema = {**EntireSpaceMetrics.hyper_parameter_schema, "imp_fc_sizes": ListOf(PositiveInt),
                               "counterfact_mode": OneOf("IPS", "DR"), "global_w": NonNegativeNumber,
                               "counterfactual_w": NonNegativeNumber, "ips_clip": PositiveNumber,
                               "detach_propensity": Bool, "expert_num": PositiveInt, "expert_size": PositiveInt,

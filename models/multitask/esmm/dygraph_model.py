@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from recstack.config import Config, ListOf, PositiveInt
+from recstack.config import Config
 from recstack.wrapper import DygraphModel as BaseModel
 from recstack.wrapper import EntireSpaceMetrics
 
@@ -20,13 +20,7 @@ from .net import ESMM
 
 
 class DygraphModel(EntireSpaceMetrics, BaseModel):
-    feed_names = ("sparse",)
-    label_names = ("ctr", "ctcvr")
-    task_names = ("ctr", "ctcvr")
-    output_names = ("ctr", "ctcvr", "cvr")   # exported as prob_ctr, prob_ctcvr, prob_cvr
-    hyper_parameter_schema = {"sparse_feature_number": PositiveInt, "sparse_feature_dim": PositiveInt,
-                              "num_field": PositiveInt, "max_len": PositiveInt, "ctr_fc_sizes": ListOf(PositiveInt),
-                              "cvr_fc_sizes": ListOf(PositiveInt)}
+    # inputs, labels, outputs and keys: EntireSpaceMetrics' (the Ali-CCP reader's)
 
     def create_model(self, config: Config) -> ESMM:
         return ESMM(
